@@ -1,0 +1,16 @@
+// common.wgsl: prepended to every file in shaders/ by src/gpu/kernel.rs (WGSL has no includes).
+//
+// Launchers spread workgroups over a 2-D grid, because one grid dimension stops at 65,535
+// workgroups; `flat_index` turns a global invocation id back into one element index.
+// Workgroups are 256 wide: llvmpipe runs a workgroup as one loop on one thread, so wide
+// workgroups amortise its per-workgroup cost, and 256 is a multiple of every subgroup width.
+
+const WG: u32 = 256u;
+
+// Bits of a params struct's `accumulate` field (src/params.rs).
+const ACCUMULATE_INPUT: u32 = 1u;
+const ACCUMULATE_PARAMS: u32 = 2u;
+
+fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.y * nwg.x * WG + gid.x;
+}

@@ -1,0 +1,105 @@
+// elementwise.wgsl: ReLU forward and backward, fill, accumulate, copy, and the image gather.
+// Mirrors src/cpu/elementwise.rs (reference) and src/gpu/elementwise.rs (launchers).
+//
+// entry point     binding 0           bindings 1..
+// fill            ElementwiseParams   out
+// accumulate      ElementwiseParams   src, dst          (dst += src)
+// copy            ElementwiseParams   src, dst
+// relu_forward    ElementwiseParams   x, y
+// relu_backward   ElementwiseParams   y, dy, dx
+// gather_images   GatherParams        table, packed, indices, out
+
+// src/params.rs ElementwiseParams
+struct ElementwiseParams {
+    len: u32,
+    value: f32,
+    accumulate: u32,
+    _pad: u32,
+}
+
+// src/params.rs GatherParams
+struct GatherParams {
+    n: u32,
+    pixels: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: ElementwiseParams;
+
+@group(0) @binding(1) var<storage, read_write> fill_out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i < p.len {
+        fill_out[i] = p.value;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+@compute @workgroup_size(WG)
+fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i < p.len {
+        dst[i] += src[i];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i < p.len {
+        dst[i] = src[i];
+    }
+}
+
+@group(0) @binding(1) var<storage, read> relu_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> relu_y: array<f32>;
+
+@compute @workgroup_size(WG)
+fn relu_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i < p.len {
+        relu_y[i] = max(relu_x[i], 0.0);
+    }
+}
+
+@group(0) @binding(1) var<storage, read> relu_out: array<f32>;
+@group(0) @binding(2) var<storage, read> relu_dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> relu_dx: array<f32>;
+
+// The gradient passes where the output is positive; at exactly 0 it is 0, as in PyTorch.
+@compute @workgroup_size(WG)
+fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i < p.len {
+        let g = select(0.0, relu_dy[i], relu_out[i] > 0.0);
+        if (p.accumulate & ACCUMULATE_INPUT) != 0u {
+            relu_dx[i] += g;
+        } else {
+            relu_dx[i] = g;
+        }
+    }
+}
+
+@group(0) @binding(0) var<uniform> gp: GatherParams;
+// float32(b) / 255 for every byte b, computed on the host so the GPU's division rounding
+// cannot differ from PyTorch's.
+@group(0) @binding(1) var<storage, read> table: array<f32, 256>;
+// The resident images, four u8 pixels to a u32, little-endian.
+@group(0) @binding(2) var<storage, read> packed: array<u32>;
+@group(0) @binding(3) var<storage, read> indices: array<u32>;
+@group(0) @binding(4) var<storage, read_write> gathered: array<f32>;
+
+@compute @workgroup_size(WG)
+fn gather_images(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i < gp.n * gp.pixels {
+        let byte = indices[i / gp.pixels] * gp.pixels + i % gp.pixels;
+        let pixel = (packed[byte / 4u] >> (8u * (byte % 4u))) & 0xffu;
+        gathered[i] = table[pixel];
+    }
+}

@@ -1,0 +1,115 @@
+// linear.wgsl: the fully connected layer y = x·Wᵀ + b, forward and backward.
+// Mirrors src/cpu/linear.rs (reference) and src/gpu/linear.rs (launchers).
+//
+// entry point             bindings 1.. (binding 0: LinearParams)
+// linear_forward          x, w, b, y     one invocation per output
+// linear_backward_input   dy, w, dx      one invocation per input element
+// linear_backward_weight  x, dy, dw, db  one invocation per weight or bias, summing the batch
+//
+// Layouts: x (N, In), w (Out, In), b (Out), y (N, Out). Weight gradients are summed per tower
+// and the towers' sums added last, as two separate calls would (src/params.rs, `towers`):
+// the bias, whose two towers' gradients are exact negatives, gets exactly 0.
+
+// src/params.rs LinearParams
+struct LinearParams {
+    n: u32,
+    d_in: u32,
+    d_out: u32,
+    accumulate: u32,
+    towers: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: LinearParams;
+
+@group(0) @binding(1) var<storage, read> fx: array<f32>;
+@group(0) @binding(2) var<storage, read> fw: array<f32>;
+@group(0) @binding(3) var<storage, read> fb: array<f32>;
+@group(0) @binding(4) var<storage, read_write> fy: array<f32>;
+
+@compute @workgroup_size(WG)
+fn linear_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i >= p.n * p.d_out {
+        return;
+    }
+    let o = i % p.d_out;
+    let n = i / p.d_out;
+    var acc = fb[o];
+    for (var k = 0u; k < p.d_in; k++) {
+        acc += fx[n * p.d_in + k] * fw[o * p.d_in + k];
+    }
+    fy[i] = acc;
+}
+
+@group(0) @binding(1) var<storage, read> bi_dy: array<f32>;
+@group(0) @binding(2) var<storage, read> bi_w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bi_dx: array<f32>;
+
+@compute @workgroup_size(WG)
+fn linear_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i >= p.n * p.d_in {
+        return;
+    }
+    let k = i % p.d_in;
+    let n = i / p.d_in;
+    var acc = 0.0;
+    for (var o = 0u; o < p.d_out; o++) {
+        acc += bi_dy[n * p.d_out + o] * bi_w[o * p.d_in + k];
+    }
+    if (p.accumulate & ACCUMULATE_INPUT) != 0u {
+        bi_dx[i] += acc;
+    } else {
+        bi_dx[i] = acc;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> bw_x: array<f32>;
+@group(0) @binding(2) var<storage, read> bw_dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bw_dw: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bw_db: array<f32>;
+
+// Invocations 0..Out·In are weights, the next Out are biases; each sums over the batch in
+// order, so no two invocations write one place.
+fn batch_sum(i: u32, o: u32, weight: bool) -> f32 {
+    let k = i % p.d_in;
+    let tower_n = p.n / p.towers;
+    var acc = 0.0;
+    for (var t = 0u; t < p.towers; t++) {
+        var s = 0.0;
+        for (var n = t * tower_n; n < (t + 1u) * tower_n; n++) {
+            s += bw_dy[n * p.d_out + o] * select(1.0, bw_x[n * p.d_in + k], weight);
+        }
+        acc += s;
+    }
+    return acc;
+}
+
+@compute @workgroup_size(WG)
+fn linear_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    let weights = p.d_out * p.d_in;
+    if i >= weights + p.d_out {
+        return;
+    }
+    let add = (p.accumulate & ACCUMULATE_PARAMS) != 0u;
+    if i < weights {
+        let acc = batch_sum(i, i / p.d_in, true);
+        if add {
+            bw_dw[i] += acc;
+        } else {
+            bw_dw[i] = acc;
+        }
+    } else {
+        let o = i - weights;
+        let acc = batch_sum(0u, o, false);
+        if add {
+            bw_db[o] += acc;
+        } else {
+            bw_db[o] = acc;
+        }
+    }
+}

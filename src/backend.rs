@@ -1,0 +1,176 @@
+//! The interface the tape drives: tensors, transfers and one method per op, implemented by
+//! the CPU reference (`cpu::CpuBackend`) and the GPU (`gpu::GpuBackend`).
+//!
+//! Op methods mirror the CPU reference functions in `cpu/<family>.rs` and the WGSL entry
+//! points in `shaders/<family>.wgsl`: same names, same argument order. Shapes travel in the
+//! op's params struct (`params.rs`); tensors are flat, row-major, NCHW.
+
+use crate::cpu::Float;
+use crate::params::*;
+
+/// Parameter views handed out by [`Backend::view`] start at a multiple of this many elements,
+/// the 256-byte storage-binding alignment every wgpu adapter accepts.
+pub const VIEW_ALIGN: usize = 64;
+
+/// A handle to device storage: `len` elements, cheap to clone (clones share storage).
+pub trait DeviceTensor: Clone + std::fmt::Debug {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// `len` elements from element `offset`, which must be a multiple of [`VIEW_ALIGN`].
+    fn view(&self, offset: usize, len: usize) -> Self;
+}
+
+pub trait Backend {
+    /// Host-side element type: f32 on the GPU, f32 or f64 on the CPU reference.
+    type Elem: Float;
+    type Tensor: DeviceTensor;
+    /// A set of u8 images resident on the device.
+    type Images;
+
+    /// What runs the ops, for messages and benchmark names.
+    fn name(&self) -> String;
+
+    // --- storage ---------------------------------------------------------------------------
+    /// A persistent tensor of zeros.
+    fn zeros(&mut self, len: usize) -> Self::Tensor;
+    /// A scratch tensor with unspecified contents, valid until the next [`Backend::reset_scratch`].
+    /// Every op writes its whole output, so scratch never needs clearing.
+    fn scratch(&mut self, len: usize) -> Self::Tensor;
+    /// Hands all scratch back: the next step reuses the same storage, allocating nothing.
+    fn reset_scratch(&mut self);
+    fn write(&mut self, t: &Self::Tensor, data: &[Self::Elem]);
+    /// Copies a tensor to the host, waiting for every op recorded before.
+    fn read(&mut self, t: &Self::Tensor) -> Vec<Self::Elem>;
+    fn upload(&mut self, data: &[Self::Elem]) -> Self::Tensor {
+        let t = self.zeros(data.len());
+        self.write(&t, data);
+        t
+    }
+
+    // --- data ------------------------------------------------------------------------------
+    /// Makes `pixels` ((M, P) bytes) resident for [`Backend::gather_images`].
+    fn upload_images(&mut self, pixels: &[u8], per_image: usize) -> Self::Images;
+    /// out (N, P) = the images at `indices`, each pixel p as float32(p) / 255.
+    fn gather_images(&mut self, images: &Self::Images, indices: &[u32], out: &Self::Tensor);
+
+    // --- elementwise -----------------------------------------------------------------------
+    fn fill(&mut self, t: &Self::Tensor, value: f32);
+    /// dst += src
+    fn accumulate(&mut self, src: &Self::Tensor, dst: &Self::Tensor);
+    fn copy(&mut self, src: &Self::Tensor, dst: &Self::Tensor);
+    fn relu_forward(&mut self, x: &Self::Tensor, y: &Self::Tensor);
+    fn relu_backward(&mut self, y: &Self::Tensor, dy: &Self::Tensor, dx: &Self::Tensor, accumulate: u32);
+
+    // --- conv2d ----------------------------------------------------------------------------
+    fn conv2d_forward(
+        &mut self,
+        p: &Conv2dParams,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: &Self::Tensor,
+        y: &Self::Tensor,
+    );
+    fn conv2d_backward_input(&mut self, p: &Conv2dParams, dy: &Self::Tensor, w: &Self::Tensor, dx: &Self::Tensor);
+    fn conv2d_backward_weight(
+        &mut self,
+        p: &Conv2dParams,
+        x: &Self::Tensor,
+        dy: &Self::Tensor,
+        dw: &Self::Tensor,
+        db: &Self::Tensor,
+    );
+
+    // --- batchnorm -------------------------------------------------------------------------
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_forward_train(
+        &mut self,
+        p: &BatchNormParams,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        y: &Self::Tensor,
+        saved: &Self::Tensor,
+        running_mean: &Self::Tensor,
+        running_var: &Self::Tensor,
+    );
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_forward_eval(
+        &mut self,
+        p: &BatchNormParams,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        running_mean: &Self::Tensor,
+        running_var: &Self::Tensor,
+        y: &Self::Tensor,
+    );
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_backward(
+        &mut self,
+        p: &BatchNormParams,
+        x: &Self::Tensor,
+        dy: &Self::Tensor,
+        gamma: &Self::Tensor,
+        saved: &Self::Tensor,
+        dx: &Self::Tensor,
+        dgamma: &Self::Tensor,
+        dbeta: &Self::Tensor,
+    );
+
+    // --- maxpool ---------------------------------------------------------------------------
+    fn maxpool_forward(&mut self, p: &MaxPoolParams, x: &Self::Tensor, y: &Self::Tensor);
+    fn maxpool_backward(&mut self, p: &MaxPoolParams, x: &Self::Tensor, dy: &Self::Tensor, dx: &Self::Tensor);
+
+    // --- linear ----------------------------------------------------------------------------
+    fn linear_forward(
+        &mut self,
+        p: &LinearParams,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: &Self::Tensor,
+        y: &Self::Tensor,
+    );
+    fn linear_backward_input(&mut self, p: &LinearParams, dy: &Self::Tensor, w: &Self::Tensor, dx: &Self::Tensor);
+    fn linear_backward_weight(
+        &mut self,
+        p: &LinearParams,
+        x: &Self::Tensor,
+        dy: &Self::Tensor,
+        dw: &Self::Tensor,
+        db: &Self::Tensor,
+    );
+
+    // --- distance and loss -----------------------------------------------------------------
+    fn pair_distance_forward(&mut self, p: &PairDistanceParams, x: &Self::Tensor, d: &Self::Tensor);
+    fn pair_distance_backward(
+        &mut self,
+        p: &PairDistanceParams,
+        x: &Self::Tensor,
+        d: &Self::Tensor,
+        dd: &Self::Tensor,
+        dx: &Self::Tensor,
+    );
+    fn contrastive_forward(&mut self, p: &ContrastiveParams, d: &Self::Tensor, t: &Self::Tensor, loss: &Self::Tensor);
+    fn contrastive_backward(
+        &mut self,
+        p: &ContrastiveParams,
+        d: &Self::Tensor,
+        t: &Self::Tensor,
+        dloss: &Self::Tensor,
+        dd: &Self::Tensor,
+    );
+
+    // --- optimizer -------------------------------------------------------------------------
+    /// Adam step `t` (1-based) over flat buffers of equal length.
+    fn adam_step(
+        &mut self,
+        cfg: &AdamConfig,
+        t: u64,
+        params: &Self::Tensor,
+        grads: &Self::Tensor,
+        m: &Self::Tensor,
+        v: &Self::Tensor,
+    );
+}

@@ -1,0 +1,122 @@
+//! BatchNorm2d with per-tower batch statistics: the CPU reference, train and eval forward, backward.
+//!
+//! The batch is split into `towers` equal slices; each is normalised with its own statistics
+//! exactly as a separate PyTorch call would, and the running statistics take one momentum
+//! update per tower, in order.
+
+use super::float::{Float, decimal, store};
+use crate::params::{ACCUMULATE_INPUT, ACCUMULATE_PARAMS, BatchNormParams};
+
+/// Index of element (n, c, i) in an (N, C, H·W) tensor.
+#[inline]
+fn at(p: &BatchNormParams, n: usize, c: usize, i: usize) -> usize {
+    (n * p.c as usize + c) * p.hw as usize + i
+}
+
+/// Calls `f(flat index)` for every element of channel `c` in tower `g`.
+fn for_each_in<F: FnMut(usize)>(p: &BatchNormParams, g: usize, c: usize, mut f: F) {
+    let gn = p.tower_n();
+    for n in g * gn..(g + 1) * gn {
+        for i in 0..p.hw as usize {
+            f(at(p, n, c, i));
+        }
+    }
+}
+
+/// Train mode: normalise each tower with its biased batch variance, save mean and 1/std per
+/// (tower, channel) for the backward pass, and update the running statistics (unbiased var).
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_forward_train<F: Float>(
+    p: &BatchNormParams,
+    x: &[F],                // (N, C, H, W)
+    gamma: &[F],            // (C)
+    beta: &[F],             // (C)
+    y: &mut [F],            // (N, C, H, W)
+    saved: &mut [F],        // mean (T, C) then invstd (T, C)
+    running_mean: &mut [F], // (C)
+    running_var: &mut [F],  // (C)
+) {
+    let (c_n, g_n) = (p.c as usize, p.towers as usize);
+    let m = p.count() as f64;
+    let momentum = F::from_f64(decimal(p.momentum));
+    for c in 0..c_n {
+        for g in 0..g_n {
+            let mut sum = 0.0;
+            for_each_in(p, g, c, |i| sum += x[i].to_f64());
+            let mean = sum / m;
+            let mut sq = 0.0;
+            for_each_in(p, g, c, |i| sq += (x[i].to_f64() - mean).powi(2));
+            let var = sq / m;
+            let invstd = 1.0 / (var + decimal(p.eps)).sqrt();
+            let (scale, g_, b_) = (invstd, gamma[c].to_f64(), beta[c].to_f64());
+            for_each_in(p, g, c, |i| y[i] = F::from_f64((x[i].to_f64() - mean) * scale * g_ + b_));
+            saved[g * c_n + c] = F::from_f64(mean);
+            saved[(g_n + g) * c_n + c] = F::from_f64(invstd);
+            let unbiased = F::from_f64(var * m / (m - 1.0).max(1.0));
+            running_mean[c] = (F::ONE - momentum) * running_mean[c] + momentum * F::from_f64(mean);
+            running_var[c] = (F::ONE - momentum) * running_var[c] + momentum * unbiased;
+        }
+    }
+}
+
+/// Eval mode: normalise with the running statistics.
+pub fn batchnorm_forward_eval<F: Float>(
+    p: &BatchNormParams,
+    x: &[F],            // (N, C, H, W)
+    gamma: &[F],        // (C)
+    beta: &[F],         // (C)
+    running_mean: &[F], // (C)
+    running_var: &[F],  // (C)
+    y: &mut [F],        // (N, C, H, W)
+) {
+    for n in 0..p.n as usize {
+        for c in 0..p.c as usize {
+            let invstd = 1.0 / (running_var[c].to_f64() + decimal(p.eps)).sqrt();
+            let (mean, g_, b_) = (running_mean[c].to_f64(), gamma[c].to_f64(), beta[c].to_f64());
+            for i in 0..p.hw as usize {
+                let j = at(p, n, c, i);
+                y[j] = F::from_f64((x[j].to_f64() - mean) * invstd * g_ + b_);
+            }
+        }
+    }
+}
+
+/// Backward of train mode, per tower with x̂ = (x − mean)·invstd and M elements per tower:
+/// dx = γ·invstd·(dy − Σdy/M − x̂·Σ(dy·x̂)/M), dγ = Σ_towers Σ dy·x̂, dβ = Σ_towers Σ dy.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_backward<F: Float>(
+    p: &BatchNormParams,
+    x: &[F],          // (N, C, H, W)
+    dy: &[F],         // (N, C, H, W)
+    gamma: &[F],      // (C)
+    saved: &[F],      // mean (T, C) then invstd (T, C)
+    dx: &mut [F],     // (N, C, H, W)
+    dgamma: &mut [F], // (C)
+    dbeta: &mut [F],  // (C)
+) {
+    let (c_n, g_n) = (p.c as usize, p.towers as usize);
+    let m = p.count() as f64;
+    let (acc_in, acc_params) = (p.accumulate & ACCUMULATE_INPUT != 0, p.accumulate & ACCUMULATE_PARAMS != 0);
+    for c in 0..c_n {
+        let (mut dg, mut db) = (0.0, 0.0);
+        for g in 0..g_n {
+            let mean = saved[g * c_n + c].to_f64();
+            let invstd = saved[(g_n + g) * c_n + c].to_f64();
+            let (mut sum_dy, mut sum_dy_xhat) = (0.0, 0.0);
+            for_each_in(p, g, c, |i| {
+                sum_dy += dy[i].to_f64();
+                sum_dy_xhat += dy[i].to_f64() * (x[i].to_f64() - mean) * invstd;
+            });
+            let k = gamma[c].to_f64() * invstd;
+            for_each_in(p, g, c, |i| {
+                let xhat = (x[i].to_f64() - mean) * invstd;
+                let v = k * (dy[i].to_f64() - sum_dy / m - xhat * sum_dy_xhat / m);
+                store(&mut dx[i], F::from_f64(v), acc_in);
+            });
+            dg += sum_dy_xhat;
+            db += sum_dy;
+        }
+        store(&mut dgamma[c], F::from_f64(dg), acc_params);
+        store(&mut dbeta[c], F::from_f64(db), acc_params);
+    }
+}

@@ -1,0 +1,297 @@
+//! The CPU reference: plain loops for every op (one file per op family, mirroring
+//! `shaders/`), and `CpuBackend`, which runs the tape on them in f32 or f64.
+//!
+//! The reference is written for clarity, not speed: it is what the GPU is held to and what
+//! finite differences check, and every sum is carried in f64 (see [`Float`]).
+
+mod batchnorm;
+mod contrastive;
+mod conv2d;
+mod distance;
+mod elementwise;
+mod float;
+mod linear;
+mod maxpool;
+mod optim;
+
+pub use batchnorm::*;
+pub use contrastive::*;
+pub use conv2d::*;
+pub use distance::*;
+pub use elementwise::*;
+pub use float::{Float, decimal, store};
+pub use linear::*;
+pub use maxpool::*;
+pub use optim::*;
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+use crate::backend::{Backend, DeviceTensor, VIEW_ALIGN};
+use crate::params::*;
+
+/// A view of `len` elements from `offset` into shared host storage.
+#[derive(Clone, Debug)]
+pub struct CpuTensor<F> {
+    data: Rc<RefCell<Vec<F>>>,
+    offset: usize,
+    len: usize,
+}
+
+impl<F: Float> DeviceTensor for CpuTensor<F> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn view(&self, offset: usize, len: usize) -> Self {
+        assert!(offset % VIEW_ALIGN == 0 && offset + len <= self.len, "cpu: bad view {offset}+{len} of {}", self.len);
+        CpuTensor { data: self.data.clone(), offset: self.offset + offset, len }
+    }
+}
+
+/// Runs every op through the reference functions in this module, in precision `F`.
+#[derive(Default)]
+pub struct CpuBackend<F> {
+    _f: PhantomData<F>,
+}
+
+impl<F: Float> CpuBackend<F> {
+    pub fn new() -> Self {
+        Self { _f: PhantomData }
+    }
+}
+
+/// A copy of the tensor's elements. Ops read their inputs into copies and write their outputs
+/// back, so views of one buffer (the flat parameters and gradients) never alias a borrow.
+fn get<F: Float>(t: &CpuTensor<F>) -> Vec<F> {
+    t.data.borrow()[t.offset..t.offset + t.len].to_vec()
+}
+
+fn put<F: Float>(t: &CpuTensor<F>, v: &[F]) {
+    assert_eq!(v.len(), t.len, "cpu: writing {} elements into a tensor of {}", v.len(), t.len);
+    t.data.borrow_mut()[t.offset..t.offset + t.len].copy_from_slice(v);
+}
+
+/// Runs `f` on a copy of `out` and writes the result back.
+fn update<F: Float>(out: &CpuTensor<F>, f: impl FnOnce(&mut [F])) {
+    let mut v = get(out);
+    f(&mut v);
+    put(out, &v);
+}
+
+fn f32s<F: Float>(v: f32) -> F {
+    F::from_f64(v as f64)
+}
+
+impl<F: Float> Backend for CpuBackend<F> {
+    type Elem = F;
+    type Tensor = CpuTensor<F>;
+    type Images = (Vec<u8>, usize);
+
+    fn name(&self) -> String {
+        format!("cpu-{}", F::NAME)
+    }
+
+    fn zeros(&mut self, len: usize) -> CpuTensor<F> {
+        CpuTensor { data: Rc::new(RefCell::new(vec![F::ZERO; len])), offset: 0, len }
+    }
+    fn scratch(&mut self, len: usize) -> CpuTensor<F> {
+        self.zeros(len)
+    }
+    fn reset_scratch(&mut self) {}
+    fn write(&mut self, t: &CpuTensor<F>, data: &[F]) {
+        put(t, data);
+    }
+    fn read(&mut self, t: &CpuTensor<F>) -> Vec<F> {
+        get(t)
+    }
+
+    fn upload_images(&mut self, pixels: &[u8], per_image: usize) -> (Vec<u8>, usize) {
+        (pixels.to_vec(), per_image)
+    }
+    fn gather_images(&mut self, images: &(Vec<u8>, usize), indices: &[u32], out: &CpuTensor<F>) {
+        update(out, |o| gather_images(&images.0, images.1, indices, o));
+    }
+
+    fn fill(&mut self, t: &CpuTensor<F>, value: f32) {
+        update(t, |o| fill(o, f32s(value)));
+    }
+    fn accumulate(&mut self, src: &CpuTensor<F>, dst: &CpuTensor<F>) {
+        let s = get(src);
+        update(dst, |d| accumulate(&s, d));
+    }
+    fn copy(&mut self, src: &CpuTensor<F>, dst: &CpuTensor<F>) {
+        put(dst, &get(src));
+    }
+    fn relu_forward(&mut self, x: &CpuTensor<F>, y: &CpuTensor<F>) {
+        let x = get(x);
+        update(y, |y| relu_forward(&x, y));
+    }
+    fn relu_backward(&mut self, y: &CpuTensor<F>, dy: &CpuTensor<F>, dx: &CpuTensor<F>, accumulate: u32) {
+        let (y, dy) = (get(y), get(dy));
+        update(dx, |dx| relu_backward(&y, &dy, dx, accumulate));
+    }
+
+    fn conv2d_forward(
+        &mut self,
+        p: &Conv2dParams,
+        x: &CpuTensor<F>,
+        w: &CpuTensor<F>,
+        b: &CpuTensor<F>,
+        y: &CpuTensor<F>,
+    ) {
+        let (x, w, b) = (get(x), get(w), get(b));
+        update(y, |y| conv2d_forward(p, &x, &w, &b, y));
+    }
+    fn conv2d_backward_input(&mut self, p: &Conv2dParams, dy: &CpuTensor<F>, w: &CpuTensor<F>, dx: &CpuTensor<F>) {
+        let (dy, w) = (get(dy), get(w));
+        update(dx, |dx| conv2d_backward_input(p, &dy, &w, dx));
+    }
+    fn conv2d_backward_weight(
+        &mut self,
+        p: &Conv2dParams,
+        x: &CpuTensor<F>,
+        dy: &CpuTensor<F>,
+        dw: &CpuTensor<F>,
+        db: &CpuTensor<F>,
+    ) {
+        let (x, dy, mut db_v) = (get(x), get(dy), get(db));
+        update(dw, |dw| conv2d_backward_weight(p, &x, &dy, dw, &mut db_v));
+        put(db, &db_v);
+    }
+
+    fn batchnorm_forward_train(
+        &mut self,
+        p: &BatchNormParams,
+        x: &CpuTensor<F>,
+        gamma: &CpuTensor<F>,
+        beta: &CpuTensor<F>,
+        y: &CpuTensor<F>,
+        saved: &CpuTensor<F>,
+        running_mean: &CpuTensor<F>,
+        running_var: &CpuTensor<F>,
+    ) {
+        let (x, gamma, beta) = (get(x), get(gamma), get(beta));
+        let (mut y_v, mut saved_v, mut rm, mut rv) = (get(y), get(saved), get(running_mean), get(running_var));
+        batchnorm_forward_train(p, &x, &gamma, &beta, &mut y_v, &mut saved_v, &mut rm, &mut rv);
+        put(y, &y_v);
+        put(saved, &saved_v);
+        put(running_mean, &rm);
+        put(running_var, &rv);
+    }
+    fn batchnorm_forward_eval(
+        &mut self,
+        p: &BatchNormParams,
+        x: &CpuTensor<F>,
+        gamma: &CpuTensor<F>,
+        beta: &CpuTensor<F>,
+        running_mean: &CpuTensor<F>,
+        running_var: &CpuTensor<F>,
+        y: &CpuTensor<F>,
+    ) {
+        let (x, gamma, beta, rm, rv) = (get(x), get(gamma), get(beta), get(running_mean), get(running_var));
+        update(y, |y| batchnorm_forward_eval(p, &x, &gamma, &beta, &rm, &rv, y));
+    }
+    fn batchnorm_backward(
+        &mut self,
+        p: &BatchNormParams,
+        x: &CpuTensor<F>,
+        dy: &CpuTensor<F>,
+        gamma: &CpuTensor<F>,
+        saved: &CpuTensor<F>,
+        dx: &CpuTensor<F>,
+        dgamma: &CpuTensor<F>,
+        dbeta: &CpuTensor<F>,
+    ) {
+        let (x, dy, gamma, saved) = (get(x), get(dy), get(gamma), get(saved));
+        let (mut dx_v, mut dg, mut db) = (get(dx), get(dgamma), get(dbeta));
+        batchnorm_backward(p, &x, &dy, &gamma, &saved, &mut dx_v, &mut dg, &mut db);
+        put(dx, &dx_v);
+        put(dgamma, &dg);
+        put(dbeta, &db);
+    }
+
+    fn maxpool_forward(&mut self, p: &MaxPoolParams, x: &CpuTensor<F>, y: &CpuTensor<F>) {
+        let x = get(x);
+        update(y, |y| maxpool_forward(p, &x, y));
+    }
+    fn maxpool_backward(&mut self, p: &MaxPoolParams, x: &CpuTensor<F>, dy: &CpuTensor<F>, dx: &CpuTensor<F>) {
+        let (x, dy) = (get(x), get(dy));
+        update(dx, |dx| maxpool_backward(p, &x, &dy, dx));
+    }
+
+    fn linear_forward(
+        &mut self,
+        p: &LinearParams,
+        x: &CpuTensor<F>,
+        w: &CpuTensor<F>,
+        b: &CpuTensor<F>,
+        y: &CpuTensor<F>,
+    ) {
+        let (x, w, b) = (get(x), get(w), get(b));
+        update(y, |y| linear_forward(p, &x, &w, &b, y));
+    }
+    fn linear_backward_input(&mut self, p: &LinearParams, dy: &CpuTensor<F>, w: &CpuTensor<F>, dx: &CpuTensor<F>) {
+        let (dy, w) = (get(dy), get(w));
+        update(dx, |dx| linear_backward_input(p, &dy, &w, dx));
+    }
+    fn linear_backward_weight(
+        &mut self,
+        p: &LinearParams,
+        x: &CpuTensor<F>,
+        dy: &CpuTensor<F>,
+        dw: &CpuTensor<F>,
+        db: &CpuTensor<F>,
+    ) {
+        let (x, dy, mut db_v) = (get(x), get(dy), get(db));
+        update(dw, |dw| linear_backward_weight(p, &x, &dy, dw, &mut db_v));
+        put(db, &db_v);
+    }
+
+    fn pair_distance_forward(&mut self, p: &PairDistanceParams, x: &CpuTensor<F>, d: &CpuTensor<F>) {
+        let x = get(x);
+        update(d, |d| pair_distance_forward(p, &x, d));
+    }
+    fn pair_distance_backward(
+        &mut self,
+        p: &PairDistanceParams,
+        x: &CpuTensor<F>,
+        d: &CpuTensor<F>,
+        dd: &CpuTensor<F>,
+        dx: &CpuTensor<F>,
+    ) {
+        let (x, d, dd) = (get(x), get(d), get(dd));
+        update(dx, |dx| pair_distance_backward(p, &x, &d, &dd, dx));
+    }
+    fn contrastive_forward(&mut self, p: &ContrastiveParams, d: &CpuTensor<F>, t: &CpuTensor<F>, loss: &CpuTensor<F>) {
+        let (d, t) = (get(d), get(t));
+        update(loss, |l| contrastive_forward(p, &d, &t, l));
+    }
+    fn contrastive_backward(
+        &mut self,
+        p: &ContrastiveParams,
+        d: &CpuTensor<F>,
+        t: &CpuTensor<F>,
+        dloss: &CpuTensor<F>,
+        dd: &CpuTensor<F>,
+    ) {
+        let (d, t, dl) = (get(d), get(t), get(dloss));
+        update(dd, |dd| contrastive_backward(p, &d, &t, &dl, dd));
+    }
+
+    fn adam_step(
+        &mut self,
+        cfg: &AdamConfig,
+        t: u64,
+        params: &CpuTensor<F>,
+        grads: &CpuTensor<F>,
+        m: &CpuTensor<F>,
+        v: &CpuTensor<F>,
+    ) {
+        let (mut p_v, g, mut m_v, mut v_v) = (get(params), get(grads), get(m), get(v));
+        adam_step(cfg, t, &mut p_v, &g, &mut m_v, &mut v_v);
+        put(params, &p_v);
+        put(m, &m_v);
+        put(v, &v_v);
+    }
+}

@@ -1,0 +1,169 @@
+//! The GPU context: picks an adapter (hardware first, then software such as Mesa's llvmpipe,
+//! honouring WGPU_BACKEND and WGPU_ADAPTER_NAME), opens the device, and catches its errors.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// What `siamese info` shows about an adapter.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: wgpu::Backend,
+    pub device_type: wgpu::DeviceType,
+    pub driver: String,
+    pub max_storage_binding: u64,
+    pub max_workgroups_per_dim: u32,
+    pub timestamps: bool,
+}
+
+impl AdapterSummary {
+    pub fn of(adapter: &wgpu::Adapter) -> Self {
+        let (info, limits) = (adapter.get_info(), adapter.limits());
+        Self {
+            name: info.name,
+            backend: info.backend,
+            device_type: info.device_type,
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            max_storage_binding: limits.max_storage_buffer_binding_size,
+            max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+            timestamps: adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+        }
+    }
+
+    /// "software" for CPU adapters such as llvmpipe, "hardware" otherwise.
+    pub fn kind(&self) -> &'static str {
+        if self.device_type == wgpu::DeviceType::Cpu { "software" } else { "hardware" }
+    }
+
+    pub fn describe(&self) -> String {
+        format!("{} ({:?}, {}, {:?})", self.name, self.backend, self.kind(), self.device_type)
+    }
+}
+
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter: AdapterSummary,
+    pub limits: wgpu::Limits,
+    /// Whether GPU timestamps can time each dispatch (for profiles and benchmarks).
+    pub timestamps: bool,
+    /// The first error the device reported; surfaced at the next synchronisation.
+    errors: Arc<Mutex<Option<String>>>,
+}
+
+fn instance() -> wgpu::Instance {
+    quiet_mesa();
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Mesa prints "XDG_RUNTIME_DIR is invalid or not set" when that variable is unset; it is
+/// harmless for compute, so give it a private directory rather than let it reach the user.
+fn quiet_mesa() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = std::env::temp_dir().join("siamese-runtime");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+            }
+            // SAFETY: called before any other thread of ours exists (wgpu's instance is made
+            // right after), so nothing reads the environment concurrently.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
+    }
+}
+
+/// Every adapter wgpu can see, best first: the order [`GpuContext::new`] chooses from.
+pub fn adapters() -> Vec<wgpu::Adapter> {
+    let instance = instance();
+    let mut all = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    all.retain(|a| a.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS));
+    all.sort_by_key(|a| rank(&a.get_info()));
+    all
+}
+
+/// Lower is better: real GPUs before software ones, native APIs before GL.
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let device = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    (device, backend)
+}
+
+impl GpuContext {
+    /// Opens the best adapter, or the first whose name contains WGPU_ADAPTER_NAME.
+    pub fn new() -> Result<Self> {
+        let wanted = std::env::var("WGPU_ADAPTER_NAME").ok().map(|s| s.to_lowercase());
+        let all = adapters();
+        let tried = if all.is_empty() {
+            "wgpu found no adapter with compute shaders".to_string()
+        } else {
+            let names: Vec<_> = all.iter().map(|a| AdapterSummary::of(a).describe()).collect();
+            format!("none matched WGPU_ADAPTER_NAME among: {}", names.join(", "))
+        };
+        let adapter = all
+            .into_iter()
+            .find(|a| wanted.as_ref().is_none_or(|w| a.get_info().name.to_lowercase().contains(w)))
+            .ok_or(Error::NoAdapter { tried })?;
+        Self::open(adapter)
+    }
+
+    fn open(adapter: wgpu::Adapter) -> Result<Self> {
+        let summary = AdapterSummary::of(&adapter);
+        let available = adapter.limits();
+        let timestamp_features = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let timestamps = adapter.features().contains(timestamp_features);
+        // Ask for what the adapter has where it matters to us (big storage bindings for the
+        // resident training images, many workgroups), WebGPU's defaults elsewhere.
+        let limits = wgpu::Limits {
+            max_storage_buffer_binding_size: available.max_storage_buffer_binding_size,
+            max_buffer_size: available.max_buffer_size,
+            max_storage_buffers_per_shader_stage: available.max_storage_buffers_per_shader_stage.min(8),
+            max_compute_workgroups_per_dimension: available.max_compute_workgroups_per_dimension,
+            ..wgpu::Limits::downlevel_defaults()
+        };
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("siamese"),
+            required_features: if timestamps { timestamp_features } else { wgpu::Features::empty() },
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::Device { adapter: summary.describe(), message: e.to_string() })?;
+        let errors = Arc::new(Mutex::new(None));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().expect("error sink").get_or_insert_with(|| e.to_string());
+        }));
+        let sink = errors.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                sink.lock().expect("error sink").get_or_insert_with(|| format!("device lost: {message}"));
+            }
+        });
+        Ok(Self { device, queue, adapter: summary, limits, timestamps, errors })
+    }
+
+    /// The first error the device reported since the last call, if any.
+    pub fn take_error(&self) -> Option<Error> {
+        self.errors.lock().expect("error sink").take().map(Error::Gpu)
+    }
+
+    /// Blocks until the GPU has finished all submitted work.
+    pub fn wait(&self) {
+        // A poll error means the device is lost; the lost callback has recorded why.
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+    }
+}

@@ -1,0 +1,191 @@
+//! The kernel registry: the only place that knows each kernel's shader file, entry point and
+//! binding signature, and that builds (once) its pipeline.
+//!
+//! Binding convention, shared by every entry point in `shaders/`: binding 0 is the op's params
+//! struct (`var<uniform>`), bindings 1.. are storage buffers in the order the signature lists.
+//! Layouts are explicit, not derived from the shader, because a derived layout holds only the
+//! bindings an entry point uses and would differ between entry points of one file.
+
+use std::collections::HashMap;
+
+/// One WGSL file in `shaders/`, holding the entry points of one op family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    Elementwise,
+    Conv2d,
+    BatchNorm,
+    MaxPool,
+    Linear,
+    Distance,
+    Contrastive,
+    Optim,
+}
+
+/// Prepended to every shader file: WGSL has no includes.
+pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
+
+impl Shader {
+    pub const ALL: [Shader; 8] = [
+        Shader::Elementwise,
+        Shader::Conv2d,
+        Shader::BatchNorm,
+        Shader::MaxPool,
+        Shader::Linear,
+        Shader::Distance,
+        Shader::Contrastive,
+        Shader::Optim,
+    ];
+
+    pub fn file(self) -> &'static str {
+        match self {
+            Shader::Elementwise => "elementwise.wgsl",
+            Shader::Conv2d => "conv2d.wgsl",
+            Shader::BatchNorm => "batchnorm.wgsl",
+            Shader::MaxPool => "maxpool.wgsl",
+            Shader::Linear => "linear.wgsl",
+            Shader::Distance => "distance.wgsl",
+            Shader::Contrastive => "contrastive.wgsl",
+            Shader::Optim => "optim.wgsl",
+        }
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
+            Shader::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
+            Shader::BatchNorm => include_str!("../../shaders/batchnorm.wgsl"),
+            Shader::MaxPool => include_str!("../../shaders/maxpool.wgsl"),
+            Shader::Linear => include_str!("../../shaders/linear.wgsl"),
+            Shader::Distance => include_str!("../../shaders/distance.wgsl"),
+            Shader::Contrastive => include_str!("../../shaders/contrastive.wgsl"),
+            Shader::Optim => include_str!("../../shaders/optim.wgsl"),
+        }
+    }
+
+    /// The WGSL the device compiles: the common prelude, then the file.
+    pub fn source(self) -> String {
+        format!("{COMMON}\n{}", self.body())
+    }
+}
+
+/// How a kernel uses a storage binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+macro_rules! kernels {
+    ($($kernel:ident => $shader:ident :: $entry:literal ($($access:ident),*);)*) => {
+        /// Every entry point the Rust side launches.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Kernel { $($kernel),* }
+
+        impl Kernel {
+            pub const ALL: &'static [Kernel] = &[$(Kernel::$kernel),*];
+
+            pub fn shader(self) -> Shader {
+                match self { $(Kernel::$kernel => Shader::$shader),* }
+            }
+
+            /// The WGSL entry point, named after the op as in the CPU reference.
+            pub fn entry_point(self) -> &'static str {
+                match self { $(Kernel::$kernel => $entry),* }
+            }
+
+            /// The storage bindings after the params uniform, in binding order.
+            pub fn bindings(self) -> &'static [Access] {
+                use Access::*;
+                match self { $(Kernel::$kernel => &[$($access),*]),* }
+            }
+        }
+    };
+}
+
+kernels! {
+    Fill => Elementwise::"fill"(ReadWrite);
+    Accumulate => Elementwise::"accumulate"(Read, ReadWrite);
+    Copy => Elementwise::"copy"(Read, ReadWrite);
+    ReluForward => Elementwise::"relu_forward"(Read, ReadWrite);
+    ReluBackward => Elementwise::"relu_backward"(Read, Read, ReadWrite);
+    GatherImages => Elementwise::"gather_images"(Read, Read, Read, ReadWrite);
+    Conv2dForward => Conv2d::"conv2d_forward"(Read, Read, Read, ReadWrite);
+    Conv2dBackwardInput => Conv2d::"conv2d_backward_input"(Read, Read, ReadWrite);
+    Conv2dBackwardWeightPartial => Conv2d::"conv2d_backward_weight_partial"(Read, Read, ReadWrite);
+    Conv2dBackwardWeightReduce => Conv2d::"conv2d_backward_weight_reduce"(Read, ReadWrite, ReadWrite);
+    BatchNormStats => BatchNorm::"batchnorm_stats"(Read, ReadWrite, ReadWrite, ReadWrite);
+    BatchNormForward => BatchNorm::"batchnorm_forward"(Read, Read, Read, Read, ReadWrite);
+    BatchNormForwardEval => BatchNorm::"batchnorm_forward_eval"(Read, Read, Read, Read, Read, ReadWrite);
+    BatchNormBackwardReduce => BatchNorm::"batchnorm_backward_reduce"(Read, Read, Read, ReadWrite, ReadWrite, ReadWrite);
+    BatchNormBackwardInput => BatchNorm::"batchnorm_backward_input"(Read, Read, Read, Read, Read, ReadWrite);
+    MaxPoolForward => MaxPool::"maxpool_forward"(Read, ReadWrite);
+    MaxPoolBackward => MaxPool::"maxpool_backward"(Read, Read, ReadWrite);
+    LinearForward => Linear::"linear_forward"(Read, Read, Read, ReadWrite);
+    LinearBackwardInput => Linear::"linear_backward_input"(Read, Read, ReadWrite);
+    LinearBackwardWeight => Linear::"linear_backward_weight"(Read, Read, ReadWrite, ReadWrite);
+    PairDistanceForward => Distance::"pair_distance_forward"(Read, ReadWrite);
+    PairDistanceBackward => Distance::"pair_distance_backward"(Read, Read, Read, ReadWrite);
+    ContrastiveForward => Contrastive::"contrastive_forward"(Read, Read, ReadWrite);
+    ContrastiveBackward => Contrastive::"contrastive_backward"(Read, Read, Read, ReadWrite);
+    AdamStep => Optim::"adam_step"(ReadWrite, Read, ReadWrite, ReadWrite);
+}
+
+/// Compiled shader modules and pipelines, made on first use and kept.
+#[derive(Default)]
+pub struct Pipelines {
+    modules: HashMap<Shader, wgpu::ShaderModule>,
+    pipelines: HashMap<Kernel, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
+}
+
+impl Pipelines {
+    pub fn get(&mut self, device: &wgpu::Device, kernel: Kernel) -> &(wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+        if !self.pipelines.contains_key(&kernel) {
+            let shader = kernel.shader();
+            let module = self.modules.entry(shader).or_insert_with(|| {
+                device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.file()),
+                    source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                })
+            });
+            let built = build_pipeline(device, module, kernel);
+            self.pipelines.insert(kernel, built);
+        }
+        &self.pipelines[&kernel]
+    }
+}
+
+fn build_pipeline(
+    device: &wgpu::Device,
+    module: &wgpu::ShaderModule,
+    kernel: Kernel,
+) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+    let buffer = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
+        count: None,
+    };
+    let mut entries = vec![buffer(0, wgpu::BufferBindingType::Uniform)];
+    for (i, access) in kernel.bindings().iter().enumerate() {
+        let read_only = *access == Access::Read;
+        entries.push(buffer(i as u32 + 1, wgpu::BufferBindingType::Storage { read_only }));
+    }
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(kernel.entry_point()),
+        entries: &entries,
+    });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(kernel.entry_point()),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(kernel.entry_point()),
+        layout: Some(&pipeline_layout),
+        module,
+        entry_point: Some(kernel.entry_point()),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    (pipeline, layout)
+}

@@ -1,0 +1,14 @@
+//! Launchers of shaders/maxpool.wgsl: 2×2 max pooling, forward and backward.
+
+use super::{GpuBackend, GpuTensor, Kernel};
+use crate::params::MaxPoolParams;
+
+pub fn maxpool_forward(gpu: &mut GpuBackend, p: &MaxPoolParams, x: &GpuTensor, y: &GpuTensor) {
+    assert_eq!((x.len, y.len), (p.x_len(), p.y_len()), "maxpool_forward: {p:?}");
+    gpu.dispatch(Kernel::MaxPoolForward, p, &[x, y], GpuBackend::groups_for(p.y_len()));
+}
+
+pub fn maxpool_backward(gpu: &mut GpuBackend, p: &MaxPoolParams, x: &GpuTensor, dy: &GpuTensor, dx: &GpuTensor) {
+    assert_eq!((x.len, dy.len, dx.len), (p.x_len(), p.y_len(), p.x_len()), "maxpool_backward: {p:?}");
+    gpu.dispatch(Kernel::MaxPoolBackward, p, &[x, dy, dx], GpuBackend::groups_for(p.x_len()));
+}

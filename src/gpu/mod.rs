@@ -1,0 +1,578 @@
+//! The GPU backend: tensors in wgpu buffers, ops recorded as dispatches of the WGSL kernels
+//! in `shaders/` and submitted together, so a training step is one submit.
+//!
+//! Nothing is allocated per step once the first step has run: scratch tensors come from a
+//! pool that `reset_scratch` hands back, params uniforms are cached by content, and bind
+//! groups by the buffers they bind. Launchers, one file per op family, only fill a params
+//! struct and call [`GpuBackend::dispatch`].
+
+mod batchnorm;
+mod context;
+mod contrastive;
+mod conv2d;
+mod distance;
+mod elementwise;
+pub mod kernel;
+mod linear;
+mod maxpool;
+mod optim;
+
+pub use context::{AdapterSummary, GpuContext, adapters};
+pub use conv2d::WEIGHT_GRAD_CHUNK;
+pub use kernel::{Access, Kernel, Shader};
+
+use std::collections::HashMap;
+
+use bytemuck::Pod;
+use wgpu::util::DeviceExt;
+
+use crate::backend::{Backend, DeviceTensor, VIEW_ALIGN};
+use crate::error::Result;
+use crate::params::*;
+use kernel::Pipelines;
+
+/// Threads per workgroup of the one-thread-per-element kernels (see shaders/common.wgsl).
+pub const WORKGROUP: u32 = 256;
+
+/// A view of `len` f32 (or u32) elements from element `offset` of a wgpu buffer.
+#[derive(Clone, Debug)]
+pub struct GpuTensor {
+    pub buffer: wgpu::Buffer,
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl DeviceTensor for GpuTensor {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn view(&self, offset: usize, len: usize) -> Self {
+        assert!(offset % VIEW_ALIGN == 0 && offset + len <= self.len, "gpu: bad view {offset}+{len} of {}", self.len);
+        GpuTensor { buffer: self.buffer.clone(), offset: self.offset + offset, len }
+    }
+}
+
+impl GpuTensor {
+    fn binding(&self) -> wgpu::BufferBinding<'_> {
+        wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: (self.offset * 4) as u64,
+            size: wgpu::BufferSize::new((self.len * 4) as u64),
+        }
+    }
+}
+
+/// Images resident on the GPU: bytes packed four to a u32, plus the pixel lookup table.
+pub struct GpuImages {
+    packed: GpuTensor,
+    table: GpuTensor,
+    per_image: usize,
+    count: usize,
+}
+
+/// A recorded dispatch, waiting for the next submit.
+struct Dispatch {
+    kernel: Kernel,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    grid: (u32, u32),
+}
+
+#[derive(Hash, PartialEq, Eq)]
+struct BindKey {
+    kernel: Kernel,
+    uniform: wgpu::Buffer,
+    buffers: Vec<(wgpu::Buffer, usize, usize)>,
+}
+
+/// Scratch buffers by size; `in_use` of each size are handed out since the last reset.
+#[derive(Default)]
+struct ScratchPool {
+    by_size: HashMap<u64, (Vec<wgpu::Buffer>, usize)>,
+}
+
+/// GPU time per kernel, from timestamp queries around each dispatch.
+#[derive(Default)]
+pub struct Profile {
+    /// (kernel, calls, nanoseconds), in first-seen order.
+    pub kernels: Vec<(Kernel, u64, f64)>,
+}
+
+impl Profile {
+    fn add(&mut self, kernel: Kernel, ns: f64) {
+        match self.kernels.iter_mut().find(|k| k.0 == kernel) {
+            Some(k) => {
+                k.1 += 1;
+                k.2 += ns;
+            }
+            None => self.kernels.push((kernel, 1, ns)),
+        }
+    }
+    pub fn total_ns(&self) -> f64 {
+        self.kernels.iter().map(|k| k.2).sum()
+    }
+}
+
+struct Profiler {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    period_ns: f64,
+    profile: Profile,
+}
+
+/// Bind groups kept before the cache starts over.
+const BIND_GROUP_CACHE: usize = 1024;
+
+/// Most dispatches one submit can time (two queries each).
+const PROFILE_CAPACITY: u32 = 2048;
+
+pub struct GpuBackend {
+    pub ctx: GpuContext,
+    pipelines: Pipelines,
+    scratch: ScratchPool,
+    uniforms: HashMap<Vec<u8>, wgpu::Buffer>,
+    bind_groups: HashMap<BindKey, wgpu::BindGroup>,
+    pending: Vec<Dispatch>,
+    staging: Option<wgpu::Buffer>,
+    profiler: Option<Profiler>,
+    /// Dispatches recorded since creation.
+    pub dispatches: u64,
+    /// Submits since creation.
+    pub submits: u64,
+}
+
+impl GpuBackend {
+    /// Opens the best adapter (see [`GpuContext::new`]).
+    pub fn new() -> Result<Self> {
+        Ok(Self::with_context(GpuContext::new()?))
+    }
+
+    pub fn with_context(ctx: GpuContext) -> Self {
+        Self {
+            ctx,
+            pipelines: Pipelines::default(),
+            scratch: ScratchPool::default(),
+            uniforms: HashMap::new(),
+            bind_groups: HashMap::new(),
+            pending: Vec::new(),
+            staging: None,
+            profiler: None,
+            dispatches: 0,
+            submits: 0,
+        }
+    }
+
+    /// Compiles every kernel now rather than on first use.
+    pub fn warm_up(&mut self) {
+        for &k in Kernel::ALL {
+            self.pipelines.get(&self.ctx.device, k);
+        }
+    }
+
+    /// Records `kernel` over `workgroups` workgroups with `params` at binding 0 and `buffers`
+    /// at bindings 1.., in the order of the kernel's signature. The one dispatch path.
+    pub fn dispatch<P: Pod>(&mut self, kernel: Kernel, params: &P, buffers: &[&GpuTensor], workgroups: u32) {
+        assert_eq!(buffers.len(), kernel.bindings().len(), "{kernel:?}: wrong number of buffers");
+        assert!(workgroups > 0, "{kernel:?}: no work");
+        let uniform = self.uniform(bytemuck::bytes_of(params));
+        let key = BindKey {
+            kernel,
+            uniform: uniform.clone(),
+            buffers: buffers.iter().map(|t| (t.buffer.clone(), t.offset, t.len)).collect(),
+        };
+        let (pipeline, layout) = self.pipelines.get(&self.ctx.device, kernel).clone();
+        // A training step binds about a hundred distinct sets; far more means one-off tensors
+        // (tests, sweeps) are being bound, and the cache would keep their buffers alive.
+        if self.bind_groups.len() >= BIND_GROUP_CACHE {
+            self.bind_groups.clear();
+        }
+        let device = &self.ctx.device;
+        let bind_group = self
+            .bind_groups
+            .entry(key)
+            .or_insert_with(|| {
+                let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+                for (i, t) in buffers.iter().enumerate() {
+                    assert!(t.len > 0, "{kernel:?}: empty tensor at binding {}", i + 1);
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: i as u32 + 1,
+                        resource: wgpu::BindingResource::Buffer(t.binding()),
+                    });
+                }
+                device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(kernel.entry_point()),
+                    layout: &layout,
+                    entries: &entries,
+                })
+            })
+            .clone();
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
+        let grid = if workgroups <= max { (workgroups, 1) } else { (max, workgroups.div_ceil(max)) };
+        self.pending.push(Dispatch { kernel, pipeline, bind_group, grid });
+        self.dispatches += 1;
+        if self.profiler.is_some() && self.pending.len() as u32 >= PROFILE_CAPACITY {
+            self.flush();
+        }
+    }
+
+    /// Workgroups for one thread per element over `len` elements.
+    pub fn groups_for(len: usize) -> u32 {
+        (len as u32).div_ceil(WORKGROUP)
+    }
+
+    fn uniform(&mut self, bytes: &[u8]) -> wgpu::Buffer {
+        let device = &self.ctx.device;
+        self.uniforms
+            .entry(bytes.to_vec())
+            .or_insert_with(|| {
+                device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("params"),
+                    contents: bytes,
+                    usage: wgpu::BufferUsages::UNIFORM,
+                })
+            })
+            .clone()
+    }
+
+    fn create_buffer(&self, bytes: u64, label: &str) -> wgpu::Buffer {
+        self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(16).next_multiple_of(256),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Submits every recorded dispatch in one command buffer (one compute pass, or with
+    /// profiling one pass per dispatch between timestamps).
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        match &self.profiler {
+            None => {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                for d in &pending {
+                    pass.set_pipeline(&d.pipeline);
+                    pass.set_bind_group(0, &d.bind_group, &[]);
+                    pass.dispatch_workgroups(d.grid.0, d.grid.1, 1);
+                }
+            }
+            Some(prof) => {
+                for (i, d) in pending.iter().enumerate() {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some(d.kernel.entry_point()),
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: &prof.queries,
+                            beginning_of_pass_write_index: Some(2 * i as u32),
+                            end_of_pass_write_index: Some(2 * i as u32 + 1),
+                        }),
+                    });
+                    pass.set_pipeline(&d.pipeline);
+                    pass.set_bind_group(0, &d.bind_group, &[]);
+                    pass.dispatch_workgroups(d.grid.0, d.grid.1, 1);
+                }
+                let n = 2 * pending.len() as u32;
+                encoder.resolve_query_set(&prof.queries, 0..n, &prof.resolve, 0);
+                encoder.copy_buffer_to_buffer(&prof.resolve, 0, &prof.readback, 0, n as u64 * 8);
+            }
+        }
+        self.ctx.queue.submit(Some(encoder.finish()));
+        self.submits += 1;
+        if self.profiler.is_some() {
+            self.collect_timestamps(&pending);
+        }
+    }
+
+    fn collect_timestamps(&mut self, pending: &[Dispatch]) {
+        let prof = self.profiler.as_mut().expect("profiling");
+        let n = 2 * pending.len() as u64;
+        let ticks: Vec<u64> = map_read(&self.ctx, &prof.readback, n * 8, |b| bytemuck::cast_slice(b).to_vec());
+        for (i, d) in pending.iter().enumerate() {
+            let ns = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * prof.period_ns;
+            prof.profile.add(d.kernel, ns);
+        }
+    }
+
+    /// Times every dispatch from now on with GPU timestamps (one submit waits per flush).
+    /// Returns false if the adapter cannot.
+    pub fn enable_profiling(&mut self) -> bool {
+        if !self.ctx.timestamps {
+            return false;
+        }
+        self.flush();
+        let device = &self.ctx.device;
+        let bytes = 2 * PROFILE_CAPACITY as u64 * 8;
+        self.profiler = Some(Profiler {
+            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * PROFILE_CAPACITY,
+            }),
+            resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile resolve"),
+                size: bytes,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            readback: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile readback"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            period_ns: self.ctx.queue.get_timestamp_period() as f64,
+            profile: Profile::default(),
+        });
+        true
+    }
+
+    /// The per-kernel times gathered since profiling was enabled or last taken.
+    pub fn take_profile(&mut self) -> Profile {
+        self.flush();
+        self.profiler.as_mut().map(|p| std::mem::take(&mut p.profile)).unwrap_or_default()
+    }
+
+    /// Submits what is recorded and waits for the GPU to finish it.
+    pub fn sync(&mut self) {
+        self.flush();
+        self.ctx.wait();
+    }
+
+    /// The first error the device reported, if any (validation, out of memory, device lost).
+    pub fn take_error(&self) -> Option<crate::Error> {
+        self.ctx.take_error()
+    }
+
+    /// Reads raw 32-bit words of a tensor back to the host.
+    pub fn read_words<T: Pod>(&mut self, t: &GpuTensor) -> Vec<T> {
+        self.flush();
+        let bytes = (t.len * 4) as u64;
+        if self.staging.as_ref().is_none_or(|s| s.size() < bytes) {
+            self.staging = Some(self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("staging"),
+                size: bytes.next_multiple_of(256),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let staging = self.staging.clone().expect("made above");
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&t.buffer, (t.offset * 4) as u64, &staging, 0, bytes);
+        self.ctx.queue.submit(Some(encoder.finish()));
+        self.submits += 1;
+        let out = map_read(&self.ctx, &staging, bytes, |b| bytemuck::cast_slice(b).to_vec());
+        if let Some(e) = self.take_error() {
+            panic!("{e}");
+        }
+        out
+    }
+
+    /// Writes raw 32-bit words into a tensor, after everything recorded so far.
+    pub fn write_words<T: Pod>(&mut self, t: &GpuTensor, data: &[T]) {
+        assert_eq!(data.len(), t.len, "gpu: writing {} words into a tensor of {}", data.len(), t.len);
+        // queue.write_buffer lands before the next submit's commands: submit the recorded
+        // ones first so that they still see the old contents.
+        self.flush();
+        self.ctx.queue.write_buffer(&t.buffer, (t.offset * 4) as u64, bytemuck::cast_slice(data));
+    }
+}
+
+/// Maps the first `bytes` of `buffer` (after all submitted work) and hands them to `f`.
+fn map_read<R>(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: u64, f: impl FnOnce(&[u8]) -> R) -> R {
+    let slice = buffer.slice(..bytes);
+    slice.map_async(wgpu::MapMode::Read, |_| {});
+    ctx.wait();
+    let out = {
+        let view = slice.get_mapped_range().unwrap_or_else(|e| panic!("gpu: mapping a readback buffer: {e}"));
+        f(&view)
+    };
+    buffer.unmap();
+    out
+}
+
+impl Backend for GpuBackend {
+    type Elem = f32;
+    type Tensor = GpuTensor;
+    type Images = GpuImages;
+
+    fn name(&self) -> String {
+        format!("gpu-{}", self.ctx.adapter.name)
+    }
+
+    fn zeros(&mut self, len: usize) -> GpuTensor {
+        // New buffers are zero-initialised by wgpu.
+        GpuTensor { buffer: self.create_buffer((len * 4) as u64, "tensor"), offset: 0, len }
+    }
+    fn scratch(&mut self, len: usize) -> GpuTensor {
+        let bytes = ((len * 4) as u64).max(16).next_multiple_of(256);
+        let (buffers, in_use) = self.scratch.by_size.entry(bytes).or_default();
+        if *in_use == buffers.len() {
+            let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("scratch"),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            buffers.push(buffer);
+        }
+        *in_use += 1;
+        GpuTensor { buffer: buffers[*in_use - 1].clone(), offset: 0, len }
+    }
+    fn reset_scratch(&mut self) {
+        for (_, in_use) in self.scratch.by_size.values_mut() {
+            *in_use = 0;
+        }
+    }
+    fn write(&mut self, t: &GpuTensor, data: &[f32]) {
+        self.write_words(t, data);
+    }
+    fn read(&mut self, t: &GpuTensor) -> Vec<f32> {
+        self.read_words(t)
+    }
+
+    fn upload_images(&mut self, pixels: &[u8], per_image: usize) -> GpuImages {
+        elementwise::upload_images(self, pixels, per_image)
+    }
+    fn gather_images(&mut self, images: &GpuImages, indices: &[u32], out: &GpuTensor) {
+        elementwise::gather_images(self, images, indices, out)
+    }
+
+    fn fill(&mut self, t: &GpuTensor, value: f32) {
+        elementwise::fill(self, t, value)
+    }
+    fn accumulate(&mut self, src: &GpuTensor, dst: &GpuTensor) {
+        elementwise::accumulate(self, src, dst)
+    }
+    fn copy(&mut self, src: &GpuTensor, dst: &GpuTensor) {
+        elementwise::copy(self, src, dst)
+    }
+    fn relu_forward(&mut self, x: &GpuTensor, y: &GpuTensor) {
+        elementwise::relu_forward(self, x, y)
+    }
+    fn relu_backward(&mut self, y: &GpuTensor, dy: &GpuTensor, dx: &GpuTensor, accumulate: u32) {
+        elementwise::relu_backward(self, y, dy, dx, accumulate)
+    }
+
+    fn conv2d_forward(&mut self, p: &Conv2dParams, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor, y: &GpuTensor) {
+        conv2d::conv2d_forward(self, p, x, w, b, y)
+    }
+    fn conv2d_backward_input(&mut self, p: &Conv2dParams, dy: &GpuTensor, w: &GpuTensor, dx: &GpuTensor) {
+        conv2d::conv2d_backward_input(self, p, dy, w, dx)
+    }
+    fn conv2d_backward_weight(
+        &mut self,
+        p: &Conv2dParams,
+        x: &GpuTensor,
+        dy: &GpuTensor,
+        dw: &GpuTensor,
+        db: &GpuTensor,
+    ) {
+        conv2d::conv2d_backward_weight(self, p, x, dy, dw, db)
+    }
+
+    fn batchnorm_forward_train(
+        &mut self,
+        p: &BatchNormParams,
+        x: &GpuTensor,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        y: &GpuTensor,
+        saved: &GpuTensor,
+        running_mean: &GpuTensor,
+        running_var: &GpuTensor,
+    ) {
+        batchnorm::batchnorm_forward_train(self, p, x, gamma, beta, y, saved, running_mean, running_var)
+    }
+    fn batchnorm_forward_eval(
+        &mut self,
+        p: &BatchNormParams,
+        x: &GpuTensor,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        running_mean: &GpuTensor,
+        running_var: &GpuTensor,
+        y: &GpuTensor,
+    ) {
+        batchnorm::batchnorm_forward_eval(self, p, x, gamma, beta, running_mean, running_var, y)
+    }
+    fn batchnorm_backward(
+        &mut self,
+        p: &BatchNormParams,
+        x: &GpuTensor,
+        dy: &GpuTensor,
+        gamma: &GpuTensor,
+        saved: &GpuTensor,
+        dx: &GpuTensor,
+        dgamma: &GpuTensor,
+        dbeta: &GpuTensor,
+    ) {
+        batchnorm::batchnorm_backward(self, p, x, dy, gamma, saved, dx, dgamma, dbeta)
+    }
+
+    fn maxpool_forward(&mut self, p: &MaxPoolParams, x: &GpuTensor, y: &GpuTensor) {
+        maxpool::maxpool_forward(self, p, x, y)
+    }
+    fn maxpool_backward(&mut self, p: &MaxPoolParams, x: &GpuTensor, dy: &GpuTensor, dx: &GpuTensor) {
+        maxpool::maxpool_backward(self, p, x, dy, dx)
+    }
+
+    fn linear_forward(&mut self, p: &LinearParams, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor, y: &GpuTensor) {
+        linear::linear_forward(self, p, x, w, b, y)
+    }
+    fn linear_backward_input(&mut self, p: &LinearParams, dy: &GpuTensor, w: &GpuTensor, dx: &GpuTensor) {
+        linear::linear_backward_input(self, p, dy, w, dx)
+    }
+    fn linear_backward_weight(
+        &mut self,
+        p: &LinearParams,
+        x: &GpuTensor,
+        dy: &GpuTensor,
+        dw: &GpuTensor,
+        db: &GpuTensor,
+    ) {
+        linear::linear_backward_weight(self, p, x, dy, dw, db)
+    }
+
+    fn pair_distance_forward(&mut self, p: &PairDistanceParams, x: &GpuTensor, d: &GpuTensor) {
+        distance::pair_distance_forward(self, p, x, d)
+    }
+    fn pair_distance_backward(
+        &mut self,
+        p: &PairDistanceParams,
+        x: &GpuTensor,
+        d: &GpuTensor,
+        dd: &GpuTensor,
+        dx: &GpuTensor,
+    ) {
+        distance::pair_distance_backward(self, p, x, d, dd, dx)
+    }
+    fn contrastive_forward(&mut self, p: &ContrastiveParams, d: &GpuTensor, t: &GpuTensor, loss: &GpuTensor) {
+        contrastive::contrastive_forward(self, p, d, t, loss)
+    }
+    fn contrastive_backward(
+        &mut self,
+        p: &ContrastiveParams,
+        d: &GpuTensor,
+        t: &GpuTensor,
+        dloss: &GpuTensor,
+        dd: &GpuTensor,
+    ) {
+        contrastive::contrastive_backward(self, p, d, t, dloss, dd)
+    }
+
+    fn adam_step(
+        &mut self,
+        cfg: &AdamConfig,
+        t: u64,
+        params: &GpuTensor,
+        grads: &GpuTensor,
+        m: &GpuTensor,
+        v: &GpuTensor,
+    ) {
+        optim::adam_step(self, cfg, t, params, grads, m, v)
+    }
+}

@@ -1,0 +1,18 @@
+//! siamese: the Siamese-network / contrastive-loss tutorial on Fashion-MNIST, trained by a small
+//! from-scratch GPU engine: hand-written WGSL kernels run through wgpu, an autograd tape, and
+//! a plain-Rust CPU reference of every op that the GPU is tested against.
+//!
+//! Data flows one way: `data` → `model` (records ops on the `tape`) → `tape::backward` →
+//! `optim` → metrics. The ops run on a [`backend::Backend`]: [`cpu::CpuBackend`] (the
+//! reference, f32 or f64) or [`gpu::GpuBackend`] (WGSL through wgpu).
+
+pub mod backend;
+pub mod cpu;
+pub mod error;
+pub mod gpu;
+pub mod model;
+pub mod optim;
+pub mod params;
+pub mod tape;
+
+pub use error::{Error, Result};

@@ -1,0 +1,449 @@
+//! The autograd tape: the forward pass records each op, `backward` walks them in reverse.
+//!
+//! Values live on a [`Backend`]; the tape only keeps handles, shapes and one [`Op`] per
+//! recorded call. Because ops are recorded in the order they run, the tape is already in
+//! topological order, and the backward pass is a plain reverse loop. Gradients accumulate:
+//! the first contribution to a value's gradient is written, later ones are added
+//! (the backends' `accumulate` bits), so weights shared by both towers get the sum.
+//!
+//! Parameters are values whose gradient lives at a fixed place (a view of the model's flat
+//! gradient buffer); every other gradient is scratch. In [`Mode::Eval`] nothing is recorded
+//! and BatchNorm uses its running statistics.
+//!
+//! Ops that reduce over the batch take `towers`: the batch is that many stacked towers, kept
+//! apart in every reduction as separate calls would keep them (see `params.rs`).
+
+use crate::backend::{Backend, DeviceTensor};
+use crate::params::*;
+
+/// A handle to a value on the tape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Var(usize);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Record ops for `backward`; BatchNorm normalises with batch statistics and updates the
+    /// running ones.
+    Train,
+    /// Record nothing; BatchNorm normalises with the running statistics.
+    Eval,
+}
+
+/// BatchNorm's running statistics, updated in place by a train-mode forward.
+pub struct RunningStats<'a, T> {
+    pub mean: &'a T,
+    pub var: &'a T,
+}
+
+struct Value<T> {
+    data: T,
+    shape: Vec<usize>,
+    requires_grad: bool,
+    /// Where the gradient goes, once there is one.
+    grad: Option<T>,
+    /// Whether `grad` holds a contribution yet; the next one is added only if it does.
+    grad_written: bool,
+    is_param: bool,
+}
+
+/// One recorded op: the values it read and wrote, and its shape parameters.
+#[derive(Debug)]
+enum Op {
+    Conv2d { x: Var, w: Var, b: Var, y: Var, p: Conv2dParams },
+    Relu { x: Var, y: Var },
+    BatchNorm { x: Var, gamma: Var, beta: Var, y: Var, saved: Var, p: BatchNormParams },
+    MaxPool { x: Var, y: Var, p: MaxPoolParams },
+    Reshape { x: Var, y: Var },
+    Linear { x: Var, w: Var, b: Var, y: Var, p: LinearParams },
+    PairDistance { x: Var, d: Var, p: PairDistanceParams },
+    Contrastive { d: Var, t: Var, loss: Var, p: ContrastiveParams },
+}
+
+/// The values on a tape, kept apart from the backend so that an op can read them while the
+/// backend runs it.
+struct Values<T>(Vec<Value<T>>);
+
+impl<T> Values<T> {
+    fn data(&self, v: Var) -> &T {
+        &self.0[v.0].data
+    }
+}
+
+impl<T> std::ops::Index<Var> for Values<T> {
+    type Output = Value<T>;
+    fn index(&self, v: Var) -> &Value<T> {
+        &self.0[v.0]
+    }
+}
+
+impl<T> std::ops::IndexMut<Var> for Values<T> {
+    fn index_mut(&mut self, v: Var) -> &mut Value<T> {
+        &mut self.0[v.0]
+    }
+}
+
+pub struct Tape<'b, B: Backend> {
+    backend: &'b mut B,
+    mode: Mode,
+    values: Values<B::Tensor>,
+    ops: Vec<Op>,
+}
+
+impl<'b, B: Backend> Tape<'b, B> {
+    pub fn new(backend: &'b mut B, mode: Mode) -> Self {
+        Self { backend, mode, values: Values(Vec::new()), ops: Vec::new() }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+    pub fn backend(&mut self) -> &mut B {
+        self.backend
+    }
+    /// Number of recorded ops (0 in eval mode).
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+    pub fn data(&self, v: Var) -> &B::Tensor {
+        self.values.data(v)
+    }
+    pub fn shape(&self, v: Var) -> &[usize] {
+        &self.values[v].shape
+    }
+    /// Copies a value to the host (waiting for the backend to compute it).
+    pub fn read(&mut self, v: Var) -> Vec<B::Elem> {
+        self.backend.read(self.values.data(v))
+    }
+
+    /// The gradient of `v` after [`Tape::backward`], if any reached it.
+    pub fn grad(&self, v: Var) -> Option<&B::Tensor> {
+        let v = &self.values[v];
+        v.grad.as_ref().filter(|_| v.grad_written)
+    }
+
+    /// A value that needs no gradient (images, targets).
+    pub fn input(&mut self, data: B::Tensor, shape: &[usize]) -> Var {
+        self.push(data, shape, false)
+    }
+
+    /// A trainable value whose gradient is written (or added) into `grad`.
+    pub fn param(&mut self, data: B::Tensor, grad: B::Tensor, shape: &[usize]) -> Var {
+        let v = self.push(data, shape, true);
+        let value = &mut self.values[v];
+        value.grad = Some(grad);
+        value.is_param = true;
+        v
+    }
+
+    fn push(&mut self, data: B::Tensor, shape: &[usize], requires_grad: bool) -> Var {
+        assert_eq!(
+            data.len(),
+            shape.iter().product::<usize>(),
+            "tape: tensor of {} elements given shape {shape:?}",
+            data.len()
+        );
+        let requires_grad = requires_grad && self.mode == Mode::Train;
+        self.values.0.push(Value {
+            data,
+            shape: shape.to_vec(),
+            requires_grad,
+            grad: None,
+            grad_written: false,
+            is_param: false,
+        });
+        Var(self.values.0.len() - 1)
+    }
+
+    /// A fresh scratch output of `shape` that needs a gradient if any of `inputs` does.
+    fn output(&mut self, shape: &[usize], inputs: &[Var]) -> Var {
+        let data = self.backend.scratch(shape.iter().product());
+        let requires_grad = inputs.iter().any(|&v| self.values[v].requires_grad);
+        self.push(data, shape, requires_grad)
+    }
+
+    fn record(&mut self, op: Op) {
+        if self.mode == Mode::Train {
+            self.ops.push(op);
+        }
+    }
+
+    // --- ops -------------------------------------------------------------------------------
+
+    /// 2-D convolution keeping the size: x (N, Cin, H, W), w (Cout, Cin, K, K), b (Cout).
+    pub fn conv2d(&mut self, x: Var, w: Var, b: Var, towers: usize) -> Var {
+        let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
+        assert!(xs.len() == 4 && ws.len() == 4 && xs[1] == ws[1] && ws[2] == ws[3], "conv2d: x {xs:?}, w {ws:?}");
+        let p = Conv2dParams::same(xs[0], xs[1], xs[2], xs[3], ws[0], ws[2]).with_towers(towers);
+        let y = self.output(&[xs[0], ws[0], p.out_h(), p.out_w()], &[x, w, b]);
+        self.backend.conv2d_forward(
+            &p,
+            self.values.data(x),
+            self.values.data(w),
+            self.values.data(b),
+            self.values.data(y),
+        );
+        self.record(Op::Conv2d { x, w, b, y, p });
+        y
+    }
+
+    pub fn relu(&mut self, x: Var) -> Var {
+        let y = self.output(&self.shape(x).to_vec(), &[x]);
+        self.backend.relu_forward(self.values.data(x), self.values.data(y));
+        self.record(Op::Relu { x, y });
+        y
+    }
+
+    /// BatchNorm2d of x (N, C, H, W), with separate statistics per tower.
+    pub fn batchnorm(&mut self, x: Var, gamma: Var, beta: Var, running: RunningStats<B::Tensor>, towers: usize) -> Var {
+        let s = self.shape(x).to_vec();
+        let p = BatchNormParams::new(s[0], s[1], s[2] * s[3], towers);
+        let y = self.output(&s, &[x, gamma, beta]);
+        match self.mode {
+            Mode::Train => {
+                let saved = self.output(&[p.saved_len()], &[]);
+                self.backend.batchnorm_forward_train(
+                    &p,
+                    self.values.data(x),
+                    self.values.data(gamma),
+                    self.values.data(beta),
+                    self.values.data(y),
+                    self.values.data(saved),
+                    running.mean,
+                    running.var,
+                );
+                self.record(Op::BatchNorm { x, gamma, beta, y, saved, p });
+            }
+            Mode::Eval => self.backend.batchnorm_forward_eval(
+                &p,
+                self.values.data(x),
+                self.values.data(gamma),
+                self.values.data(beta),
+                running.mean,
+                running.var,
+                self.values.data(y),
+            ),
+        }
+        y
+    }
+
+    /// 2×2 max pooling, stride 2.
+    pub fn maxpool2d(&mut self, x: Var) -> Var {
+        let s = self.shape(x).to_vec();
+        let p = MaxPoolParams::new(s[0], s[1], s[2], s[3]);
+        let y = self.output(&[s[0], s[1], p.out_h(), p.out_w()], &[x]);
+        self.backend.maxpool_forward(&p, self.values.data(x), self.values.data(y));
+        self.record(Op::MaxPool { x, y, p });
+        y
+    }
+
+    /// The same data seen with another shape (PyTorch's `view`); no copy.
+    pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Var {
+        let data = self.data(x).clone();
+        let requires_grad = self.values[x].requires_grad;
+        let y = self.push(data, shape, requires_grad);
+        self.record(Op::Reshape { x, y });
+        y
+    }
+
+    /// y = x·Wᵀ + b: x (N, In), w (Out, In), b (Out).
+    pub fn linear(&mut self, x: Var, w: Var, b: Var, towers: usize) -> Var {
+        let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
+        assert!(xs.len() == 2 && ws.len() == 2 && xs[1] == ws[1], "linear: x {xs:?}, w {ws:?}");
+        let p = LinearParams::new(xs[0], xs[1], ws[0]).with_towers(towers);
+        let y = self.output(&[xs[0], ws[0]], &[x, w, b]);
+        self.backend.linear_forward(
+            &p,
+            self.values.data(x),
+            self.values.data(w),
+            self.values.data(b),
+            self.values.data(y),
+        );
+        self.record(Op::Linear { x, w, b, y, p });
+        y
+    }
+
+    /// Distances (N) between the two towers stacked in x (2N, D): pair i is rows i and N + i.
+    pub fn pair_distance(&mut self, x: Var) -> Var {
+        let s = self.shape(x).to_vec();
+        assert!(s.len() == 2 && s[0] % 2 == 0, "pair_distance: x {s:?} is not two stacked towers");
+        let p = PairDistanceParams::new(s[0] / 2, s[1]);
+        let d = self.output(&[s[0] / 2], &[x]);
+        self.backend.pair_distance_forward(&p, self.values.data(x), self.values.data(d));
+        self.record(Op::PairDistance { x, d, p });
+        d
+    }
+
+    /// Mean contrastive loss (a 1-element value) of distances d (N) and targets t (N), 0 = same.
+    pub fn contrastive_loss(&mut self, d: Var, t: Var, margin: f32) -> Var {
+        let n = self.shape(d)[0];
+        assert_eq!(self.shape(t), [n], "contrastive_loss: targets");
+        let p = ContrastiveParams::new(n, margin);
+        let loss = self.output(&[1], &[d]);
+        self.backend.contrastive_forward(&p, self.values.data(d), self.values.data(t), self.values.data(loss));
+        self.record(Op::Contrastive { d, t, loss, p });
+        loss
+    }
+
+    // --- backward --------------------------------------------------------------------------
+
+    /// Where the next gradient contribution to `v` goes and whether it adds (bit `bit`) or
+    /// writes; None if `v` needs no gradient.
+    fn grad_slot(&mut self, v: Var, bit: u32) -> Option<(B::Tensor, u32)> {
+        if !self.values[v].requires_grad {
+            return None;
+        }
+        if self.values[v].grad.is_none() {
+            let len = self.values[v].shape.iter().product();
+            self.values[v].grad = Some(self.backend.scratch(len));
+        }
+        let value = &mut self.values[v];
+        let accumulate = if value.grad_written { bit } else { 0 };
+        value.grad_written = true;
+        Some((value.grad.clone().expect("set above"), accumulate))
+    }
+
+    /// The gradient reaching the output of an op, or None if none did.
+    fn out_grad(&self, v: Var) -> Option<B::Tensor> {
+        self.grad(v).cloned()
+    }
+
+    /// Back-propagates from `loss` (a 1-element value): every value that needs a gradient and
+    /// that `loss` depends on receives d loss / d value. Parameters that the loss does not
+    /// reach get a zero gradient, so the optimizer never sees a stale one.
+    pub fn backward(&mut self, loss: Var) {
+        assert_eq!(self.mode, Mode::Train, "backward: the tape is in eval mode and recorded nothing");
+        assert_eq!(self.shape(loss), [1], "backward: the loss must be a single value");
+        let (seed, _) = self.grad_slot(loss, 0).expect("backward: the loss does not depend on any parameter");
+        self.backend.fill(&seed, 1.0);
+        let ops = std::mem::take(&mut self.ops);
+        for op in ops.iter().rev() {
+            self.backward_op(op);
+        }
+        self.ops = ops;
+        for value in self.values.0.iter_mut().filter(|v| v.is_param && !v.grad_written) {
+            let g = value.grad.as_ref().expect("params always have a gradient slot");
+            self.backend.fill(g, 0.0);
+            value.grad_written = true;
+        }
+    }
+
+    fn backward_op(&mut self, op: &Op) {
+        match *op {
+            Op::Conv2d { x, w, b, y, p } => {
+                let Some(dy) = self.out_grad(y) else { return };
+                if let Some((dx, acc)) = self.grad_slot(x, ACCUMULATE_INPUT) {
+                    let p = Conv2dParams { accumulate: acc, ..p };
+                    self.backend.conv2d_backward_input(&p, &dy, self.values.data(w), &dx);
+                }
+                if let Some(((dw, acc), (db, _))) = self.param_pair(w, b) {
+                    let p = Conv2dParams { accumulate: acc, ..p };
+                    self.backend.conv2d_backward_weight(&p, self.values.data(x), &dy, &dw, &db);
+                }
+            }
+            Op::Relu { x, y } => {
+                let Some(dy) = self.out_grad(y) else { return };
+                if let Some((dx, acc)) = self.grad_slot(x, ACCUMULATE_INPUT) {
+                    self.backend.relu_backward(self.values.data(y), &dy, &dx, acc);
+                }
+            }
+            Op::BatchNorm { x, gamma, beta, y, saved, p } => {
+                let Some(dy) = self.out_grad(y) else { return };
+                // One kernel family computes dx, dγ and dβ together; a side that needs no
+                // gradient writes into scratch that nobody reads.
+                let (dx, acc_x) =
+                    self.grad_slot(x, ACCUMULATE_INPUT).unwrap_or_else(|| (self.backend.scratch(p.len()), 0));
+                let ((dg, acc_p), (db, _)) = self.param_pair(gamma, beta).unwrap_or_else(|| {
+                    let c = p.c as usize;
+                    ((self.backend.scratch(c), 0), (self.backend.scratch(c), 0))
+                });
+                let p = BatchNormParams { accumulate: acc_x | acc_p, ..p };
+                self.backend.batchnorm_backward(
+                    &p,
+                    self.values.data(x),
+                    &dy,
+                    self.values.data(gamma),
+                    self.values.data(saved),
+                    &dx,
+                    &dg,
+                    &db,
+                );
+            }
+            Op::MaxPool { x, y, p } => {
+                let Some(dy) = self.out_grad(y) else { return };
+                if let Some((dx, acc)) = self.grad_slot(x, ACCUMULATE_INPUT) {
+                    let p = MaxPoolParams { accumulate: acc, ..p };
+                    self.backend.maxpool_backward(&p, self.values.data(x), &dy, &dx);
+                }
+            }
+            Op::Reshape { x, y } => {
+                let Some(dy) = self.out_grad(y) else { return };
+                let value = &mut self.values[x];
+                if !value.requires_grad {
+                    return;
+                }
+                match (&value.grad, value.grad_written) {
+                    (Some(dx), true) => {
+                        let dx = dx.clone();
+                        self.backend.accumulate(&dy, &dx);
+                    }
+                    (Some(dx), false) => {
+                        let dx = dx.clone();
+                        value.grad_written = true;
+                        self.backend.copy(&dy, &dx);
+                    }
+                    // Same elements, other shape: x can share y's gradient storage.
+                    (None, _) => {
+                        value.grad = Some(dy);
+                        value.grad_written = true;
+                    }
+                }
+            }
+            Op::Linear { x, w, b, y, p } => {
+                let Some(dy) = self.out_grad(y) else { return };
+                if let Some((dx, acc)) = self.grad_slot(x, ACCUMULATE_INPUT) {
+                    let p = LinearParams { accumulate: acc, ..p };
+                    self.backend.linear_backward_input(&p, &dy, self.values.data(w), &dx);
+                }
+                if let Some(((dw, acc), (db, _))) = self.param_pair(w, b) {
+                    let p = LinearParams { accumulate: acc, ..p };
+                    self.backend.linear_backward_weight(&p, self.values.data(x), &dy, &dw, &db);
+                }
+            }
+            Op::PairDistance { x, d, p } => {
+                let Some(dd) = self.out_grad(d) else { return };
+                if let Some((dx, acc)) = self.grad_slot(x, ACCUMULATE_INPUT) {
+                    let p = PairDistanceParams { accumulate: acc, ..p };
+                    self.backend.pair_distance_backward(&p, self.values.data(x), self.values.data(d), &dd, &dx);
+                }
+            }
+            Op::Contrastive { d, t, loss, p } => {
+                let Some(dloss) = self.out_grad(loss) else {
+                    return;
+                };
+                if let Some((dd, acc)) = self.grad_slot(d, ACCUMULATE_INPUT) {
+                    let p = ContrastiveParams { accumulate: acc, ..p };
+                    self.backend.contrastive_backward(&p, self.values.data(d), self.values.data(t), &dloss, &dd);
+                }
+            }
+        }
+    }
+
+    /// Gradient slots of a weight and its bias, which one kernel writes together, so they
+    /// must agree on writing or adding.
+    #[allow(clippy::type_complexity)]
+    fn param_pair(&mut self, w: Var, b: Var) -> Option<((B::Tensor, u32), (B::Tensor, u32))> {
+        let gw = self.grad_slot(w, ACCUMULATE_PARAMS);
+        let gb = self.grad_slot(b, ACCUMULATE_PARAMS);
+        match (gw, gb) {
+            (Some(gw), Some(gb)) => {
+                assert_eq!(gw.1, gb.1, "tape: a weight and its bias disagree on accumulating");
+                Some((gw, gb))
+            }
+            (None, None) => None,
+            _ => panic!("tape: a weight needs a gradient but its bias does not (or the reverse)"),
+        }
+    }
+}

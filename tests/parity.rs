@@ -1,0 +1,406 @@
+//! The GPU against the CPU reference: every op, forward and each backward, on seeded random
+//! inputs at a tiny shape, shapes that are no multiple of the workgroup size, batch 1, and the
+//! training shapes (256 images: both towers of a 128-pair batch). Relative L2 error ≤ 1e-5.
+//! Each backward is run once writing and once accumulating into a random gradient.
+
+use siamese::backend::Backend;
+use siamese::cpu;
+use siamese::gpu::{GpuBackend, GpuTensor};
+use siamese::params::*;
+
+use crate::util::*;
+
+const TOL: f64 = 1e-5;
+
+/// Uploads `inputs` and `outputs` (their initial contents), runs `f` on the GPU and reads the
+/// outputs back.
+fn gpu_run(
+    gpu: &mut GpuBackend,
+    inputs: &[&[f32]],
+    outputs: &[&[f32]],
+    f: impl FnOnce(&mut GpuBackend, &[GpuTensor], &[GpuTensor]),
+) -> Vec<Vec<f64>> {
+    let i: Vec<_> = inputs.iter().map(|v| gpu.upload(v)).collect();
+    let o: Vec<_> = outputs.iter().map(|v| gpu.upload(v)).collect();
+    f(gpu, &i, &o);
+    o.iter().map(|t| f64s(&gpu.read(t))).collect()
+}
+
+fn randn(r: &mut rand::rngs::Xoshiro256PlusPlus, len: usize) -> Vec<f32> {
+    to_f32(&uniform(r, len, -1.0, 1.0))
+}
+
+/// Both accumulate modes: (bits, initial gradient contents).
+fn grad_modes(r: &mut rand::rngs::Xoshiro256PlusPlus, len: usize, bit: u32) -> [(u32, Vec<f32>); 2] {
+    [(0, vec![f32::NAN; len]), (bit, randn(r, len))]
+}
+
+fn conv2d_case(name: &str, n: usize, c_in: usize, hw: (usize, usize), c_out: usize, k: usize, towers: usize) {
+    with_gpu(&format!("conv2d {name}"), |gpu| {
+        let mut r = rng(n as u64 * 1000 + c_in as u64 * 100 + k as u64);
+        let p = Conv2dParams::same(n, c_in, hw.0, hw.1, c_out, k).with_towers(towers);
+        let (x, w, b, dy) =
+            (randn(&mut r, p.x_len()), randn(&mut r, p.w_len()), randn(&mut r, c_out), randn(&mut r, p.y_len()));
+
+        let mut y = vec![0.0f32; p.y_len()];
+        cpu::conv2d_forward(&p, &x, &w, &b, &mut y);
+        let got = gpu_run(gpu, &[&x, &w, &b], &[&vec![f32::NAN; p.y_len()]], |g, i, o| {
+            g.conv2d_forward(&p, &i[0], &i[1], &i[2], &o[0])
+        });
+        assert_close(&format!("conv2d_forward {name}"), &f64s(&y), &got[0], TOL);
+
+        for (acc, dx0) in grad_modes(&mut r, p.x_len(), ACCUMULATE_INPUT) {
+            let p = Conv2dParams { accumulate: acc, ..p };
+            let mut dx = dx0.clone();
+            cpu::conv2d_backward_input(&p, &dy, &w, &mut dx);
+            let got = gpu_run(gpu, &[&dy, &w], &[&dx0], |g, i, o| g.conv2d_backward_input(&p, &i[0], &i[1], &o[0]));
+            assert_close(&format!("conv2d_backward_input {name} accumulate={acc}"), &f64s(&dx), &got[0], TOL);
+        }
+
+        let [(_, dw_nan), (acc, dw0)] = grad_modes(&mut r, p.w_len(), ACCUMULATE_PARAMS);
+        let db0 = randn(&mut r, c_out);
+        for (acc, dw0, db0) in [(0, dw_nan, vec![f32::NAN; c_out]), (acc, dw0, db0)] {
+            let p = Conv2dParams { accumulate: acc, ..p };
+            let (mut dw, mut db) = (dw0.clone(), db0.clone());
+            cpu::conv2d_backward_weight(&p, &x, &dy, &mut dw, &mut db);
+            let got = gpu_run(gpu, &[&x, &dy], &[&dw0, &db0], |g, i, o| {
+                g.conv2d_backward_weight(&p, &i[0], &i[1], &o[0], &o[1])
+            });
+            assert_close(&format!("conv2d_backward_weight dw {name} accumulate={acc}"), &f64s(&dw), &got[0], TOL);
+            assert_close(&format!("conv2d_backward_weight db {name} accumulate={acc}"), &f64s(&db), &got[1], TOL);
+        }
+    });
+}
+
+#[test]
+fn conv2d_tiny() {
+    conv2d_case("tiny", 1, 1, (3, 3), 1, 3, 1);
+}
+#[test]
+fn conv2d_odd_sizes() {
+    conv2d_case("odd", 3, 3, (7, 5), 5, 3, 1);
+    conv2d_case("odd-towers", 6, 3, (7, 5), 5, 3, 2);
+}
+#[test]
+fn conv2d_kernel_5_and_1() {
+    conv2d_case("k5", 2, 2, (9, 6), 3, 5, 1);
+    conv2d_case("k1", 2, 3, (5, 5), 2, 1, 2);
+}
+#[test]
+fn conv2d_batch_1() {
+    conv2d_case("batch1", 1, 4, (28, 28), 8, 3, 1);
+}
+#[test]
+fn conv2d_training_shapes() {
+    conv2d_case("train0", 256, 1, (28, 28), 4, 3, 2);
+    conv2d_case("train3", 256, 4, (28, 28), 4, 3, 2);
+    conv2d_case("train7", 256, 4, (14, 14), 8, 3, 2);
+    conv2d_case("train10", 256, 8, (14, 14), 8, 3, 2);
+    conv2d_case("train14", 256, 8, (7, 7), 1, 3, 2);
+}
+
+fn batchnorm_case(name: &str, n: usize, c: usize, hw: usize, groups: usize) {
+    with_gpu(&format!("batchnorm {name}"), |gpu| {
+        let mut r = rng((n * 31 + c * 7 + hw) as u64);
+        let p = BatchNormParams::new(n, c, hw, groups);
+        // Shifted and scaled so the statistics are not trivially 0 and 1.
+        let x: Vec<f32> = randn(&mut r, p.len()).iter().map(|v| 3.0 * v + 0.5).collect();
+        let (gamma, beta, dy) = (randn(&mut r, c), randn(&mut r, c), randn(&mut r, p.len()));
+        let (rm0, rv0) = (randn(&mut r, c), to_f32(&uniform(&mut r, c, 0.5, 2.0)));
+
+        let (mut y, mut saved, mut rm, mut rv) =
+            (vec![0.0f32; p.len()], vec![0.0f32; p.saved_len()], rm0.clone(), rv0.clone());
+        cpu::batchnorm_forward_train(&p, &x, &gamma, &beta, &mut y, &mut saved, &mut rm, &mut rv);
+        let got = gpu_run(
+            gpu,
+            &[&x, &gamma, &beta],
+            &[&vec![0.0; p.len()], &vec![0.0; p.saved_len()], &rm0, &rv0],
+            |g, i, o| g.batchnorm_forward_train(&p, &i[0], &i[1], &i[2], &o[0], &o[1], &o[2], &o[3]),
+        );
+        assert_close(&format!("batchnorm_forward_train y {name}"), &f64s(&y), &got[0], TOL);
+        assert_close(&format!("batchnorm_forward_train saved {name}"), &f64s(&saved), &got[1], TOL);
+        assert_close(&format!("batchnorm_forward_train running_mean {name}"), &f64s(&rm), &got[2], TOL);
+        assert_close(&format!("batchnorm_forward_train running_var {name}"), &f64s(&rv), &got[3], TOL);
+
+        let mut ye = vec![0.0f32; p.len()];
+        cpu::batchnorm_forward_eval(&p, &x, &gamma, &beta, &rm0, &rv0, &mut ye);
+        let got = gpu_run(gpu, &[&x, &gamma, &beta, &rm0, &rv0], &[&vec![0.0; p.len()]], |g, i, o| {
+            g.batchnorm_forward_eval(&p, &i[0], &i[1], &i[2], &i[3], &i[4], &o[0])
+        });
+        assert_close(&format!("batchnorm_forward_eval {name}"), &f64s(&ye), &got[0], TOL);
+
+        for acc in [0, ACCUMULATE_INPUT | ACCUMULATE_PARAMS] {
+            let p = BatchNormParams { accumulate: acc, ..p };
+            let (dx0, dg0, db0) = (randn(&mut r, p.len()), randn(&mut r, c), randn(&mut r, c));
+            let (mut dx, mut dg, mut db) = (dx0.clone(), dg0.clone(), db0.clone());
+            cpu::batchnorm_backward(&p, &x, &dy, &gamma, &saved, &mut dx, &mut dg, &mut db);
+            let got = gpu_run(gpu, &[&x, &dy, &gamma, &saved], &[&dx0, &dg0, &db0], |g, i, o| {
+                g.batchnorm_backward(&p, &i[0], &i[1], &i[2], &i[3], &o[0], &o[1], &o[2])
+            });
+            assert_close(&format!("batchnorm_backward dx {name} accumulate={acc}"), &f64s(&dx), &got[0], TOL);
+            assert_close(&format!("batchnorm_backward dgamma {name} accumulate={acc}"), &f64s(&dg), &got[1], TOL);
+            assert_close(&format!("batchnorm_backward dbeta {name} accumulate={acc}"), &f64s(&db), &got[2], TOL);
+        }
+    });
+}
+
+#[test]
+fn batchnorm_tiny() {
+    batchnorm_case("tiny", 2, 1, 4, 1);
+}
+#[test]
+fn batchnorm_odd_sizes_and_groups() {
+    batchnorm_case("odd", 5, 3, 7 * 7, 1);
+    batchnorm_case("odd-groups", 6, 3, 3 * 5, 3);
+}
+#[test]
+fn batchnorm_batch_1() {
+    batchnorm_case("batch1", 1, 4, 28 * 28, 1);
+}
+#[test]
+fn batchnorm_training_shapes() {
+    batchnorm_case("train2", 256, 4, 28 * 28, 2);
+    batchnorm_case("train9", 256, 8, 14 * 14, 2);
+}
+
+fn maxpool_case(name: &str, n: usize, c: usize, h: usize, w: usize, ties: bool) {
+    with_gpu(&format!("maxpool {name}"), |gpu| {
+        let mut r = rng((n * 13 + c * 5 + h * w) as u64);
+        let p = MaxPoolParams::new(n, c, h, w);
+        let mut x = randn(&mut r, p.x_len());
+        if ties {
+            // ReLU outputs: many exact zeros, so windows tie and the first must win.
+            x.iter_mut().for_each(|v| *v = v.max(0.0).round());
+        }
+        let dy = randn(&mut r, p.y_len());
+        let mut y = vec![0.0f32; p.y_len()];
+        cpu::maxpool_forward(&p, &x, &mut y);
+        let got = gpu_run(gpu, &[&x], &[&vec![f32::NAN; p.y_len()]], |g, i, o| g.maxpool_forward(&p, &i[0], &o[0]));
+        assert_close(&format!("maxpool_forward {name}"), &f64s(&y), &got[0], 0.0);
+        for (acc, dx0) in grad_modes(&mut r, p.x_len(), ACCUMULATE_INPUT) {
+            let p = MaxPoolParams { accumulate: acc, ..p };
+            let mut dx = dx0.clone();
+            cpu::maxpool_backward(&p, &x, &dy, &mut dx);
+            let got = gpu_run(gpu, &[&x, &dy], &[&dx0], |g, i, o| g.maxpool_backward(&p, &i[0], &i[1], &o[0]));
+            assert_close(&format!("maxpool_backward {name} accumulate={acc}"), &f64s(&dx), &got[0], 0.0);
+        }
+    });
+}
+
+#[test]
+fn maxpool_shapes() {
+    maxpool_case("tiny", 1, 1, 2, 2, false);
+    maxpool_case("odd", 3, 5, 7, 9, false);
+    maxpool_case("ties", 2, 3, 8, 8, true);
+    maxpool_case("batch1", 1, 4, 28, 28, false);
+    maxpool_case("train6", 256, 4, 28, 28, true);
+    maxpool_case("train13", 256, 8, 14, 14, false);
+}
+
+fn relu_case(name: &str, len: usize) {
+    with_gpu(&format!("relu {name}"), |gpu| {
+        let mut r = rng(len as u64);
+        let mut x = randn(&mut r, len);
+        x.iter_mut().step_by(7).for_each(|v| *v = 0.0);
+        let dy = randn(&mut r, len);
+        let mut y = vec![0.0f32; len];
+        cpu::relu_forward(&x, &mut y);
+        let got = gpu_run(gpu, &[&x], &[&vec![f32::NAN; len]], |g, i, o| g.relu_forward(&i[0], &o[0]));
+        assert_close(&format!("relu_forward {name}"), &f64s(&y), &got[0], 0.0);
+        for (acc, dx0) in grad_modes(&mut r, len, ACCUMULATE_INPUT) {
+            let mut dx = dx0.clone();
+            cpu::relu_backward(&y, &dy, &mut dx, acc);
+            let got = gpu_run(gpu, &[&y, &dy], &[&dx0], |g, i, o| g.relu_backward(&i[0], &i[1], &o[0], acc));
+            assert_close(&format!("relu_backward {name} accumulate={acc}"), &f64s(&dx), &got[0], 0.0);
+        }
+    });
+}
+
+#[test]
+fn relu_shapes() {
+    relu_case("tiny", 1);
+    relu_case("odd", 1000);
+    relu_case("train", 256 * 4 * 28 * 28);
+}
+
+fn linear_case(name: &str, n: usize, d_in: usize, d_out: usize, towers: usize) {
+    with_gpu(&format!("linear {name}"), |gpu| {
+        let mut r = rng((n * 3 + d_in + d_out) as u64);
+        let p = LinearParams::new(n, d_in, d_out).with_towers(towers);
+        let (x, w, b, dy) =
+            (randn(&mut r, n * d_in), randn(&mut r, d_out * d_in), randn(&mut r, d_out), randn(&mut r, n * d_out));
+        let mut y = vec![0.0f32; n * d_out];
+        cpu::linear_forward(&p, &x, &w, &b, &mut y);
+        let got = gpu_run(gpu, &[&x, &w, &b], &[&vec![f32::NAN; n * d_out]], |g, i, o| {
+            g.linear_forward(&p, &i[0], &i[1], &i[2], &o[0])
+        });
+        assert_close(&format!("linear_forward {name}"), &f64s(&y), &got[0], TOL);
+        for (acc, dx0) in grad_modes(&mut r, n * d_in, ACCUMULATE_INPUT) {
+            let p = LinearParams { accumulate: acc, ..p };
+            let mut dx = dx0.clone();
+            cpu::linear_backward_input(&p, &dy, &w, &mut dx);
+            let got = gpu_run(gpu, &[&dy, &w], &[&dx0], |g, i, o| g.linear_backward_input(&p, &i[0], &i[1], &o[0]));
+            assert_close(&format!("linear_backward_input {name} accumulate={acc}"), &f64s(&dx), &got[0], TOL);
+        }
+        for acc in [0, ACCUMULATE_PARAMS] {
+            let p = LinearParams { accumulate: acc, ..p };
+            let (dw0, db0) = (randn(&mut r, d_out * d_in), randn(&mut r, d_out));
+            let (mut dw, mut db) = (dw0.clone(), db0.clone());
+            cpu::linear_backward_weight(&p, &x, &dy, &mut dw, &mut db);
+            let got = gpu_run(gpu, &[&x, &dy], &[&dw0, &db0], |g, i, o| {
+                g.linear_backward_weight(&p, &i[0], &i[1], &o[0], &o[1])
+            });
+            assert_close(&format!("linear_backward_weight dw {name} accumulate={acc}"), &f64s(&dw), &got[0], TOL);
+            assert_close(&format!("linear_backward_weight db {name} accumulate={acc}"), &f64s(&db), &got[1], TOL);
+        }
+    });
+}
+
+#[test]
+fn linear_shapes() {
+    linear_case("tiny", 1, 1, 1, 1);
+    linear_case("odd", 7, 49, 3, 1);
+    linear_case("odd-towers", 9, 49, 3, 3);
+    linear_case("batch1", 1, 49, 8, 1);
+    linear_case("train", 256, 49, 8, 2);
+}
+
+fn distance_and_loss_case(name: &str, n: usize, d: usize) {
+    with_gpu(&format!("distance {name}"), |gpu| {
+        let mut r = rng((n * 17 + d) as u64);
+        let pd = PairDistanceParams::new(n, d);
+        let mut x = randn(&mut r, 2 * n * d);
+        // The last pair identical: the distance is √D·eps, not 0.
+        let (a, b) = x.split_at_mut(n * d);
+        a[(n - 1) * d..].copy_from_slice(&b[(n - 1) * d..]);
+        let dd = randn(&mut r, n);
+        let mut dist = vec![0.0f32; n];
+        cpu::pair_distance_forward(&pd, &x, &mut dist);
+        let got = gpu_run(gpu, &[&x], &[&vec![f32::NAN; n]], |g, i, o| g.pair_distance_forward(&pd, &i[0], &o[0]));
+        assert_close(&format!("pair_distance_forward {name}"), &f64s(&dist), &got[0], TOL);
+        for (acc, dx0) in grad_modes(&mut r, 2 * n * d, ACCUMULATE_INPUT) {
+            let pd = PairDistanceParams { accumulate: acc, ..pd };
+            let mut dx = dx0.clone();
+            cpu::pair_distance_backward(&pd, &x, &dist, &dd, &mut dx);
+            let got = gpu_run(gpu, &[&x, &dist, &dd], &[&dx0], |g, i, o| {
+                g.pair_distance_backward(&pd, &i[0], &i[1], &i[2], &o[0])
+            });
+            assert_close(&format!("pair_distance_backward {name} accumulate={acc}"), &f64s(&dx), &got[0], TOL);
+        }
+
+        let pc = ContrastiveParams::new(n, 2.0);
+        let t: Vec<f32> = (0..n).map(|i| (i % 3 == 0) as u8 as f32).collect();
+        let dists: Vec<f32> = to_f32(&uniform(&mut r, n, 0.0, 3.0));
+        let mut loss = [0.0f32];
+        cpu::contrastive_forward(&pc, &dists, &t, &mut loss);
+        let got =
+            gpu_run(gpu, &[&dists, &t], &[&[f32::NAN]], |g, i, o| g.contrastive_forward(&pc, &i[0], &i[1], &o[0]));
+        assert_close(&format!("contrastive_forward {name}"), &f64s(&loss), &got[0], TOL);
+        let dloss = [0.75f32];
+        for (acc, dd0) in grad_modes(&mut r, n, ACCUMULATE_INPUT) {
+            let pc = ContrastiveParams { accumulate: acc, ..pc };
+            let mut ddist = dd0.clone();
+            cpu::contrastive_backward(&pc, &dists, &t, &dloss, &mut ddist);
+            let got = gpu_run(gpu, &[&dists, &t, &dloss], &[&dd0], |g, i, o| {
+                g.contrastive_backward(&pc, &i[0], &i[1], &i[2], &o[0])
+            });
+            assert_close(&format!("contrastive_backward {name} accumulate={acc}"), &f64s(&ddist), &got[0], TOL);
+        }
+    });
+}
+
+#[test]
+fn distance_and_loss_shapes() {
+    distance_and_loss_case("tiny", 1, 1);
+    distance_and_loss_case("odd", 37, 3);
+    distance_and_loss_case("train", 128, 8);
+    distance_and_loss_case("big", 1000, 8);
+}
+
+#[test]
+fn adam_matches_the_reference() {
+    with_gpu("adam", |gpu| {
+        let mut r = rng(5);
+        let cfg = AdamConfig::default();
+        for len in [1, 1000, 1664] {
+            let (p0, g, m0, v0) =
+                (randn(&mut r, len), randn(&mut r, len), randn(&mut r, len), to_f32(&uniform(&mut r, len, 0.0, 1.0)));
+            for t in [1, 2, 100] {
+                let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+                cpu::adam_step(&cfg, t, &mut p, &g, &mut m, &mut v);
+                let got =
+                    gpu_run(gpu, &[&g], &[&p0, &m0, &v0], |gg, i, o| gg.adam_step(&cfg, t, &o[0], &i[0], &o[1], &o[2]));
+                assert_close(&format!("adam_step params len={len} t={t}"), &f64s(&p), &got[0], TOL);
+                assert_close(&format!("adam_step m len={len} t={t}"), &f64s(&m), &got[1], TOL);
+                assert_close(&format!("adam_step v len={len} t={t}"), &f64s(&v), &got[2], TOL);
+            }
+        }
+    });
+}
+
+#[test]
+fn gather_and_fill_match_the_reference() {
+    with_gpu("gather", |gpu| {
+        let mut r = rng(9);
+        // 5 images of 7 pixels: the image size is no multiple of the 4-byte packing.
+        let pixels: Vec<u8> = uniform(&mut r, 35, 0.0, 256.0).iter().map(|&v| v as u8).collect();
+        let indices = [4u32, 0, 2, 2, 1, 3];
+        let mut want = vec![0.0f32; indices.len() * 7];
+        cpu::gather_images(&pixels, 7, &indices, &mut want);
+        let images = gpu.upload_images(&pixels, 7);
+        let out = gpu.zeros(want.len());
+        gpu.gather_images(&images, &indices, &out);
+        assert_close("gather_images", &f64s(&want), &f64s(&gpu.read(&out)), 0.0);
+        assert!(
+            want.iter().zip(gpu.read(&out)).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "gather_images: not bit-identical"
+        );
+
+        let t = gpu.zeros(1001);
+        gpu.fill(&t, 2.5);
+        assert!(gpu.read(&t).iter().all(|&v| v == 2.5), "fill");
+        let (a, b) = (gpu.upload(&randn(&mut r, 1001)), gpu.upload(&randn(&mut r, 1001)));
+        let (av, bv) = (gpu.read(&a), gpu.read(&b));
+        gpu.accumulate(&a, &b);
+        let sum: Vec<f64> = av.iter().zip(&bv).map(|(x, y)| (x + y) as f64).collect();
+        assert_close("accumulate", &sum, &f64s(&gpu.read(&b)), 0.0);
+        gpu.copy(&a, &b);
+        assert_close("copy", &f64s(&av), &f64s(&gpu.read(&b)), 0.0);
+    });
+}
+
+/// Determinism: the same inputs give the same bits, run after run (no atomics anywhere).
+#[test]
+fn reductions_are_bit_identical_run_to_run() {
+    with_gpu("determinism", |gpu| {
+        let mut r = rng(11);
+        let p = Conv2dParams::same(256, 4, 28, 28, 4, 3);
+        let (x, dy) = (randn(&mut r, p.x_len()), randn(&mut r, p.y_len()));
+        let bn = BatchNormParams::new(256, 4, 784, 2);
+        let run = |gpu: &mut GpuBackend| {
+            let (dw, db) = (gpu.zeros(p.w_len()), gpu.zeros(4));
+            let (xt, dyt) = (gpu.upload(&x), gpu.upload(&dy));
+            gpu.conv2d_backward_weight(&p, &xt, &dyt, &dw, &db);
+            let (g, b, y, saved, rm, rv) = (
+                gpu.upload(&[1.0; 4]),
+                gpu.zeros(4),
+                gpu.zeros(bn.len()),
+                gpu.zeros(bn.saved_len()),
+                gpu.zeros(4),
+                gpu.zeros(4),
+            );
+            gpu.batchnorm_forward_train(&bn, &xt, &g, &b, &y, &saved, &rm, &rv);
+            let (dx, dg, dbeta) = (gpu.zeros(bn.len()), gpu.zeros(4), gpu.zeros(4));
+            gpu.batchnorm_backward(&bn, &xt, &xt, &g, &saved, &dx, &dg, &dbeta);
+            [gpu.read(&dw), gpu.read(&db), gpu.read(&saved), gpu.read(&dx), gpu.read(&dg)]
+                .concat()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        let first = run(gpu);
+        for _ in 0..3 {
+            assert!(run(gpu) == first, "a reduction gave different bits on a rerun");
+        }
+    });
+}

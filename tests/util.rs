@@ -1,0 +1,120 @@
+//! Test helpers: closeness checks that report where they fail, seeded random data, the shared
+//! GPU, and the PyTorch fixtures.
+
+use std::sync::{Mutex, OnceLock};
+
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use siamese::gpu::GpuBackend;
+
+/// ‖got − want‖₂ / ‖want‖₂ (or the plain norm of the difference when want is all zeros).
+pub fn rel_l2(want: &[f64], got: &[f64]) -> f64 {
+    assert_eq!(want.len(), got.len(), "rel_l2: lengths differ");
+    let diff: f64 = want.iter().zip(got).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+    let norm: f64 = want.iter().map(|a| a * a).sum::<f64>().sqrt();
+    if norm == 0.0 { diff } else { diff / norm }
+}
+
+/// Fails with the op, the relative error, the largest difference and where, unless the
+/// relative L2 error is at most `tol`. Returns the relative error.
+pub fn assert_close(what: &str, want: &[f64], got: &[f64], tol: f64) -> f64 {
+    assert_eq!(want.len(), got.len(), "{what}: {} values, expected {}", got.len(), want.len());
+    assert!(
+        got.iter().all(|v| v.is_finite()) || want.iter().zip(got).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "{what}: non-finite output"
+    );
+    let err = rel_l2(want, got);
+    if !(err <= tol) {
+        let (i, d) = want
+            .iter()
+            .zip(got)
+            .map(|(a, b)| (a - b).abs())
+            .enumerate()
+            .fold((0, 0.0), |best, (i, d)| if d > best.1 { (i, d) } else { best });
+        panic!(
+            "{what}: relative L2 error {err:.3e} > {tol:.1e}; largest difference {d:.3e} at index {i} \
+             (expected {}, got {}) of {}",
+            want[i],
+            got[i],
+            want.len()
+        );
+    }
+    err
+}
+
+pub fn f64s<T: Copy + Into<f64>>(v: &[T]) -> Vec<f64> {
+    v.iter().map(|&x| x.into()).collect()
+}
+
+/// A seeded generator, so that every failure can be replayed.
+pub fn rng(seed: u64) -> Xoshiro256PlusPlus {
+    Xoshiro256PlusPlus::seed_from_u64(seed)
+}
+
+/// `len` values uniform in [lo, hi).
+pub fn uniform(rng: &mut Xoshiro256PlusPlus, len: usize, lo: f64, hi: f64) -> Vec<f64> {
+    (0..len).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+pub fn to_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// The GPU shared by all tests (pipelines compile once), or None when there is no adapter:
+/// then a test says loudly that it skipped, and under `CI` it fails instead.
+pub fn with_gpu<R>(test: &str, f: impl FnOnce(&mut GpuBackend) -> R) -> Option<R> {
+    static GPU: OnceLock<Option<Mutex<GpuBackend>>> = OnceLock::new();
+    let gpu = GPU.get_or_init(|| match GpuBackend::new() {
+        Ok(gpu) => Some(Mutex::new(gpu)),
+        Err(e) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI is set and there is no GPU adapter: {e}");
+            }
+            None
+        }
+    });
+    match gpu {
+        Some(gpu) => {
+            // A failed test may have poisoned the lock; the backend itself is still usable.
+            let mut gpu = gpu.lock().unwrap_or_else(|e| e.into_inner());
+            Some(f(&mut gpu))
+        }
+        None => {
+            eprintln!("SKIPPED {test}: no wgpu adapter (install mesa-vulkan-drivers for a software one)");
+            None
+        }
+    }
+}
+
+/// A PyTorch fixture file from tests/fixtures.
+pub struct Fixture {
+    bytes: Vec<u8>,
+    name: &'static str,
+}
+
+impl Fixture {
+    pub fn load(name: &'static str) -> Self {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Self { bytes, name }
+    }
+
+    /// Tensor `key` as f64, whatever its dtype.
+    pub fn get(&self, key: &str) -> Vec<f64> {
+        let st = safetensors::SafeTensors::deserialize(&self.bytes).expect("fixture parses");
+        let t = st.tensor(key).unwrap_or_else(|e| panic!("{}: {key}: {e}", self.name));
+        let data = t.data();
+        match t.dtype() {
+            safetensors::Dtype::F32 => {
+                data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+            }
+            safetensors::Dtype::F64 => {
+                data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+            }
+            safetensors::Dtype::I64 => {
+                data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+            }
+            other => panic!("{}: {key}: dtype {other:?}", self.name),
+        }
+    }
+}
