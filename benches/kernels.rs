@@ -1,1 +1,296 @@
-fn main() {}
+//! Kernel benchmarks: one criterion group per op at the training shapes (256 images: both towers
+//! of a 128-pair batch), forward and backward, GPU beside the CPU reference.
+//!
+//! GPU time comes from timestamp queries around each dispatch where the adapter has them (it
+//! excludes the submit and the wait), wall time otherwise. Throughput is FLOPs for compute-bound
+//! kernels (criterion's "elem/s" then reads as FLOP/s) and bytes moved for the others.
+//!
+//! `cargo bench --bench kernels`; one op: `cargo bench --bench kernels -- conv2d`.
+
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+use siamese::backend::Backend;
+use siamese::cpu;
+use siamese::gpu::{GpuBackend, GpuTensor};
+use siamese::params::*;
+
+/// Both towers of a 128-pair batch.
+const N: usize = 256;
+
+fn data(len: usize, seed: u64) -> Vec<f32> {
+    let mut r = Xoshiro256PlusPlus::seed_from_u64(seed);
+    (0..len).map(|_| r.random_range(-1.0..1.0)).collect()
+}
+
+/// Times `iters` runs of `op` on the GPU: GPU timestamps where available, else wall time.
+fn time_gpu(gpu: &mut GpuBackend, iters: u64, mut op: impl FnMut(&mut GpuBackend)) -> Duration {
+    gpu.sync();
+    if gpu.ctx.timestamps {
+        gpu.take_profile();
+        for _ in 0..iters {
+            op(gpu);
+        }
+        Duration::from_nanos(gpu.take_profile().total_ns() as u64)
+    } else {
+        let start = Instant::now();
+        for _ in 0..iters {
+            op(gpu);
+        }
+        gpu.sync();
+        start.elapsed()
+    }
+}
+
+fn time_cpu(iters: u64, mut op: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        op();
+    }
+    start.elapsed()
+}
+
+/// One group: `<name>/gpu` and `<name>/cpu` with the same throughput.
+fn bench_pair(
+    c: &mut Criterion,
+    gpu: &mut GpuBackend,
+    name: &str,
+    throughput: Throughput,
+    mut on_gpu: impl FnMut(&mut GpuBackend),
+    mut on_cpu: impl FnMut(),
+) {
+    let mut group = c.benchmark_group(name);
+    group.throughput(throughput);
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    group.bench_function("gpu", |b| b.iter_custom(|iters| time_gpu(gpu, iters, &mut on_gpu)));
+    group.bench_function("cpu", |b| b.iter_custom(|iters| time_cpu(iters, &mut on_cpu)));
+    group.finish();
+}
+
+fn up(gpu: &mut GpuBackend, v: &[f32]) -> GpuTensor {
+    gpu.upload(v)
+}
+
+fn conv2d(c: &mut Criterion, gpu: &mut GpuBackend, c_in: usize, hw: usize, c_out: usize) {
+    let p = Conv2dParams::same(N, c_in, hw, hw, c_out, 3).with_towers(2);
+    let (x, w, b, dy) = (data(p.x_len(), 1), data(p.w_len(), 2), data(c_out, 3), data(p.y_len(), 4));
+    let (gx, gw, gb, gdy) = (up(gpu, &x), up(gpu, &w), up(gpu, &b), up(gpu, &dy));
+    let (gy, gdx, gdw, gdb) = (gpu.zeros(p.y_len()), gpu.zeros(p.x_len()), gpu.zeros(p.w_len()), gpu.zeros(c_out));
+    let flops = Throughput::Elements(2 * p.macs() as u64);
+    let shape = format!("{N}x{c_in}x{hw}x{hw}_to_{c_out}");
+    let (mut y, mut dx, mut dw, mut db) = (vec![0.0; p.y_len()], vec![0.0; p.x_len()], vec![0.0; p.w_len()], vec![0.0; c_out]);
+    bench_pair(
+        c,
+        gpu,
+        &format!("conv2d_forward/{shape}"),
+        flops.clone(),
+        |g| g.conv2d_forward(&p, &gx, &gw, &gb, &gy),
+        || cpu::conv2d_forward(&p, &x, &w, &b, &mut y),
+    );
+    bench_pair(
+        c,
+        gpu,
+        &format!("conv2d_backward_input/{shape}"),
+        flops.clone(),
+        |g| g.conv2d_backward_input(&p, &gdy, &gw, &gdx),
+        || cpu::conv2d_backward_input(&p, &dy, &w, &mut dx),
+    );
+    bench_pair(
+        c,
+        gpu,
+        &format!("conv2d_backward_weight/{shape}"),
+        flops,
+        |g| g.conv2d_backward_weight(&p, &gx, &gdy, &gdw, &gdb),
+        || cpu::conv2d_backward_weight(&p, &x, &dy, &mut dw, &mut db),
+    );
+}
+
+fn batchnorm(c: &mut Criterion, gpu: &mut GpuBackend) {
+    let p = BatchNormParams::new(N, 4, 28 * 28, 2);
+    let (x, dy, gamma, beta) = (data(p.len(), 5), data(p.len(), 6), vec![1.0f32; 4], vec![0.0f32; 4]);
+    let (gx, gdy, gg, gb) = (up(gpu, &x), up(gpu, &dy), up(gpu, &gamma), up(gpu, &beta));
+    let (gy, gsaved, grm, grv) = (gpu.zeros(p.len()), gpu.zeros(p.saved_len()), gpu.zeros(4), gpu.zeros(4));
+    let (gdx, gdg, gdb) = (gpu.zeros(p.len()), gpu.zeros(4), gpu.zeros(4));
+    let (mut y, mut saved, mut rm, mut rv) = (vec![0.0; p.len()], vec![0.0; p.saved_len()], vec![0.0; 4], vec![1.0; 4]);
+    let (mut dx, mut dg, mut db) = (vec![0.0; p.len()], vec![0.0; 4], vec![0.0; 4]);
+    let shape = format!("{N}x4x28x28");
+    // Statistics read x twice, the normalisation reads it again and writes y.
+    let bytes = Throughput::Bytes(4 * 4 * p.len() as u64);
+    bench_pair(
+        c,
+        gpu,
+        &format!("batchnorm_forward_train/{shape}"),
+        bytes.clone(),
+        |g| g.batchnorm_forward_train(&p, &gx, &gg, &gb, &gy, &gsaved, &grm, &grv),
+        || cpu::batchnorm_forward_train(&p, &x, &gamma, &beta, &mut y, &mut saved, &mut rm, &mut rv),
+    );
+    // The reduction reads x and dy; the input gradient reads them again and writes dx.
+    bench_pair(
+        c,
+        gpu,
+        &format!("batchnorm_backward/{shape}"),
+        Throughput::Bytes(4 * 5 * p.len() as u64),
+        |g| g.batchnorm_backward(&p, &gx, &gdy, &gg, &gsaved, &gdx, &gdg, &gdb),
+        || cpu::batchnorm_backward(&p, &x, &dy, &gamma, &saved, &mut dx, &mut dg, &mut db),
+    );
+}
+
+fn elementwise(c: &mut Criterion, gpu: &mut GpuBackend) {
+    let len = N * 4 * 28 * 28;
+    let (x, dy) = (data(len, 7), data(len, 8));
+    let (gx, gdy, gy, gdx) = (up(gpu, &x), up(gpu, &dy), gpu.zeros(len), gpu.zeros(len));
+    let (mut y, mut dx) = (vec![0.0; len], vec![0.0; len]);
+    let shape = format!("{N}x4x28x28");
+    bench_pair(
+        c,
+        gpu,
+        &format!("relu_forward/{shape}"),
+        Throughput::Bytes(8 * len as u64),
+        |g| g.relu_forward(&gx, &gy),
+        || cpu::relu_forward(&x, &mut y),
+    );
+    bench_pair(
+        c,
+        gpu,
+        &format!("relu_backward/{shape}"),
+        Throughput::Bytes(12 * len as u64),
+        |g| g.relu_backward(&gx, &gdy, &gdx, 0),
+        || cpu::relu_backward(&x, &dy, &mut dx, 0),
+    );
+
+    let pixels: Vec<u8> = data(60_000 * 784, 9).iter().map(|v| ((v + 1.0) * 127.0) as u8).collect();
+    let indices: Vec<u32> = (0..N as u32).map(|i| i * 199 % 60_000).collect();
+    let images = gpu.upload_images(&pixels, 784);
+    let gout = gpu.zeros(N * 784);
+    let mut out = vec![0.0f32; N * 784];
+    bench_pair(
+        c,
+        gpu,
+        &format!("gather_images/{N}x784_from_60000"),
+        Throughput::Bytes(5 * (N * 784) as u64),
+        |g| g.gather_images(&images, &indices, &gout),
+        || cpu::gather_images(&pixels, 784, &indices, &mut out),
+    );
+}
+
+fn maxpool(c: &mut Criterion, gpu: &mut GpuBackend) {
+    let p = MaxPoolParams::new(N, 4, 28, 28);
+    let (x, dy) = (data(p.x_len(), 10), data(p.y_len(), 11));
+    let (gx, gdy, gy, gdx) = (up(gpu, &x), up(gpu, &dy), gpu.zeros(p.y_len()), gpu.zeros(p.x_len()));
+    let (mut y, mut dx) = (vec![0.0; p.y_len()], vec![0.0; p.x_len()]);
+    let shape = format!("{N}x4x28x28");
+    bench_pair(
+        c,
+        gpu,
+        &format!("maxpool_forward/{shape}"),
+        Throughput::Bytes(4 * (p.x_len() + p.y_len()) as u64),
+        |g| g.maxpool_forward(&p, &gx, &gy),
+        || cpu::maxpool_forward(&p, &x, &mut y),
+    );
+    bench_pair(
+        c,
+        gpu,
+        &format!("maxpool_backward/{shape}"),
+        Throughput::Bytes(4 * (2 * p.x_len() + p.y_len()) as u64),
+        |g| g.maxpool_backward(&p, &gx, &gdy, &gdx),
+        || cpu::maxpool_backward(&p, &x, &dy, &mut dx),
+    );
+}
+
+fn linear_and_loss(c: &mut Criterion, gpu: &mut GpuBackend) {
+    let p = LinearParams::new(N, 49, 8).with_towers(2);
+    let (x, w, b, dy) = (data(N * 49, 12), data(8 * 49, 13), data(8, 14), data(N * 8, 15));
+    let (gx, gw, gb, gdy) = (up(gpu, &x), up(gpu, &w), up(gpu, &b), up(gpu, &dy));
+    let (gy, gdx, gdw, gdb) = (gpu.zeros(N * 8), gpu.zeros(N * 49), gpu.zeros(8 * 49), gpu.zeros(8));
+    let (mut y, mut dx, mut dw, mut db) = (vec![0.0; N * 8], vec![0.0; N * 49], vec![0.0; 8 * 49], vec![0.0; 8]);
+    let flops = Throughput::Elements(2 * (N * 49 * 8) as u64);
+    bench_pair(
+        c,
+        gpu,
+        "linear_forward/256x49_to_8",
+        flops.clone(),
+        |g| g.linear_forward(&p, &gx, &gw, &gb, &gy),
+        || cpu::linear_forward(&p, &x, &w, &b, &mut y),
+    );
+    bench_pair(
+        c,
+        gpu,
+        "linear_backward/256x49_to_8",
+        Throughput::Elements(4 * (N * 49 * 8) as u64),
+        |g| {
+            g.linear_backward_input(&p, &gdy, &gw, &gdx);
+            g.linear_backward_weight(&p, &gx, &gdy, &gdw, &gdb);
+        },
+        || {
+            cpu::linear_backward_input(&p, &dy, &w, &mut dx);
+            cpu::linear_backward_weight(&p, &x, &dy, &mut dw, &mut db);
+        },
+    );
+
+    let (pd, pc) = (PairDistanceParams::new(N / 2, 8), ContrastiveParams::new(N / 2, 2.0));
+    let t: Vec<f32> = (0..N / 2).map(|i| (i % 2) as f32).collect();
+    let (ge, gt, gd, gl, gone, gdd, gde) =
+        (up(gpu, &y), up(gpu, &t), gpu.zeros(N / 2), gpu.zeros(1), up(gpu, &[1.0]), gpu.zeros(N / 2), gpu.zeros(N * 8));
+    let (mut d, mut l, mut dd, mut de) = (vec![0.0; N / 2], [0.0f32], vec![0.0; N / 2], vec![0.0; N * 8]);
+    bench_pair(
+        c,
+        gpu,
+        "distance_and_loss_forward_backward/128x8",
+        Throughput::Bytes(4 * 3 * (N * 8) as u64),
+        |g| {
+            g.pair_distance_forward(&pd, &ge, &gd);
+            g.contrastive_forward(&pc, &gd, &gt, &gl);
+            g.contrastive_backward(&pc, &gd, &gt, &gone, &gdd);
+            g.pair_distance_backward(&pd, &ge, &gd, &gdd, &gde);
+        },
+        || {
+            cpu::pair_distance_forward(&pd, &y, &mut d);
+            cpu::contrastive_forward(&pc, &d, &t, &mut l);
+            cpu::contrastive_backward(&pc, &d, &t, &[1.0], &mut dd);
+            cpu::pair_distance_backward(&pd, &y, &d, &dd, &mut de);
+        },
+    );
+}
+
+fn adam(c: &mut Criterion, gpu: &mut GpuBackend) {
+    // The model's flat parameter buffer: 1,589 parameters padded to 1,664.
+    let len = 1664;
+    let (p0, g) = (data(len, 16), data(len, 17));
+    let (gp, gg, gm, gv) = (up(gpu, &p0), up(gpu, &g), gpu.zeros(len), gpu.zeros(len));
+    let (mut p, mut m, mut v) = (p0.clone(), vec![0.0; len], vec![0.0; len]);
+    let cfg = AdamConfig::default();
+    bench_pair(
+        c,
+        gpu,
+        "adam_step/1664",
+        Throughput::Bytes(4 * 7 * len as u64),
+        |gpu| gpu.adam_step(&cfg, 1, &gp, &gg, &gm, &gv),
+        || cpu::adam_step(&cfg, 1, &mut p, &g, &mut m, &mut v),
+    );
+}
+
+fn kernels(c: &mut Criterion) {
+    let mut gpu = match GpuBackend::new() {
+        Ok(gpu) => gpu,
+        Err(e) => {
+            eprintln!("no GPU adapter, no benchmarks: {e}");
+            return;
+        }
+    };
+    let timing = if gpu.enable_profiling() { "GPU timestamps" } else { "wall time" };
+    eprintln!("adapter: {}; GPU times from {timing}", gpu.ctx.adapter.describe());
+    for (c_in, hw, c_out) in [(1, 28, 4), (4, 28, 4), (4, 14, 8), (8, 14, 8), (8, 7, 1)] {
+        conv2d(c, &mut gpu, c_in, hw, c_out);
+    }
+    batchnorm(c, &mut gpu);
+    elementwise(c, &mut gpu);
+    maxpool(c, &mut gpu);
+    linear_and_loss(c, &mut gpu);
+    adam(c, &mut gpu);
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);
