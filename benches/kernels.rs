@@ -81,7 +81,8 @@ fn conv2d(c: &mut Criterion, gpu: &mut GpuBackend, c_in: usize, hw: usize, c_out
     let (gy, gdx, gdw, gdb) = (gpu.zeros(p.y_len()), gpu.zeros(p.x_len()), gpu.zeros(p.w_len()), gpu.zeros(c_out));
     let flops = Throughput::Elements(2 * p.macs() as u64);
     let shape = format!("{N}x{c_in}x{hw}x{hw}_to_{c_out}");
-    let (mut y, mut dx, mut dw, mut db) = (vec![0.0; p.y_len()], vec![0.0; p.x_len()], vec![0.0; p.w_len()], vec![0.0; c_out]);
+    let (mut y, mut dx, mut dw, mut db) =
+        (vec![0.0; p.y_len()], vec![0.0; p.x_len()], vec![0.0; p.w_len()], vec![0.0; c_out]);
     bench_pair(
         c,
         gpu,

@@ -8,6 +8,9 @@
 // conv2d_backward_input             dy, w, dx
 // conv2d_backward_weight_partial    x, dy, partial    one sum per (tower, image chunk, tap)
 // conv2d_backward_weight_reduce     partial, dw, db   chunks summed per tower, towers added
+// conv2d_pack_weights               w, packed                   the fast path's weight layout
+// conv2d_tile                       x, x2, x4, b, y (+ packed)  fast path, see below
+// conv2d_backward_weight_tile       x, x2, x4, dy, partial      fast path, see below
 //
 // Layouts: x (N, Cin, H, W), w (Cout, Cin, K, K), b (Cout), y (N, Cout, OH, OW).
 // A "tap" is one weight (Cout·Cin·K·K of them) or one bias (Cout more, after the weights).
@@ -25,13 +28,10 @@ struct Conv2dParams {
     pad: u32,
     accumulate: u32,
     towers: u32,
+    chunk: u32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
-
-// Images per chunk of the weight-gradient reduction (src/gpu/conv2d.rs WEIGHT_GRAD_CHUNK).
-const CHUNK: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Conv2dParams;
 
@@ -52,7 +52,7 @@ fn tower_n() -> u32 {
 }
 
 fn chunks_per_tower() -> u32 {
-    return (tower_n() + CHUNK - 1u) / CHUNK;
+    return (tower_n() + p.chunk - 1u) / p.chunk;
 }
 
 @group(0) @binding(1) var<storage, read> fwd_x: array<f32>;
@@ -139,7 +139,7 @@ fn conv2d_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
 @group(0) @binding(2) var<storage, read> bw_dy: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bw_partial: array<f32>;
 
-// One invocation per (chunk of up to CHUNK images of one tower, tap):
+// One invocation per (chunk of up to p.chunk images of one tower, tap):
 // partial[(tower · chunks_per_tower + chunk) · taps + tap].
 @compute @workgroup_size(WG)
 fn conv2d_backward_weight_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -152,8 +152,8 @@ fn conv2d_backward_weight_partial(@builtin(global_invocation_id) gid: vec3<u32>,
     let tap = i % t_n;
     let chunk = i / t_n;
     let tower = chunk / cpt;
-    let n0 = tower * tower_n() + (chunk % cpt) * CHUNK;
-    let n1 = min(n0 + CHUNK, (tower + 1u) * tower_n());
+    let n0 = tower * tower_n() + (chunk % cpt) * p.chunk;
+    let n1 = min(n0 + p.chunk, (tower + 1u) * tower_n());
     let oh_n = out_h();
     let ow_n = out_w();
     let weights = p.c_out * p.c_in * p.k * p.k;
@@ -224,5 +224,270 @@ fn conv2d_backward_weight_reduce(@builtin(global_invocation_id) gid: vec3<u32>, 
         } else {
             red_db[tap - weights] = acc;
         }
+    }
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// The fast path: planes of a multiple of 4 pixels, at most 8 channels in and out, K ≤ 5.
+//
+// llvmpipe runs 8 invocations as the lanes of one vector but loads from a storage buffer one
+// lane at a time (about 9 cycles per lane and component of a vec4, 20 for a scalar), so the
+// number of components loaded, not arithmetic, sets the speed. These kernels therefore
+// compute 4 adjacent outputs of every output channel per invocation (one vec4 each); load
+// each input element they need once, with the widest aligned loads (x, x2 and x4 are one
+// buffer seen as f32, vec2 and vec4); read weights from a uniform buffer, which llvmpipe
+// loads once for all lanes; and are specialised per shape by `override` constants, which
+// turns the loops below into straight-line code.
+
+override IC: u32 = 1u;
+override OC: u32 = 1u;
+override H: u32 = 4u;
+override W: u32 = 4u;
+override K: u32 = 3u;
+// 1: compute the input gradient, a convolution of dy with the flipped, transposed weights.
+override TRANSPOSE: u32 = 0u;
+
+fn tile_pad() -> u32 {
+    return K / 2u;
+}
+
+// Output channels in groups of 4, one vec4 of weights per group and tap.
+fn oc_groups() -> u32 {
+    return (OC + 3u) / 4u;
+}
+
+// 8 input elements starting at s, where s ≡ phase (mod 4): the K + 3 taps of 4 adjacent
+// outputs in one kernel row (the rest is never read). Only the branch of the phase is
+// compiled, and loads past K + 3 elements are skipped.
+struct Window {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+@group(0) @binding(1) var<storage, read> tile_x: array<f32>;
+@group(0) @binding(2) var<storage, read> tile_x2: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read> tile_x4: array<vec4<f32>>;
+
+fn load_window(s: u32, phase: u32) -> Window {
+    let len = K + 3u;
+    var w: Window;
+    if phase == 0u {
+        w.lo = tile_x4[s / 4u];
+        if len > 6u {
+            w.hi = tile_x4[s / 4u + 1u];
+        } else if len > 4u {
+            w.hi = vec4(tile_x2[s / 2u + 2u], 0.0, 0.0);
+        }
+    } else if phase == 1u {
+        let a = tile_x2[(s + 1u) / 2u];
+        let b = tile_x4[(s + 3u) / 4u];
+        w.lo = vec4(tile_x[s], a.x, a.y, b.x);
+        w.hi = vec4(b.y, b.z, select(0.0, b.w, len > 6u), select(0.0, tile_x[s + 7u], len > 7u));
+    } else if phase == 2u {
+        let a = tile_x2[s / 2u];
+        let b = tile_x4[(s + 2u) / 4u];
+        w.lo = vec4(a.x, a.y, b.x, b.y);
+        w.hi = vec4(b.z, b.w, 0.0, 0.0);
+        if len > 6u {
+            let c = tile_x2[(s + 6u) / 2u];
+            w.hi = vec4(b.z, b.w, c.x, c.y);
+        }
+    } else {
+        let b = tile_x4[(s + 1u) / 4u];
+        w.lo = vec4(tile_x[s], b.x, b.y, b.z);
+        w.hi = vec4(b.w, 0.0, 0.0, 0.0);
+        if len > 5u {
+            w.hi.y = tile_x[s + 5u];
+        }
+        if len > 6u {
+            let c = tile_x2[(s + 6u) / 2u];
+            w.hi = vec4(b.w, tile_x[s + 5u], c.x, c.y);
+        }
+    }
+    return w;
+}
+
+fn element(w: Window, j: u32) -> f32 {
+    if j < 4u {
+        return w.lo[j];
+    }
+    return w.hi[j - 4u];
+}
+
+// The 4 taps of column c: window elements c .. c + 3.
+fn column_taps(w: Window, c: u32) -> vec4<f32> {
+    return vec4(element(w, c), element(w, c + 1u), element(w, c + 2u), element(w, c + 3u));
+}
+
+// Kernel row r's window, relative to output position f: its offset and that offset mod 4,
+// a compile-time constant since planes and f are multiples of 4.
+fn window_offset(r: u32) -> i32 {
+    return (i32(r) - i32(tile_pad())) * i32(W) - i32(tile_pad());
+}
+
+fn window_phase(r: u32) -> u32 {
+    return u32(((window_offset(r) % 4) + 4) % 4);
+}
+
+// Near the edges of the tensor a window may start outside it (even below 0, wrapping): such
+// elements only feed masked taps, and as every tensor is a whole number of vec4s a load is
+// either all inside or all outside. The phase stays the constant one.
+fn window_start(plane: u32, f: u32, r: u32) -> u32 {
+    return u32(i32(plane * H * W + f) + window_offset(r));
+}
+
+// Kernel row r's window for the 4 outputs at f, with every element outside the image zeroed.
+// When W is a multiple of 4 the 4 outputs share a row, so this masks window elements, not
+// taps; otherwise `tap_mask` does the rest per tap.
+fn masked_window(plane: u32, f: u32, r: u32) -> Window {
+    var w = load_window(window_start(plane, f, r), window_phase(r));
+    if W % 4u == 0u {
+        let ih = i32(f / W + r) - i32(tile_pad());
+        let row_ok = ih >= 0 && ih < i32(H);
+        let c0 = i32(f % W) - i32(tile_pad());
+        let lo = vec4(c0) + vec4(0, 1, 2, 3);
+        let hi = lo + vec4(4);
+        let zero = vec4(0.0);
+        w.lo = select(zero, w.lo, (lo >= vec4(0)) & (lo < vec4(i32(W))) & vec4(row_ok));
+        w.hi = select(zero, w.hi, (hi >= vec4(0)) & (hi < vec4(i32(W))) & vec4(row_ok));
+    }
+    return w;
+}
+
+// Which of the 4 outputs at f have tap (r, c) inside the image; all, when masked_window has
+// already zeroed the outside.
+fn tap_mask(f: u32, r: u32, c: u32) -> vec4<bool> {
+    if W % 4u == 0u {
+        return vec4(true);
+    }
+    let fe = vec4(f) + vec4(0u, 1u, 2u, 3u);
+    let ih = vec4<i32>(fe / W) + vec4(i32(r) - i32(tile_pad()));
+    let iw = vec4<i32>(fe % W) + vec4(i32(c) - i32(tile_pad()));
+    return (ih >= vec4(0)) & (ih < vec4(i32(H))) & (iw >= vec4(0)) & (iw < vec4(i32(W)));
+}
+
+@group(0) @binding(1) var<storage, read> pack_w: array<f32>;
+@group(0) @binding(2) var<storage, read_write> pack_out: array<vec4<f32>>;
+
+// packed[(ic·K + r)·K + c][group] = the weights of output channels 4·group .. 4·group + 3
+// for launch input channel ic and tap (r, c); flipped and transposed for TRANSPOSE.
+@compute @workgroup_size(64)
+fn conv2d_pack_weights(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if i >= IC * K * K * oc_groups() {
+        return;
+    }
+    let group = i % oc_groups();
+    let tap = i / oc_groups();
+    let c = tap % K;
+    let r = (tap / K) % K;
+    let ic = tap / (K * K);
+    var v = vec4(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        let oc = 4u * group + j;
+        if oc < OC {
+            if TRANSPOSE == 1u {
+                // The forward conv had Cout = IC (this launch's input) and Cin = OC.
+                v[j] = pack_w[((ic * OC + oc) * K + (K - 1u - r)) * K + (K - 1u - c)];
+            } else {
+                v[j] = pack_w[((oc * IC + ic) * K + r) * K + c];
+            }
+        }
+    }
+    pack_out[i] = v;
+}
+
+// Enough for IC = OC = 8 (two groups) and K = 5.
+struct PackedWeights {
+    v: array<vec4<f32>, 400>,
+}
+
+@group(0) @binding(4) var<storage, read> tile_b: array<f32>;
+@group(0) @binding(5) var<storage, read_write> tile_y4: array<vec4<f32>>;
+@group(0) @binding(6) var<uniform> tile_w: PackedWeights;
+
+// One invocation per 4 adjacent outputs of one image, every output channel:
+// y[n, oc, f .. f + 3] = b[oc] + Σ_{ic, r, c} w · x[n, ic, taps]. With TRANSPOSE, the input
+// gradient instead (no bias; written or added by p.accumulate).
+@compute @workgroup_size(64)
+fn conv2d_tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let strips = H * W / 4u;
+    let i = gid.y * nwg.x * 64u + gid.x;
+    if i >= p.n * strips {
+        return;
+    }
+    let n = i / strips;
+    let f = (i % strips) * 4u;
+    var acc: array<vec4<f32>, 8>;
+    for (var oc = 0u; oc < OC; oc++) {
+        acc[oc] = vec4(select(tile_b[oc], 0.0, TRANSPOSE == 1u));
+    }
+    for (var ic = 0u; ic < IC; ic++) {
+        for (var r = 0u; r < K; r++) {
+            let win = masked_window(n * IC + ic, f, r);
+            for (var c = 0u; c < K; c++) {
+                let t = select(vec4(0.0), column_taps(win, c), tap_mask(f, r, c));
+                let tap = (ic * K + r) * K + c;
+                for (var g = 0u; g < oc_groups(); g++) {
+                    let wv = tile_w.v[tap * oc_groups() + g];
+                    acc[4u * g] += t * wv.x;
+                    acc[4u * g + 1u] += t * wv.y;
+                    acc[4u * g + 2u] += t * wv.z;
+                    acc[4u * g + 3u] += t * wv.w;
+                }
+            }
+        }
+    }
+    let add = TRANSPOSE == 1u && (p.accumulate & ACCUMULATE_INPUT) != 0u;
+    for (var oc = 0u; oc < OC; oc++) {
+        let o = ((n * OC + oc) * H * W + f) / 4u;
+        if add {
+            tile_y4[o] += acc[oc];
+        } else {
+            tile_y4[o] = acc[oc];
+        }
+    }
+}
+
+@group(0) @binding(4) var<storage, read> wt_dy4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> wt_partial: array<f32>;
+
+// One invocation per image: its share of every weight and bias gradient, over its plane 4
+// outputs at a time, written as one partial per tap (then reduced per tower by
+// conv2d_backward_weight_reduce with p.chunk = 1). Workgroups of 8, one lane-vector each,
+// so that 256 images still make 32 workgroups to share out.
+@compute @workgroup_size(8)
+fn conv2d_backward_weight_tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let n = gid.y * nwg.x * 8u + gid.x;
+    if n >= p.n {
+        return;
+    }
+    let weights = OC * IC * K * K;
+    // Weights then biases; 584 = 8·8·9 + 8, the most a K = 3 fast-path launch needs.
+    var acc: array<f32, 584>;
+    for (var t = 0u; t < weights + OC; t++) {
+        acc[t] = 0.0;
+    }
+    for (var f = 0u; f < H * W; f += 4u) {
+        var dy: array<vec4<f32>, 8>;
+        for (var oc = 0u; oc < OC; oc++) {
+            dy[oc] = wt_dy4[((n * OC + oc) * H * W + f) / 4u];
+            acc[weights + oc] += dot(dy[oc], vec4(1.0));
+        }
+        for (var ic = 0u; ic < IC; ic++) {
+            for (var r = 0u; r < K; r++) {
+                let win = masked_window(n * IC + ic, f, r);
+                for (var c = 0u; c < K; c++) {
+                    let t = select(vec4(0.0), column_taps(win, c), tap_mask(f, r, c));
+                    for (var oc = 0u; oc < OC; oc++) {
+                        acc[((oc * IC + ic) * K + r) * K + c] += dot(dy[oc], t);
+                    }
+                }
+            }
+        }
+    }
+    for (var t = 0u; t < weights + OC; t++) {
+        wt_partial[n * (weights + OC) + t] = acc[t];
     }
 }

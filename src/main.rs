@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use siamese::gpu::{self, GpuContext};
 
 #[derive(Parser)]
-#[command(name = "siamese", version, about = "Train a Siamese CNN with the contrastive loss on Fashion-MNIST, on any GPU through WGSL")]
+#[command(
+    name = "siamese",
+    version,
+    about = "Train a Siamese CNN with the contrastive loss on Fashion-MNIST, on any GPU through WGSL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -36,7 +36,9 @@ pub struct Conv2dParams {
     pub pad: u32,
     pub accumulate: u32,
     pub towers: u32,
-    pub _pad: [u32; 3],
+    /// Images per partial sum in the first stage of the weight gradient (set by the launcher).
+    pub chunk: u32,
+    pub _pad: [u32; 2],
 }
 
 impl Conv2dParams {
@@ -45,7 +47,8 @@ impl Conv2dParams {
         assert!(k % 2 == 1, "conv2d: kernel size {k} must be odd");
         Self {
             towers: 1,
-            _pad: [0; 3],
+            chunk: 1,
+            _pad: [0; 2],
             n: n as u32,
             c_in: c_in as u32,
             h: h as u32,

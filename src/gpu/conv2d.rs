@@ -1,13 +1,57 @@
 //! Launchers of shaders/conv2d.wgsl: forward, input gradient, weight and bias gradients.
+//!
+//! Shapes the fast kernels cover (planes of a multiple of 4 pixels, at most 8 channels in
+//! and out, K ≤ 5, "same" padding: every layer of the model) go to the tiled kernels,
+//! specialised per shape; anything else to the plain one-output-per-invocation kernels.
 
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::Backend;
 use crate::params::Conv2dParams;
 
-/// Images per chunk in the first stage of the weight gradient (shaders/conv2d.wgsl CHUNK):
-/// small enough for many parallel partial sums, large enough to keep the second stage short.
-/// Chunks stay within one tower.
+/// Images per partial sum in the plain weight-gradient kernel: small enough for many
+/// parallel partial sums, large enough to keep the second stage short. Chunks stay within
+/// one tower.
 pub const WEIGHT_GRAD_CHUNK: usize = 4;
+
+/// Invocations per workgroup of `conv2d_tile` and `conv2d_backward_weight_tile`.
+const TILE_WORKGROUP: u32 = 64;
+const WEIGHT_TILE_WORKGROUP: u32 = 8;
+
+/// Whether the tiled kernels handle this shape.
+pub fn tiled(p: &Conv2dParams) -> bool {
+    (p.h * p.w) % 4 == 0 && p.c_in <= 8 && p.c_out <= 8 && p.k <= 5 && p.pad == p.k / 2
+}
+
+/// Vec4s in `conv2d_tile`'s packed weights (shaders/conv2d.wgsl PackedWeights).
+const PACKED_WEIGHTS: usize = 400;
+
+/// The override constants of `conv2d_tile`: IC, OC, H, W, K, TRANSPOSE.
+fn tile_spec(p: &Conv2dParams, transpose: bool) -> [u32; 6] {
+    let (ic, oc) = if transpose { (p.c_out, p.c_in) } else { (p.c_in, p.c_out) };
+    [ic, oc, p.h, p.w, p.k, transpose as u32]
+}
+
+/// Runs `conv2d_tile` over `x`: packs the weights for it (a uniform buffer of vec4s over
+/// output channels), then convolves.
+fn conv2d_tile(
+    gpu: &mut GpuBackend,
+    p: &Conv2dParams,
+    transpose: bool,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    b: &GpuTensor,
+    y: &GpuTensor,
+) {
+    let [ic, oc, h, wd, k, t] = tile_spec(p, transpose);
+    let packed = gpu.scratch(4 * PACKED_WEIGHTS);
+    let groups = (ic * k * k * oc.div_ceil(4)).div_ceil(TILE_WORKGROUP);
+    gpu.dispatch_specialized(Kernel::Conv2dPackWeights, &[ic, oc, k, t], p, &[w, &packed], groups);
+    gpu.dispatch_specialized(Kernel::Conv2dTile, &[ic, oc, h, wd, k, t], p, &[x, x, x, b, y, &packed], tile_groups(p));
+}
+
+fn tile_groups(p: &Conv2dParams) -> u32 {
+    (p.n * p.h * p.w / 4).div_ceil(TILE_WORKGROUP)
+}
 
 pub fn conv2d_forward(
     gpu: &mut GpuBackend,
@@ -22,15 +66,24 @@ pub fn conv2d_forward(
         (p.x_len(), p.w_len(), p.c_out as usize, p.y_len()),
         "conv2d_forward: {p:?}"
     );
-    gpu.dispatch(Kernel::Conv2dForward, p, &[x, w, b, y], GpuBackend::groups_for(p.y_len()));
+    if tiled(p) {
+        conv2d_tile(gpu, p, false, x, w, b, y);
+    } else {
+        gpu.dispatch(Kernel::Conv2dForward, p, &[x, w, b, y], GpuBackend::groups_for(p.y_len()));
+    }
 }
 
 pub fn conv2d_backward_input(gpu: &mut GpuBackend, p: &Conv2dParams, dy: &GpuTensor, w: &GpuTensor, dx: &GpuTensor) {
     assert_eq!((dy.len, w.len, dx.len), (p.y_len(), p.w_len(), p.x_len()), "conv2d_backward_input: {p:?}");
-    gpu.dispatch(Kernel::Conv2dBackwardInput, p, &[dy, w, dx], GpuBackend::groups_for(p.x_len()));
+    if tiled(p) {
+        // No bias in the input gradient; `w` fills the unused bias binding.
+        conv2d_tile(gpu, p, true, dy, w, w, dx);
+    } else {
+        gpu.dispatch(Kernel::Conv2dBackwardInput, p, &[dy, w, dx], GpuBackend::groups_for(p.x_len()));
+    }
 }
 
-/// Two stages, no atomics: partial sums per chunk of images, then the chunks in order.
+/// Two stages, no atomics: partial sums per chunk of images, then per tower in order.
 pub fn conv2d_backward_weight(
     gpu: &mut GpuBackend,
     p: &Conv2dParams,
@@ -45,8 +98,25 @@ pub fn conv2d_backward_weight(
         "conv2d_backward_weight: {p:?}"
     );
     let taps = p.w_len() + p.c_out as usize;
-    let chunks = p.towers as usize * ((p.n / p.towers) as usize).div_ceil(WEIGHT_GRAD_CHUNK);
-    let partial = gpu.scratch(chunks * taps);
-    gpu.dispatch(Kernel::Conv2dBackwardWeightPartial, p, &[x, dy, &partial], GpuBackend::groups_for(chunks * taps));
-    gpu.dispatch(Kernel::Conv2dBackwardWeightReduce, p, &[&partial, dw, db], GpuBackend::groups_for(taps));
+    let p = if tiled(p) {
+        let p = Conv2dParams { chunk: 1, ..*p };
+        let partial = gpu.scratch(p.n as usize * taps);
+        let spec = [p.c_in, p.c_out, p.h, p.w, p.k];
+        let groups = p.n.div_ceil(WEIGHT_TILE_WORKGROUP);
+        gpu.dispatch_specialized(Kernel::Conv2dBackwardWeightTile, &spec, &p, &[x, x, x, dy, &partial], groups);
+        (p, partial)
+    } else {
+        let p = Conv2dParams { chunk: WEIGHT_GRAD_CHUNK as u32, ..*p };
+        let chunks = p.towers as usize * ((p.n / p.towers) as usize).div_ceil(WEIGHT_GRAD_CHUNK);
+        let partial = gpu.scratch(chunks * taps);
+        gpu.dispatch(
+            Kernel::Conv2dBackwardWeightPartial,
+            &p,
+            &[x, dy, &partial],
+            GpuBackend::groups_for(chunks * taps),
+        );
+        (p, partial)
+    };
+    let (p, partial) = p;
+    gpu.dispatch(Kernel::Conv2dBackwardWeightReduce, &p, &[&partial, dw, db], GpuBackend::groups_for(taps));
 }

@@ -3,6 +3,9 @@
 //!
 //! Binding convention, shared by every entry point in `shaders/`: binding 0 is the op's params
 //! struct (`var<uniform>`), bindings 1.. are storage buffers in the order the signature lists.
+//! Some kernels are specialised per shape through WGSL `override` constants: their loops then
+//! have constant trip counts, which llvmpipe's compiler unrolls into straight-line code with
+//! constant weight offsets (loaded once and broadcast instead of lane by lane).
 //! Layouts are explicit, not derived from the shader, because a derived layout holds only the
 //! bindings an entry point uses and would differ between entry points of one file.
 
@@ -68,15 +71,19 @@ impl Shader {
     }
 }
 
-/// How a kernel uses a storage binding.
+/// How a kernel uses a buffer binding after the params uniform.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Access {
+    /// `var<storage, read>`
     Read,
+    /// `var<storage, read_write>`
     ReadWrite,
+    /// `var<uniform>`: small read-only data every lane reads alike (llvmpipe loads it once).
+    Uniform,
 }
 
 macro_rules! kernels {
-    ($($kernel:ident => $shader:ident :: $entry:literal ($($access:ident),*);)*) => {
+    ($($kernel:ident => $shader:ident :: $entry:literal ($($access:ident),*) $([$($constant:ident),*])?;)*) => {
         /// Every entry point the Rust side launches.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Kernel { $($kernel),* }
@@ -98,6 +105,11 @@ macro_rules! kernels {
                 use Access::*;
                 match self { $(Kernel::$kernel => &[$($access),*]),* }
             }
+
+            /// The `override` constants a launch must give values for, in order.
+            pub fn overrides(self) -> &'static [&'static str] {
+                match self { $(Kernel::$kernel => &[$($(stringify!($constant)),*)?]),* }
+            }
         }
     };
 }
@@ -113,6 +125,9 @@ kernels! {
     Conv2dBackwardInput => Conv2d::"conv2d_backward_input"(Read, Read, ReadWrite);
     Conv2dBackwardWeightPartial => Conv2d::"conv2d_backward_weight_partial"(Read, Read, ReadWrite);
     Conv2dBackwardWeightReduce => Conv2d::"conv2d_backward_weight_reduce"(Read, ReadWrite, ReadWrite);
+    Conv2dPackWeights => Conv2d::"conv2d_pack_weights"(Read, ReadWrite) [IC, OC, K, TRANSPOSE];
+    Conv2dTile => Conv2d::"conv2d_tile"(Read, Read, Read, Read, ReadWrite, Uniform) [IC, OC, H, W, K, TRANSPOSE];
+    Conv2dBackwardWeightTile => Conv2d::"conv2d_backward_weight_tile"(Read, Read, Read, Read, ReadWrite) [IC, OC, H, W, K];
     BatchNormStats => BatchNorm::"batchnorm_stats"(Read, ReadWrite, ReadWrite, ReadWrite);
     BatchNormForward => BatchNorm::"batchnorm_forward"(Read, Read, Read, Read, ReadWrite);
     BatchNormForwardEval => BatchNorm::"batchnorm_forward_eval"(Read, Read, Read, Read, Read, ReadWrite);
@@ -130,16 +145,25 @@ kernels! {
     AdamStep => Optim::"adam_step"(ReadWrite, Read, ReadWrite, ReadWrite);
 }
 
-/// Compiled shader modules and pipelines, made on first use and kept.
+/// Compiled shader modules and pipelines (one per kernel and specialisation), made on first
+/// use and kept.
 #[derive(Default)]
 pub struct Pipelines {
     modules: HashMap<Shader, wgpu::ShaderModule>,
-    pipelines: HashMap<Kernel, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
+    pipelines: HashMap<(Kernel, Vec<u32>), (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
 }
 
 impl Pipelines {
-    pub fn get(&mut self, device: &wgpu::Device, kernel: Kernel) -> &(wgpu::ComputePipeline, wgpu::BindGroupLayout) {
-        if !self.pipelines.contains_key(&kernel) {
+    /// The pipeline of `kernel` with its `override` constants set to `spec`.
+    pub fn get(
+        &mut self,
+        device: &wgpu::Device,
+        kernel: Kernel,
+        spec: &[u32],
+    ) -> &(wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+        assert_eq!(spec.len(), kernel.overrides().len(), "{kernel:?}: values for {:?}", kernel.overrides());
+        let key = (kernel, spec.to_vec());
+        if !self.pipelines.contains_key(&key) {
             let shader = kernel.shader();
             let module = self.modules.entry(shader).or_insert_with(|| {
                 device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -147,10 +171,10 @@ impl Pipelines {
                     source: wgpu::ShaderSource::Wgsl(shader.source().into()),
                 })
             });
-            let built = build_pipeline(device, module, kernel);
-            self.pipelines.insert(kernel, built);
+            let built = build_pipeline(device, module, kernel, spec);
+            self.pipelines.insert(key.clone(), built);
         }
-        &self.pipelines[&kernel]
+        &self.pipelines[&key]
     }
 }
 
@@ -158,6 +182,7 @@ fn build_pipeline(
     device: &wgpu::Device,
     module: &wgpu::ShaderModule,
     kernel: Kernel,
+    spec: &[u32],
 ) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
     let buffer = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
         binding,
@@ -167,8 +192,12 @@ fn build_pipeline(
     };
     let mut entries = vec![buffer(0, wgpu::BufferBindingType::Uniform)];
     for (i, access) in kernel.bindings().iter().enumerate() {
-        let read_only = *access == Access::Read;
-        entries.push(buffer(i as u32 + 1, wgpu::BufferBindingType::Storage { read_only }));
+        let ty = match access {
+            Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
+            Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+            Access::Uniform => wgpu::BufferBindingType::Uniform,
+        };
+        entries.push(buffer(i as u32 + 1, ty));
     }
     let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
         label: Some(kernel.entry_point()),
@@ -179,12 +208,13 @@ fn build_pipeline(
         bind_group_layouts: &[Some(&layout)],
         immediate_size: 0,
     });
+    let constants: Vec<(&str, f64)> = kernel.overrides().iter().zip(spec).map(|(&name, &v)| (name, v as f64)).collect();
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(kernel.entry_point()),
         layout: Some(&pipeline_layout),
         module,
         entry_point: Some(kernel.entry_point()),
-        compilation_options: Default::default(),
+        compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
         cache: None,
     });
     (pipeline, layout)

@@ -81,6 +81,7 @@ struct Dispatch {
 #[derive(Hash, PartialEq, Eq)]
 struct BindKey {
     kernel: Kernel,
+    spec: Vec<u32>,
     uniform: wgpu::Buffer,
     buffers: Vec<(wgpu::Buffer, usize, usize)>,
 }
@@ -120,6 +121,13 @@ struct Profiler {
     period_ns: f64,
     profile: Profile,
 }
+
+/// Every tensor's buffer: storage for the kernels, uniform for small tensors every lane reads
+/// alike (packed conv weights), copies for transfers.
+const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::UNIFORM)
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
 
 /// Bind groups kept before the cache starts over.
 const BIND_GROUP_CACHE: usize = 1024;
@@ -163,25 +171,32 @@ impl GpuBackend {
         }
     }
 
-    /// Compiles every kernel now rather than on first use.
-    pub fn warm_up(&mut self) {
-        for &k in Kernel::ALL {
-            self.pipelines.get(&self.ctx.device, k);
-        }
+    /// Records `kernel` over `workgroups` workgroups with `params` at binding 0 and `buffers`
+    /// at bindings 1.., in the order of the kernel's signature.
+    pub fn dispatch<P: Pod>(&mut self, kernel: Kernel, params: &P, buffers: &[&GpuTensor], workgroups: u32) {
+        self.dispatch_specialized(kernel, &[], params, buffers, workgroups)
     }
 
-    /// Records `kernel` over `workgroups` workgroups with `params` at binding 0 and `buffers`
-    /// at bindings 1.., in the order of the kernel's signature. The one dispatch path.
-    pub fn dispatch<P: Pod>(&mut self, kernel: Kernel, params: &P, buffers: &[&GpuTensor], workgroups: u32) {
+    /// [`GpuBackend::dispatch`] of a kernel specialised with values for its `override`
+    /// constants (see [`Kernel::overrides`]). The one dispatch path.
+    pub fn dispatch_specialized<P: Pod>(
+        &mut self,
+        kernel: Kernel,
+        spec: &[u32],
+        params: &P,
+        buffers: &[&GpuTensor],
+        workgroups: u32,
+    ) {
         assert_eq!(buffers.len(), kernel.bindings().len(), "{kernel:?}: wrong number of buffers");
         assert!(workgroups > 0, "{kernel:?}: no work");
         let uniform = self.uniform(bytemuck::bytes_of(params));
         let key = BindKey {
             kernel,
+            spec: spec.to_vec(),
             uniform: uniform.clone(),
             buffers: buffers.iter().map(|t| (t.buffer.clone(), t.offset, t.len)).collect(),
         };
-        let (pipeline, layout) = self.pipelines.get(&self.ctx.device, kernel).clone();
+        let (pipeline, layout) = self.pipelines.get(&self.ctx.device, kernel, spec).clone();
         // A training step binds about a hundred distinct sets; far more means one-off tensors
         // (tests, sweeps) are being bound, and the cache would keep their buffers alive.
         if self.bind_groups.len() >= BIND_GROUP_CACHE {
@@ -239,7 +254,7 @@ impl GpuBackend {
         self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.max(16).next_multiple_of(256),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: TENSOR_USAGE,
             mapped_at_creation: false,
         })
     }
@@ -414,7 +429,7 @@ impl Backend for GpuBackend {
             let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("scratch"),
                 size: bytes,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                usage: TENSOR_USAGE,
                 mapped_at_creation: false,
             });
             buffers.push(buffer);
