@@ -1,12 +1,14 @@
 // maxpool.wgsl: MaxPool2d 2×2, stride 2 (floor mode), forward and backward.
 // Mirrors src/cpu/maxpool.rs (reference) and src/gpu/maxpool.rs (launchers).
 //
-// entry point        bindings 1.. (binding 0: MaxPoolParams)
-// maxpool_forward    x, y
-// maxpool_backward   x, dy, dx    one invocation per input element
+// entry point               bindings 1.. (binding 0: MaxPoolParams)
+// maxpool_forward           x, x2, y         one invocation per output
+// maxpool_backward          x, dy, dx        one invocation per input element (any size)
+// maxpool_backward_windows  x2, dy, dx2      one invocation per window (even H and W)
 //
 // The backward pass recomputes each window's argmax from x instead of saving it: the
-// windows do not overlap, so every input element finds its one window and decides alone.
+// windows do not overlap, so each decides alone. With an even width a window row is one
+// aligned vec2 (x2 is x seen as vec2s), half the loads of two scalars on llvmpipe.
 
 // src/params.rs MaxPoolParams
 struct MaxPoolParams {
@@ -23,7 +25,29 @@ struct MaxPoolParams {
 @group(0) @binding(0) var<uniform> p: MaxPoolParams;
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> x2: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+// The first maximum of (top.x, top.y, bottom.x, bottom.y), NaN winning, and its position 0..3.
+fn first_max(top: vec2<f32>, bottom: vec2<f32>) -> vec2<f32> {
+    let v = array(top.x, top.y, bottom.x, bottom.y);
+    var best = 0u;
+    for (var t = 1u; t < 4u; t++) {
+        if v[t] > v[best] || v[t] != v[t] {
+            best = t;
+        }
+    }
+    return vec2(v[best], f32(best));
+}
+
+// Window (nc, oh, ow)'s two rows, as vec2s when the width is even.
+fn window_rows(nc: u32, oh: u32, ow: u32) -> array<vec2<f32>, 2> {
+    let top = (nc * p.h + 2u * oh) * p.w + 2u * ow;
+    if p.w % 2u == 0u {
+        return array(x2[top / 2u], x2[(top + p.w) / 2u]);
+    }
+    return array(vec2(x[top], x[top + 1u]), vec2(x[top + p.w], x[top + p.w + 1u]));
+}
 
 // Flat input index of the maximum of window (nc, oh, ow): the first in row-major order
 // on ties, and NaN wins, as in PyTorch.
@@ -53,7 +77,8 @@ fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     let ow = i % ow_n;
     let oh = (i / ow_n) % oh_n;
     let nc = i / (ow_n * oh_n);
-    y[i] = x[window_argmax(nc, oh, ow)];
+    let rows = window_rows(nc, oh, ow);
+    y[i] = first_max(rows[0], rows[1]).x;
 }
 
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
@@ -78,5 +103,37 @@ fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
         dx[i] += g;
     } else {
         dx[i] = g;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> bw_x2: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read> bw_dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bw_dx2: array<vec2<f32>>;
+
+// Even H and W: every input element is in exactly one window, so one invocation per window
+// writes its four gradients (the window's dy at the first maximum, 0 elsewhere).
+@compute @workgroup_size(WG)
+fn maxpool_backward_windows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    let oh_n = p.h / 2u;
+    let ow_n = p.w / 2u;
+    if i >= p.n * p.c * oh_n * ow_n {
+        return;
+    }
+    let ow = i % ow_n;
+    let oh = (i / ow_n) % oh_n;
+    let nc = i / (ow_n * oh_n);
+    let top = ((nc * p.h + 2u * oh) * p.w + 2u * ow) / 2u;
+    let bottom = top + p.w / 2u;
+    let best = u32(first_max(bw_x2[top], bw_x2[bottom]).y);
+    let g = bw_dy[i];
+    let gt = vec2(select(0.0, g, best == 0u), select(0.0, g, best == 1u));
+    let gb = vec2(select(0.0, g, best == 2u), select(0.0, g, best == 3u));
+    if (p.accumulate & ACCUMULATE_INPUT) != 0u {
+        bw_dx2[top] += gt;
+        bw_dx2[bottom] += gb;
+    } else {
+        bw_dx2[top] = gt;
+        bw_dx2[bottom] = gb;
     }
 }

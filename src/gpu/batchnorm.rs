@@ -1,13 +1,20 @@
-//! Launchers of shaders/batchnorm.wgsl: train forward (statistics, then normalise), eval
-//! forward, and backward (per-channel sums, then the input gradient).
+//! Launchers of shaders/batchnorm.wgsl: train forward (plane statistics, tower statistics,
+//! normalise), eval forward, and backward (plane sums, tower sums, input gradient).
 
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::Backend;
 use crate::params::BatchNormParams;
 
+/// Invocations per workgroup of the per-plane and per-channel kernels.
+const SMALL_WORKGROUP: u32 = 64;
+
 fn check(p: &BatchNormParams, what: &str, tensors: &[&GpuTensor]) {
     let len = p.len();
     assert!(tensors.iter().all(|t| t.len == len), "{what}: tensor sizes for {p:?}");
+}
+
+fn planes(p: &BatchNormParams) -> usize {
+    (p.n * p.c) as usize
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -24,8 +31,16 @@ pub fn batchnorm_forward_train(
 ) {
     check(p, "batchnorm_forward_train", &[x, y]);
     assert_eq!(saved.len, p.saved_len(), "batchnorm_forward_train: saved");
-    gpu.dispatch(Kernel::BatchNormStats, p, &[x, saved, running_mean, running_var], p.c);
-    gpu.dispatch(Kernel::BatchNormForward, p, &[x, gamma, beta, saved, y], GpuBackend::groups_for(p.len()));
+    let plane_stats = gpu.scratch(2 * planes(p));
+    let groups = (planes(p) as u32).div_ceil(SMALL_WORKGROUP);
+    gpu.dispatch(Kernel::BatchNormPlaneStats, p, &[x, x, &plane_stats], groups);
+    gpu.dispatch(
+        Kernel::BatchNormStats,
+        p,
+        &[&plane_stats, saved, running_mean, running_var],
+        p.c.div_ceil(SMALL_WORKGROUP),
+    );
+    gpu.dispatch(Kernel::BatchNormForward, p, &[x, x, gamma, beta, saved, y], GpuBackend::groups_for_vec4s(p.len()));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -40,12 +55,8 @@ pub fn batchnorm_forward_eval(
     y: &GpuTensor,
 ) {
     check(p, "batchnorm_forward_eval", &[x, y]);
-    gpu.dispatch(
-        Kernel::BatchNormForwardEval,
-        p,
-        &[x, gamma, beta, running_mean, running_var, y],
-        GpuBackend::groups_for(p.len()),
-    );
+    let buffers = [x, x, gamma, beta, running_mean, running_var, y];
+    gpu.dispatch(Kernel::BatchNormForwardEval, p, &buffers, GpuBackend::groups_for_vec4s(p.len()));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -61,7 +72,16 @@ pub fn batchnorm_backward(
     dbeta: &GpuTensor,
 ) {
     check(p, "batchnorm_backward", &[x, dy, dx]);
+    let plane_sums = gpu.scratch(2 * planes(p));
     let sums = gpu.scratch(p.saved_len());
-    gpu.dispatch(Kernel::BatchNormBackwardReduce, p, &[x, dy, saved, &sums, dgamma, dbeta], p.c);
-    gpu.dispatch(Kernel::BatchNormBackwardInput, p, &[x, dy, gamma, saved, &sums, dx], GpuBackend::groups_for(p.len()));
+    let groups = (planes(p) as u32).div_ceil(SMALL_WORKGROUP);
+    gpu.dispatch(Kernel::BatchNormBackwardPlane, p, &[x, x, dy, dy, saved, &plane_sums], groups);
+    gpu.dispatch(
+        Kernel::BatchNormBackwardReduce,
+        p,
+        &[&plane_sums, &sums, dgamma, dbeta],
+        p.c.div_ceil(SMALL_WORKGROUP),
+    );
+    let buffers = [x, x, dy, dy, gamma, saved, &sums, dx];
+    gpu.dispatch(Kernel::BatchNormBackwardInput, p, &buffers, GpuBackend::groups_for_vec4s(p.len()));
 }

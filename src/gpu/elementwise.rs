@@ -5,8 +5,9 @@ use crate::backend::{Backend, DeviceTensor};
 use crate::cpu::pixel_table;
 use crate::params::{ElementwiseParams, GatherParams};
 
+/// One invocation per vec4 (the bindings cover whole vec4s).
 fn launch(gpu: &mut GpuBackend, kernel: Kernel, p: ElementwiseParams, buffers: &[&GpuTensor]) {
-    gpu.dispatch(kernel, &p, buffers, GpuBackend::groups_for(p.len as usize));
+    gpu.dispatch(kernel, &p, buffers, GpuBackend::groups_for_vec4s(p.len as usize));
 }
 
 pub fn fill(gpu: &mut GpuBackend, t: &GpuTensor, value: f32) {

@@ -5,10 +5,14 @@ use crate::params::MaxPoolParams;
 
 pub fn maxpool_forward(gpu: &mut GpuBackend, p: &MaxPoolParams, x: &GpuTensor, y: &GpuTensor) {
     assert_eq!((x.len, y.len), (p.x_len(), p.y_len()), "maxpool_forward: {p:?}");
-    gpu.dispatch(Kernel::MaxPoolForward, p, &[x, y], GpuBackend::groups_for(p.y_len()));
+    gpu.dispatch(Kernel::MaxPoolForward, p, &[x, x, y], GpuBackend::groups_for(p.y_len()));
 }
 
 pub fn maxpool_backward(gpu: &mut GpuBackend, p: &MaxPoolParams, x: &GpuTensor, dy: &GpuTensor, dx: &GpuTensor) {
     assert_eq!((x.len, dy.len, dx.len), (p.x_len(), p.y_len(), p.x_len()), "maxpool_backward: {p:?}");
-    gpu.dispatch(Kernel::MaxPoolBackward, p, &[x, dy, dx], GpuBackend::groups_for(p.x_len()));
+    if p.h % 2 == 0 && p.w % 2 == 0 {
+        gpu.dispatch(Kernel::MaxPoolBackwardWindows, p, &[x, dy, dx], GpuBackend::groups_for(p.y_len()));
+    } else {
+        gpu.dispatch(Kernel::MaxPoolBackward, p, &[x, dy, dx], GpuBackend::groups_for(p.x_len()));
+    }
 }

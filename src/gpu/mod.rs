@@ -35,6 +35,11 @@ use kernel::Pipelines;
 pub const WORKGROUP: u32 = 256;
 
 /// A view of `len` f32 (or u32) elements from element `offset` of a wgpu buffer.
+///
+/// Bindings cover the length rounded up to a whole vec4, so that kernels can work in vec4s
+/// throughout: every buffer is a multiple of 256 bytes and every view starts on a 64-element
+/// boundary with its padding after it, so the rounded range is always the tensor's own.
+/// Elementwise kernels may write that padding; nothing reads it as data.
 #[derive(Clone, Debug)]
 pub struct GpuTensor {
     pub buffer: wgpu::Buffer,
@@ -54,11 +59,14 @@ impl DeviceTensor for GpuTensor {
 
 impl GpuTensor {
     fn binding(&self) -> wgpu::BufferBinding<'_> {
-        wgpu::BufferBinding {
-            buffer: &self.buffer,
-            offset: (self.offset * 4) as u64,
-            size: wgpu::BufferSize::new((self.len * 4) as u64),
-        }
+        let (offset, size) = ((self.offset * 4) as u64, (self.len.next_multiple_of(4) * 4) as u64);
+        assert!(offset + size <= self.buffer.size(), "gpu: tensor {}+{} overruns its buffer", self.offset, self.len);
+        wgpu::BufferBinding { buffer: &self.buffer, offset, size: wgpu::BufferSize::new(size) }
+    }
+
+    /// Whole vec4s covering the tensor.
+    pub fn vec4s(&self) -> usize {
+        self.len.div_ceil(4)
     }
 }
 
@@ -234,6 +242,11 @@ impl GpuBackend {
     /// Workgroups for one thread per element over `len` elements.
     pub fn groups_for(len: usize) -> u32 {
         (len as u32).div_ceil(WORKGROUP)
+    }
+
+    /// Workgroups for one thread per vec4 over `len` elements.
+    pub fn groups_for_vec4s(len: usize) -> u32 {
+        Self::groups_for(len.div_ceil(4))
     }
 
     fn uniform(&mut self, bytes: &[u8]) -> wgpu::Buffer {
