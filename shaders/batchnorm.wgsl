@@ -3,15 +3,15 @@
 // src/gpu/batchnorm.rs (launchers).
 //
 // entry point                 bindings 1.. (binding 0: BatchNormParams)
-// batchnorm_plane_stats       x, x4, planes              one invocation per (image, channel)
+// batchnorm_plane_stats       x, planes                            one invocation per plane
 // batchnorm_stats             planes, saved, running_mean, running_var   one per channel
-// batchnorm_forward           x, x4, gamma, beta, saved, y4
-// batchnorm_forward_eval      x, x4, gamma, beta, running_mean, running_var, y4
-// batchnorm_backward_plane    x, x4, dy, dy4, saved, planes
-// batchnorm_backward_reduce   planes, sums, dgamma, dbeta                one per channel
-// batchnorm_backward_input    x, x4, dy, dy4, gamma, saved, sums, dx4
+// batchnorm_forward           x, gamma, beta, saved, y             one invocation per plane
+// batchnorm_forward_eval      x, gamma, beta, running_mean, running_var, y   one per plane
+// batchnorm_backward_plane    x, dy, saved, planes                 one invocation per plane
+// batchnorm_backward_reduce   planes, sums, dgamma, dbeta          one per channel
+// batchnorm_backward_input    x, dy, gamma, saved, sums, dx        one invocation per plane
 //
-// x, y, dy, dx are (N, C, H·W); x4 is the same buffer seen as vec4s. The batch is `towers`
+// x, y, dy, dx are (N, C, H·W), bound as vec4s (a plane = an (image, channel) pair). The batch is `towers`
 // slices of N / towers images, each normalised with its own statistics.
 // saved = mean (T, C) then 1/std (T, C); sums = Σdy (T, C) then Σdy·x̂ (T, C);
 // planes = two numbers per (image, channel) plane.
@@ -49,9 +49,9 @@ fn saved_invstd(t: u32, c: u32) -> u32 {
 }
 
 // The plane (image n, channel c) starts at element `plane · hw`; with hw a multiple of 4
-// (every layer of the model) it is read as vec4s.
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> x4: array<vec4<f32>>;
+// (every layer of the model) it is a run of whole vec4s, otherwise it is read element by
+// element through the vec4 view.
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
 
 fn plane_sum(plane: u32) -> f32 {
     var s = 0.0;
@@ -63,7 +63,7 @@ fn plane_sum(plane: u32) -> f32 {
         s = s4.x + s4.y + s4.z + s4.w;
     } else {
         for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
-            s += x[j];
+            s += x4[j / 4u][j % 4u];
         }
     }
     return s;
@@ -80,14 +80,14 @@ fn plane_sq_dev(plane: u32, mean: f32) -> f32 {
         s = s4.x + s4.y + s4.z + s4.w;
     } else {
         for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
-            let d = x[j] - mean;
+            let d = x4[j / 4u][j % 4u] - mean;
             s += d * d;
         }
     }
     return s;
 }
 
-@group(0) @binding(3) var<storage, read_write> ps_planes: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read_write> ps_planes: array<vec2<f32>>;
 
 // (mean, Σ(x − mean)²) of one (image, channel) plane.
 @compute @workgroup_size(64)
@@ -136,77 +136,76 @@ fn batchnorm_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-// The (tower, channel) of each of the 4 elements of vec4 i.
-fn tower_of(e: u32) -> u32 {
-    return e / (p.c * p.hw) / tower_n();
+// The elementwise passes run one invocation per (image, channel) plane, looping over it: the
+// plane's channel and tower, and with them the coefficients, are found once, not per element
+// (llvmpipe divides integers lane by lane, which would cost more than the arithmetic).
+// A plane of a multiple of 4 pixels is a run of whole vec4s; any other goes element by element
+// through the scalar view.
+
+fn plane_channel(plane: u32) -> u32 {
+    return plane % p.c;
 }
 
-fn channel_of(e: u32) -> u32 {
-    return (e / p.hw) % p.c;
+fn plane_tower(plane: u32) -> u32 {
+    return plane / p.c / tower_n();
 }
 
-@group(0) @binding(3) var<storage, read> fw_gamma: array<f32>;
-@group(0) @binding(4) var<storage, read> fw_beta: array<f32>;
-@group(0) @binding(5) var<storage, read> fw_saved: array<f32>;
-@group(0) @binding(6) var<storage, read_write> fw_y4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> fw_gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> fw_beta: array<f32>;
+@group(0) @binding(4) var<storage, read> fw_saved: array<f32>;
+@group(0) @binding(5) var<storage, read_write> fw_y4: array<vec4<f32>>;
 
-// y = (x − mean)·invstd·γ + β, one vec4 per invocation. A vec4 lies in one plane when hw is a
-// multiple of 4; otherwise each element finds its own channel.
-@compute @workgroup_size(WG)
-fn batchnorm_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    if i * 4u >= p.n * p.c * p.hw {
+// y = x·a + b with a = invstd·γ and b = β − mean·a of the plane's (tower, channel).
+@compute @workgroup_size(64)
+fn batchnorm_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let plane = gid.x;
+    if plane >= p.n * p.c {
         return;
     }
+    let c = plane_channel(plane);
+    let t = plane_tower(plane);
+    let a = fw_saved[saved_invstd(t, c)] * fw_gamma[c];
+    let b = fw_beta[c] - fw_saved[saved_mean(t, c)] * a;
     if p.hw % 4u == 0u {
-        let c = channel_of(4u * i);
-        let t = tower_of(4u * i);
-        let scale = fw_saved[saved_invstd(t, c)] * fw_gamma[c];
-        fw_y4[i] = (x4[i] - vec4(fw_saved[saved_mean(t, c)])) * scale + vec4(fw_beta[c]);
-    } else {
-        var y = vec4(0.0);
-        for (var k = 0u; k < 4u; k++) {
-            let e = min(4u * i + k, p.n * p.c * p.hw - 1u);
-            let c = channel_of(e);
-            let t = tower_of(e);
-            y[k] = (x[e] - fw_saved[saved_mean(t, c)]) * fw_saved[saved_invstd(t, c)] * fw_gamma[c] + fw_beta[c];
+        for (var j = plane * p.hw / 4u; j < (plane + 1u) * p.hw / 4u; j++) {
+            fw_y4[j] = x4[j] * a + vec4(b);
         }
-        fw_y4[i] = y;
+    } else {
+        for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
+            fw_y4[j / 4u][j % 4u] = x4[j / 4u][j % 4u] * a + b;
+        }
     }
 }
 
-@group(0) @binding(3) var<storage, read> ev_gamma: array<f32>;
-@group(0) @binding(4) var<storage, read> ev_beta: array<f32>;
-@group(0) @binding(5) var<storage, read> ev_running_mean: array<f32>;
-@group(0) @binding(6) var<storage, read> ev_running_var: array<f32>;
-@group(0) @binding(7) var<storage, read_write> ev_y4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> ev_gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> ev_beta: array<f32>;
+@group(0) @binding(4) var<storage, read> ev_running_mean: array<f32>;
+@group(0) @binding(5) var<storage, read> ev_running_var: array<f32>;
+@group(0) @binding(6) var<storage, read_write> ev_y4: array<vec4<f32>>;
 
-fn eval_one(e: u32) -> f32 {
-    let c = channel_of(e);
-    let invstd = 1.0 / sqrt(ev_running_var[c] + p.eps);
-    return (x[e] - ev_running_mean[c]) * invstd * ev_gamma[c] + ev_beta[c];
-}
-
-@compute @workgroup_size(WG)
-fn batchnorm_forward_eval(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    if i * 4u >= p.n * p.c * p.hw {
+@compute @workgroup_size(64)
+fn batchnorm_forward_eval(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let plane = gid.x;
+    if plane >= p.n * p.c {
         return;
     }
+    let c = plane_channel(plane);
+    let a = ev_gamma[c] / sqrt(ev_running_var[c] + p.eps);
+    let b = ev_beta[c] - ev_running_mean[c] * a;
     if p.hw % 4u == 0u {
-        let c = channel_of(4u * i);
-        let invstd = 1.0 / sqrt(ev_running_var[c] + p.eps);
-        ev_y4[i] = (x4[i] - vec4(ev_running_mean[c])) * invstd * ev_gamma[c] + vec4(ev_beta[c]);
+        for (var j = plane * p.hw / 4u; j < (plane + 1u) * p.hw / 4u; j++) {
+            ev_y4[j] = x4[j] * a + vec4(b);
+        }
     } else {
-        let last = p.n * p.c * p.hw - 1u;
-        ev_y4[i] = vec4(eval_one(4u * i), eval_one(min(4u * i + 1u, last)), eval_one(min(4u * i + 2u, last)), eval_one(min(4u * i + 3u, last)));
+        for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
+            ev_y4[j / 4u][j % 4u] = x4[j / 4u][j % 4u] * a + b;
+        }
     }
 }
 
-@group(0) @binding(3) var<storage, read> bp_dy: array<f32>;
-@group(0) @binding(4) var<storage, read> bp_dy4: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> bp_saved: array<f32>;
-@group(0) @binding(6) var<storage, read_write> bp_planes: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read> bp_dy4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bp_saved: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bp_planes: array<vec2<f32>>;
 
 // (Σdy, Σdy·x̂) of one (image, channel) plane, x̂ normalised with its tower's statistics.
 @compute @workgroup_size(64)
@@ -233,8 +232,9 @@ fn batchnorm_backward_plane(@builtin(global_invocation_id) gid: vec3<u32>) {
         sx = sx4.x + sx4.y + sx4.z + sx4.w;
     } else {
         for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
-            s += bp_dy[j];
-            sx += bp_dy[j] * (x[j] - mean) * invstd;
+            let dy = bp_dy4[j / 4u][j % 4u];
+            s += dy;
+            sx += dy * (x4[j / 4u][j % 4u] - mean) * invstd;
         }
     }
     bp_planes[plane] = vec2(s, sx);
@@ -275,46 +275,46 @@ fn batchnorm_backward_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-@group(0) @binding(3) var<storage, read> bi_dy: array<f32>;
-@group(0) @binding(4) var<storage, read> bi_dy4: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> bi_gamma: array<f32>;
-@group(0) @binding(6) var<storage, read> bi_saved: array<f32>;
-@group(0) @binding(7) var<storage, read> bi_sums: array<f32>;
-@group(0) @binding(8) var<storage, read_write> bi_dx4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> bi_dy4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bi_gamma: array<f32>;
+@group(0) @binding(4) var<storage, read> bi_saved: array<f32>;
+@group(0) @binding(5) var<storage, read> bi_sums: array<f32>;
+@group(0) @binding(6) var<storage, read_write> bi_dx4: array<vec4<f32>>;
 
-fn input_grad_one(e: u32) -> f32 {
-    let c = channel_of(e);
-    let t = tower_of(e);
-    let m = f32(tower_n() * p.hw);
-    let invstd = bi_saved[saved_invstd(t, c)];
-    let xhat = (x[e] - bi_saved[saved_mean(t, c)]) * invstd;
-    return bi_gamma[c] * invstd * (bi_dy[e] - bi_sums[saved_mean(t, c)] / m - xhat * bi_sums[saved_invstd(t, c)] / m);
-}
-
-// dx = γ·invstd·(dy − Σdy/M − x̂·Σdy·x̂/M), per tower.
-@compute @workgroup_size(WG)
-fn batchnorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    if i * 4u >= p.n * p.c * p.hw {
+// dx = γ·invstd·(dy − Σdy/M − x̂·Σdy·x̂/M) per tower, which is dy·k + x·u + v with the
+// plane's constants k = γ·invstd, u = −k·invstd·Σdy·x̂/M, v = −k·Σdy/M − u·mean.
+@compute @workgroup_size(64)
+fn batchnorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let plane = gid.x;
+    if plane >= p.n * p.c {
         return;
     }
-    var g: vec4<f32>;
+    let c = plane_channel(plane);
+    let t = plane_tower(plane);
+    let m = f32(tower_n() * p.hw);
+    let invstd = bi_saved[saved_invstd(t, c)];
+    let mean = bi_saved[saved_mean(t, c)];
+    let k = bi_gamma[c] * invstd;
+    let u = -k * invstd * bi_sums[saved_invstd(t, c)] / m;
+    let v = -k * bi_sums[saved_mean(t, c)] / m - u * mean;
+    let add = (p.accumulate & ACCUMULATE_INPUT) != 0u;
     if p.hw % 4u == 0u {
-        let c = channel_of(4u * i);
-        let t = tower_of(4u * i);
-        let m = f32(tower_n() * p.hw);
-        let invstd = bi_saved[saved_invstd(t, c)];
-        let xhat = (x4[i] - vec4(bi_saved[saved_mean(t, c)])) * invstd;
-        let s = bi_sums[saved_mean(t, c)] / m;
-        let sx = bi_sums[saved_invstd(t, c)] / m;
-        g = bi_gamma[c] * invstd * (bi_dy4[i] - vec4(s) - xhat * sx);
+        for (var j = plane * p.hw / 4u; j < (plane + 1u) * p.hw / 4u; j++) {
+            let g = bi_dy4[j] * k + x4[j] * u + vec4(v);
+            if add {
+                bi_dx4[j] += g;
+            } else {
+                bi_dx4[j] = g;
+            }
+        }
     } else {
-        let last = p.n * p.c * p.hw - 1u;
-        g = vec4(input_grad_one(4u * i), input_grad_one(min(4u * i + 1u, last)), input_grad_one(min(4u * i + 2u, last)), input_grad_one(min(4u * i + 3u, last)));
-    }
-    if (p.accumulate & ACCUMULATE_INPUT) != 0u {
-        bi_dx4[i] += g;
-    } else {
-        bi_dx4[i] = g;
+        for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
+            let g = bi_dy4[j / 4u][j % 4u] * k + x4[j / 4u][j % 4u] * u + v;
+            if add {
+                bi_dx4[j / 4u][j % 4u] += g;
+            } else {
+                bi_dx4[j / 4u][j % 4u] = g;
+            }
+        }
     }
 }

@@ -10,7 +10,7 @@
 // copy            ElementwiseParams   src, dst
 // relu_forward    ElementwiseParams   x, y
 // relu_backward   ElementwiseParams   y, dy, dx
-// gather_images   GatherParams        table, packed, indices, out
+// gather_images   GatherParams        table (uniform), packed, indices, out    one per image
 
 // src/params.rs ElementwiseParams
 struct ElementwiseParams {
@@ -93,20 +93,43 @@ fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 }
 
 @group(0) @binding(0) var<uniform> gp: GatherParams;
+
 // float32(b) / 255 for every byte b, computed on the host so the GPU's division rounding
-// cannot differ from PyTorch's.
-@group(0) @binding(1) var<storage, read> table: array<f32, 256>;
+// cannot differ from PyTorch's; a uniform buffer, which llvmpipe reads with one vector gather.
+struct PixelTable {
+    v: array<vec4<f32>, 64>,
+}
+
+@group(0) @binding(1) var<uniform> table: PixelTable;
 // The resident images, four u8 pixels to a u32, little-endian.
 @group(0) @binding(2) var<storage, read> packed: array<u32>;
 @group(0) @binding(3) var<storage, read> indices: array<u32>;
-@group(0) @binding(4) var<storage, read_write> gathered: array<f32>;
+@group(0) @binding(4) var<storage, read_write> gathered: array<vec4<f32>>;
 
-@compute @workgroup_size(WG)
+fn pixel(byte: u32) -> f32 {
+    return table.v[byte / 4u][byte % 4u];
+}
+
+// One invocation per gathered image. Images of a multiple of 4 pixels are whole u32 words in
+// and whole vec4s out; any other size goes byte by byte.
+@compute @workgroup_size(8)
 fn gather_images(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    if i < gp.n * gp.pixels {
-        let byte = indices[i / gp.pixels] * gp.pixels + i % gp.pixels;
-        let pixel = (packed[byte / 4u] >> (8u * (byte % 4u))) & 0xffu;
-        gathered[i] = table[pixel];
+    let n = gid.y * nwg.x * 8u + gid.x;
+    if n >= gp.n {
+        return;
+    }
+    let src = indices[n] * gp.pixels;
+    let dst = n * gp.pixels;
+    if gp.pixels % 4u == 0u {
+        for (var k = 0u; k < gp.pixels / 4u; k++) {
+            let w = packed[src / 4u + k];
+            gathered[dst / 4u + k] = vec4(pixel(w & 0xffu), pixel((w >> 8u) & 0xffu), pixel((w >> 16u) & 0xffu), pixel(w >> 24u));
+        }
+    } else {
+        for (var j = 0u; j < gp.pixels; j++) {
+            let byte = src + j;
+            let e = dst + j;
+            gathered[e / 4u][e % 4u] = pixel((packed[byte / 4u] >> (8u * (byte % 4u))) & 0xffu);
+        }
     }
 }

@@ -2,9 +2,9 @@
 // Mirrors src/cpu/maxpool.rs (reference) and src/gpu/maxpool.rs (launchers).
 //
 // entry point               bindings 1.. (binding 0: MaxPoolParams)
-// maxpool_forward           x, x2, y         one invocation per output
+// maxpool_forward           x, x2, y         one invocation per (image, channel) plane
 // maxpool_backward          x, dy, dx        one invocation per input element (any size)
-// maxpool_backward_windows  x2, dy, dx2      one invocation per window (even H and W)
+// maxpool_backward_windows  x2, dy, dx2      one invocation per plane (even H and W)
 //
 // The backward pass recomputes each window's argmax from x instead of saving it: the
 // windows do not overlap, so each decides alone. With an even width a window row is one
@@ -66,19 +66,22 @@ fn window_argmax(nc: u32, oh: u32, ow: u32) -> u32 {
     return best;
 }
 
-@compute @workgroup_size(WG)
-fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    let oh_n = p.h / 2u;
-    let ow_n = p.w / 2u;
-    if i >= p.n * p.c * oh_n * ow_n {
+// One invocation per (image, channel) plane, looping over its windows: no per-element integer
+// division, which llvmpipe does lane by lane.
+@compute @workgroup_size(64)
+fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let nc = gid.x;
+    if nc >= p.n * p.c {
         return;
     }
-    let ow = i % ow_n;
-    let oh = (i / ow_n) % oh_n;
-    let nc = i / (ow_n * oh_n);
-    let rows = window_rows(nc, oh, ow);
-    y[i] = first_max(rows[0], rows[1]).x;
+    let oh_n = p.h / 2u;
+    let ow_n = p.w / 2u;
+    for (var oh = 0u; oh < oh_n; oh++) {
+        for (var ow = 0u; ow < ow_n; ow++) {
+            let rows = window_rows(nc, oh, ow);
+            y[(nc * oh_n + oh) * ow_n + ow] = first_max(rows[0], rows[1]).x;
+        }
+    }
 }
 
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
@@ -110,30 +113,32 @@ fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 @group(0) @binding(2) var<storage, read> bw_dy: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bw_dx2: array<vec2<f32>>;
 
-// Even H and W: every input element is in exactly one window, so one invocation per window
-// writes its four gradients (the window's dy at the first maximum, 0 elsewhere).
-@compute @workgroup_size(WG)
-fn maxpool_backward_windows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    let oh_n = p.h / 2u;
-    let ow_n = p.w / 2u;
-    if i >= p.n * p.c * oh_n * ow_n {
+// Even H and W: every input element is in exactly one window, so one invocation per plane
+// writes each window's four gradients (its dy at the first maximum, 0 elsewhere).
+@compute @workgroup_size(64)
+fn maxpool_backward_windows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let nc = gid.x;
+    if nc >= p.n * p.c {
         return;
     }
-    let ow = i % ow_n;
-    let oh = (i / ow_n) % oh_n;
-    let nc = i / (ow_n * oh_n);
-    let top = ((nc * p.h + 2u * oh) * p.w + 2u * ow) / 2u;
-    let bottom = top + p.w / 2u;
-    let best = u32(first_max(bw_x2[top], bw_x2[bottom]).y);
-    let g = bw_dy[i];
-    let gt = vec2(select(0.0, g, best == 0u), select(0.0, g, best == 1u));
-    let gb = vec2(select(0.0, g, best == 2u), select(0.0, g, best == 3u));
-    if (p.accumulate & ACCUMULATE_INPUT) != 0u {
-        bw_dx2[top] += gt;
-        bw_dx2[bottom] += gb;
-    } else {
-        bw_dx2[top] = gt;
-        bw_dx2[bottom] = gb;
+    let oh_n = p.h / 2u;
+    let ow_n = p.w / 2u;
+    let add = (p.accumulate & ACCUMULATE_INPUT) != 0u;
+    for (var oh = 0u; oh < oh_n; oh++) {
+        for (var ow = 0u; ow < ow_n; ow++) {
+            let top = ((nc * p.h + 2u * oh) * p.w + 2u * ow) / 2u;
+            let bottom = top + p.w / 2u;
+            let best = u32(first_max(bw_x2[top], bw_x2[bottom]).y);
+            let g = bw_dy[(nc * oh_n + oh) * ow_n + ow];
+            let gt = vec2(select(0.0, g, best == 0u), select(0.0, g, best == 1u));
+            let gb = vec2(select(0.0, g, best == 2u), select(0.0, g, best == 3u));
+            if add {
+                bw_dx2[top] += gt;
+                bw_dx2[bottom] += gb;
+            } else {
+                bw_dx2[top] = gt;
+                bw_dx2[bottom] = gb;
+            }
+        }
     }
 }

@@ -7,12 +7,19 @@
 //! reference, f32 or f64) or [`gpu::GpuBackend`] (WGSL through wgpu).
 
 pub mod backend;
+pub mod bench;
+pub mod checkpoint;
 pub mod cpu;
+pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod plot;
 pub mod tape;
+pub mod train;
+pub mod tsne;
 
 pub use error::{Error, Result};

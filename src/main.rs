@@ -1,11 +1,26 @@
-//! The `siamese` command line: parses flags and calls the library; errors become one line on
-//! stderr and exit code 2.
+//! The `siamese` command line: parses flags and calls the library. Any error is one line on
+//! stderr naming the file and place (or the flag) and exit code 2; inputs are checked before
+//! anything is written.
 
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
 
-use siamese::gpu::{self, GpuContext};
+use siamese::checkpoint::{HostModel, write_atomically};
+use siamese::data::{self, Dataset, Stream};
+use siamese::error::Error;
+use siamese::gpu::{self, GpuBackend, GpuContext};
+use siamese::metrics::{self, Embedded};
+use siamese::train::{EpochReport, TrainConfig, Trainer};
+use siamese::{plot, train, tsne};
+
+const DEFAULT_TRAIN: &str = "data/fashion-mnist/train.csv.gz";
+const DEFAULT_TEST: &str = "data/fashion-mnist/test.csv.gz";
 
 #[derive(Parser)]
 #[command(
@@ -20,13 +35,137 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train the tutorial's network and write the model, metrics and pictures to --out.
+    Train(TrainArgs),
+    /// Evaluate a model on a test set: kNN, retrieval and pair verification metrics.
+    Eval(EvalArgs),
+    /// Write the embedding of every image: a CSV with `label,e0,…`.
+    Embed(EmbedArgs),
+    /// Draw sample pairs of a dataset as the tutorial does.
+    Pairs(PairsArgs),
+    /// Draw the t-SNE map of a model's embeddings of a dataset.
+    Tsne(TsneArgs),
+    /// Time training steps of the default configuration: ms/step, pairs/s, dispatches per
+    /// step and a per-kernel table from GPU timestamps.
+    Bench(BenchArgs),
     /// List the GPU adapters, the one that would be used, and the limits that matter.
     Info,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(long, default_value = DEFAULT_TRAIN)]
+    data: PathBuf,
+    /// Timed steps (after the warm-up).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed steps first (pipeline compilation, first allocations).
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Training data: Kaggle CSV (.csv or .csv.gz) or IDX images file or directory.
+    #[arg(long, default_value = DEFAULT_TRAIN)]
+    data: PathBuf,
+    /// Test data for the final evaluation (same formats).
+    #[arg(long, default_value = DEFAULT_TEST)]
+    test: PathBuf,
+    /// Output directory [default: runs/<date-time>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Embedding width.
+    #[arg(long, default_value_t = 8)]
+    z_dim: usize,
+    /// Contrastive-loss margin.
+    #[arg(long, default_value_t = 2.0)]
+    margin: f32,
+    /// Drives the split, the pairs and the initialisation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Share of the training data held out for validation.
+    #[arg(long, default_value_t = 0.05)]
+    val_fraction: f64,
+    /// Train on the first N rows only (quick runs).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Also cut the test set to its first N rows (quick runs).
+    #[arg(long)]
+    test_limit: Option<usize>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// The test set (queries and verification pairs).
+    #[arg(long, default_value = DEFAULT_TEST)]
+    data: PathBuf,
+    /// The gallery for kNN.
+    #[arg(long, default_value = DEFAULT_TRAIN)]
+    gallery: PathBuf,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Seed of the verification pairs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct PairsArgs {
+    #[arg(long, default_value = DEFAULT_TRAIN)]
+    data: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// How many pairs to draw.
+    #[arg(long, default_value_t = 8)]
+    count: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct TsneArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Use the first N images only (t-SNE grows faster than linearly).
+    #[arg(long, default_value_t = 3000)]
+    limit: usize,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(a) => run_train(a),
+        Command::Eval(a) => run_eval(a),
+        Command::Embed(a) => run_embed(a),
+        Command::Pairs(a) => run_pairs(a),
+        Command::Tsne(a) => run_tsne(a),
+        Command::Bench(a) => run_bench(a),
         Command::Info => info(),
     };
     match result {
@@ -36,6 +175,257 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn load(path: &Path, limit: Option<usize>) -> anyhow::Result<Dataset> {
+    let data = Dataset::load(path)?;
+    Ok(match limit {
+        Some(n) => data.truncate(n),
+        None => data,
+    })
+}
+
+fn gpu_backend() -> anyhow::Result<GpuBackend> {
+    let gpu = GpuBackend::new()?;
+    eprintln!("adapter: {}", gpu.ctx.adapter.describe());
+    Ok(gpu)
+}
+
+/// A fresh output directory: created if missing, refused if it already holds files.
+fn prepare_out(out: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let out =
+        out.unwrap_or_else(|| PathBuf::from("runs").join(chrono::Local::now().format("%Y-%m-%d_%H-%M-%S").to_string()));
+    if out.exists() {
+        let mut entries = std::fs::read_dir(&out).map_err(|e| Error::io(&out, e))?;
+        if entries.next().is_some() {
+            return Err(Error::config(
+                "--out",
+                format!("{} already holds files; choose another directory", out.display()),
+            )
+            .into());
+        }
+    }
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let probe = out.join(".write-test");
+    std::fs::write(&probe, b"").map_err(|e| Error::io(&out, e))?;
+    std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))?;
+    Ok(out)
+}
+
+/// Progress within an epoch: a bar with ETA on a terminal, nothing otherwise.
+fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    let style = indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} steps, ETA {eta} {msg}")
+        .expect("a valid template")
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(format!("{}/{epochs}", epoch + 1));
+    Some(bar)
+}
+
+fn run_train(a: TrainArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let cfg = TrainConfig {
+        z: a.z_dim,
+        margin: a.margin,
+        lr: a.lr,
+        batch_size: a.batch_size,
+        epochs: a.epochs,
+        seed: a.seed,
+        val_fraction: a.val_fraction,
+    };
+    cfg.validate()?;
+    if a.limit == Some(0) || a.test_limit == Some(0) {
+        return Err(Error::config("--limit", "0 rows leaves nothing to train on").into());
+    }
+    // Every input is read and checked before anything is written.
+    let data = load(&a.data, a.limit)?;
+    if data.len() < 4 {
+        return Err(
+            Error::input(&a.data, "whole file", format!("{} images; training needs at least 4", data.len())).into()
+        );
+    }
+    let test = load(&a.test, a.test_limit)?;
+    let mut gpu = gpu_backend()?;
+    let out = prepare_out(a.out)?;
+    let mut trainer = Trainer::new(&mut gpu, cfg.clone(), &data);
+    eprintln!(
+        "data: {} ({} train, {} validation), test: {} ({} images); {} steps of {} pairs per epoch",
+        data.source.display(),
+        trainer.train_rows.len(),
+        trainer.val_rows.len(),
+        test.source.display(),
+        test.len(),
+        trainer.steps_per_epoch(),
+        cfg.batch_size
+    );
+    save_pairs_png(&out.join("pairs.png"), &data, &trainer.train_rows, cfg.seed, 8)?;
+
+    let mut reports: Vec<EpochReport> = Vec::new();
+    for epoch in 0..cfg.epochs {
+        let bar = progress_bar(trainer.steps_per_epoch(), epoch, cfg.epochs);
+        let report = trainer.epoch(&mut gpu, epoch, &mut |t, g, step, _| {
+            if let Some(bar) = &bar {
+                bar.set_position(step as u64 + 1);
+                // Reading a loss waits for the GPU: only now and then.
+                if step % 32 == 31 {
+                    bar.set_message(format!("loss {:.4}", t.step_loss(g, step)));
+                }
+            }
+        });
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        if let Some(e) = gpu.take_error() {
+            return Err(e.into());
+        }
+        eprintln!(
+            "epoch {:>2}/{}  train_loss {:.5}  val_loss {:.5}  val_pair_acc {:.4}  dist same {:.3} diff {:.3}  {:.1} s  {:.0} pairs/s",
+            report.epoch,
+            cfg.epochs,
+            report.train_loss,
+            report.val_loss,
+            report.val_pair_accuracy,
+            report.mean_dist_same,
+            report.mean_dist_diff,
+            report.train_seconds,
+            report.pairs_per_second
+        );
+        reports.push(report);
+        let csv: Vec<String> = std::iter::once(EpochReport::CSV_HEADER.to_string())
+            .chain(reports.iter().map(EpochReport::csv_row))
+            .collect();
+        write_atomically(&out.join("metrics.csv"), (csv.join("\n") + "\n").as_bytes())?;
+        trainer.host_model(&mut gpu).save(&out.join("model.safetensors"), &model_metadata(&cfg, epoch + 1))?;
+    }
+    if cfg.epochs == 0 {
+        trainer.host_model(&mut gpu).save(&out.join("model.safetensors"), &model_metadata(&cfg, 0))?;
+    }
+    let train_losses: Vec<f64> = reports.iter().map(|r| r.train_loss).collect();
+    let val_losses: Vec<f64> = reports.iter().map(|r| r.val_loss).collect();
+    plot::loss_png(&out.join("loss.png"), &train_losses, &val_losses)?;
+
+    eprintln!("t-SNE of the {} validation embeddings ...", trainer.val_rows.len());
+    let val = trainer.embed_rows(&mut gpu, &trainer.val_rows.clone());
+    save_tsne(&out, &val, "t-SNE of the validation embeddings")?;
+
+    eprintln!("evaluating on {} test images ...", test.len());
+    let gallery = trainer.embed_rows(&mut gpu, &trainer.train_rows.clone());
+    let model = trainer.host_model(&mut gpu);
+    let test_emb = train::embed(&mut gpu, &model, &test);
+    let m = metrics::evaluate(&gallery, &test_emb, cfg.seed);
+    write_atomically(&out.join("metrics.json"), m.to_json().as_bytes())?;
+    print!("{}", m.table());
+    eprintln!("wrote {} in {:.1} s", out.display(), started.elapsed().as_secs_f64());
+    println!("{}", out.display());
+    Ok(())
+}
+
+fn model_metadata(cfg: &TrainConfig, epochs_done: usize) -> HashMap<String, String> {
+    HashMap::from([
+        ("format".to_string(), "siamese state_dict (PyTorch names and layouts)".to_string()),
+        ("z_dimensions".to_string(), cfg.z.to_string()),
+        ("margin".to_string(), cfg.margin.to_string()),
+        ("seed".to_string(), cfg.seed.to_string()),
+        ("epochs".to_string(), epochs_done.to_string()),
+        ("lr".to_string(), cfg.lr.to_string()),
+        ("batch_size".to_string(), cfg.batch_size.to_string()),
+    ])
+}
+
+fn save_pairs_png(path: &Path, data: &Dataset, rows: &[u32], seed: u64, count: usize) -> anyhow::Result<()> {
+    let labels: Vec<u8> = rows.iter().map(|&r| data.labels[r as usize]).collect();
+    let mut rng = data::rng(seed, 0, Stream::Picture);
+    let pairs = data::pairs::PairSampler::new(&labels).draw(&labels, &mut rng);
+    let shown: Vec<(&[u8], &[u8], f32)> = pairs
+        .iter()
+        .take(count)
+        .map(|p| (data.image(rows[p.a as usize] as usize), data.image(rows[p.b as usize] as usize), p.target))
+        .collect();
+    plot::pairs_png(path, &shown)?;
+    Ok(())
+}
+
+/// tsne.png and tsne.csv (x, y, label) of `emb`.
+fn save_tsne(out: &Path, emb: &Embedded, title: &str) -> anyhow::Result<()> {
+    let points = tsne::tsne_2d(&emb.values, emb.z, 30.0);
+    plot::tsne_png(&out.join("tsne.png"), title, &points, &emb.labels)?;
+    let mut csv = String::from("x,y,label,class\n");
+    for (p, l) in points.iter().zip(&emb.labels) {
+        csv.push_str(&format!("{},{},{},{}\n", p.0, p.1, l, data::CLASS_NAMES[*l as usize]));
+    }
+    write_atomically(&out.join("tsne.csv"), csv.as_bytes())?;
+    Ok(())
+}
+
+fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
+    let (model, _) = HostModel::load(&a.model)?;
+    let test = load(&a.data, None)?;
+    let gallery = load(&a.gallery, None)?;
+    let mut gpu = gpu_backend()?;
+    let test_emb = train::embed(&mut gpu, &model, &test);
+    let gallery_emb = train::embed(&mut gpu, &model, &gallery);
+    let m = metrics::evaluate(&gallery_emb, &test_emb, a.seed);
+    if a.json {
+        print!("{}", m.to_json());
+    } else {
+        print!("{}", m.table());
+    }
+    Ok(())
+}
+
+fn run_embed(a: EmbedArgs) -> anyhow::Result<()> {
+    let (model, _) = HostModel::load(&a.model)?;
+    let data = load(&a.data, None)?;
+    let mut gpu = gpu_backend()?;
+    let emb = train::embed(&mut gpu, &model, &data);
+    let header: Vec<String> = std::iter::once("label".to_string()).chain((0..emb.z).map(|k| format!("e{k}"))).collect();
+    let mut csv = header.join(",") + "\n";
+    for i in 0..emb.len() {
+        let row: Vec<String> = emb.row(i).iter().map(|v| v.to_string()).collect();
+        csv.push_str(&format!("{},{}\n", emb.labels[i], row.join(",")));
+    }
+    write_atomically(&a.out, csv.as_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!("wrote {} embeddings of width {} to {}", emb.len(), emb.z, a.out.display());
+    Ok(())
+}
+
+fn run_pairs(a: PairsArgs) -> anyhow::Result<()> {
+    if a.count == 0 || a.count > 64 {
+        return Err(Error::config("--count", format!("{} is not in 1..=64", a.count)).into());
+    }
+    let data = load(&a.data, None)?;
+    let rows: Vec<u32> = (0..data.len() as u32).collect();
+    save_pairs_png(&a.out, &data, &rows, a.seed, a.count)?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+fn run_tsne(a: TsneArgs) -> anyhow::Result<()> {
+    let (model, _) = HostModel::load(&a.model)?;
+    let data = load(&a.data, Some(a.limit))?;
+    let mut gpu = gpu_backend()?;
+    let emb = train::embed(&mut gpu, &model, &data);
+    let points = tsne::tsne_2d(&emb.values, emb.z, 30.0);
+    let title = format!("t-SNE of {} embeddings of {}", emb.len(), data.source.display());
+    plot::tsne_png(&a.out, &title, &points, &emb.labels)?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
+    let cfg = TrainConfig { batch_size: a.batch_size, ..TrainConfig::default() };
+    cfg.validate()?;
+    let rows_needed = (a.warmup + a.steps + 1) * a.batch_size * 2;
+    let data = load(&a.data, Some(rows_needed))?;
+    let mut gpu = gpu_backend()?;
+    let mut trainer = Trainer::new(&mut gpu, cfg, &data);
+    let report = siamese::bench::bench_steps(&mut gpu, &mut trainer, a.warmup, a.steps);
+    print!("{report}");
+    Ok(())
 }
 
 fn info() -> anyhow::Result<()> {

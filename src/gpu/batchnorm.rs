@@ -5,7 +5,8 @@ use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::Backend;
 use crate::params::BatchNormParams;
 
-/// Invocations per workgroup of the per-plane and per-channel kernels.
+/// Invocations per workgroup of the per-plane and per-channel kernels: one lane-vector's
+/// worth per workgroup would do, but planes are many (1,024 at the training shapes).
 const SMALL_WORKGROUP: u32 = 64;
 
 fn check(p: &BatchNormParams, what: &str, tensors: &[&GpuTensor]) {
@@ -33,14 +34,14 @@ pub fn batchnorm_forward_train(
     assert_eq!(saved.len, p.saved_len(), "batchnorm_forward_train: saved");
     let plane_stats = gpu.scratch(2 * planes(p));
     let groups = (planes(p) as u32).div_ceil(SMALL_WORKGROUP);
-    gpu.dispatch(Kernel::BatchNormPlaneStats, p, &[x, x, &plane_stats], groups);
+    gpu.dispatch(Kernel::BatchNormPlaneStats, p, &[x, &plane_stats], groups);
     gpu.dispatch(
         Kernel::BatchNormStats,
         p,
         &[&plane_stats, saved, running_mean, running_var],
         p.c.div_ceil(SMALL_WORKGROUP),
     );
-    gpu.dispatch(Kernel::BatchNormForward, p, &[x, x, gamma, beta, saved, y], GpuBackend::groups_for_vec4s(p.len()));
+    gpu.dispatch(Kernel::BatchNormForward, p, &[x, gamma, beta, saved, y], groups);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -55,8 +56,8 @@ pub fn batchnorm_forward_eval(
     y: &GpuTensor,
 ) {
     check(p, "batchnorm_forward_eval", &[x, y]);
-    let buffers = [x, x, gamma, beta, running_mean, running_var, y];
-    gpu.dispatch(Kernel::BatchNormForwardEval, p, &buffers, GpuBackend::groups_for_vec4s(p.len()));
+    let groups = (planes(p) as u32).div_ceil(SMALL_WORKGROUP);
+    gpu.dispatch(Kernel::BatchNormForwardEval, p, &[x, gamma, beta, running_mean, running_var, y], groups);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -75,13 +76,12 @@ pub fn batchnorm_backward(
     let plane_sums = gpu.scratch(2 * planes(p));
     let sums = gpu.scratch(p.saved_len());
     let groups = (planes(p) as u32).div_ceil(SMALL_WORKGROUP);
-    gpu.dispatch(Kernel::BatchNormBackwardPlane, p, &[x, x, dy, dy, saved, &plane_sums], groups);
+    gpu.dispatch(Kernel::BatchNormBackwardPlane, p, &[x, dy, saved, &plane_sums], groups);
     gpu.dispatch(
         Kernel::BatchNormBackwardReduce,
         p,
         &[&plane_sums, &sums, dgamma, dbeta],
         p.c.div_ceil(SMALL_WORKGROUP),
     );
-    let buffers = [x, x, dy, dy, gamma, saved, &sums, dx];
-    gpu.dispatch(Kernel::BatchNormBackwardInput, p, &buffers, GpuBackend::groups_for_vec4s(p.len()));
+    gpu.dispatch(Kernel::BatchNormBackwardInput, p, &[x, dy, gamma, saved, &sums, dx], groups);
 }

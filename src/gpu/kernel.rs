@@ -120,7 +120,7 @@ kernels! {
     Copy => Elementwise::"copy"(Read, ReadWrite);
     ReluForward => Elementwise::"relu_forward"(Read, ReadWrite);
     ReluBackward => Elementwise::"relu_backward"(Read, Read, ReadWrite);
-    GatherImages => Elementwise::"gather_images"(Read, Read, Read, ReadWrite);
+    GatherImages => Elementwise::"gather_images"(Uniform, Read, Read, ReadWrite);
     Conv2dForward => Conv2d::"conv2d_forward"(Read, Read, Read, ReadWrite);
     Conv2dBackwardInput => Conv2d::"conv2d_backward_input"(Read, Read, ReadWrite);
     Conv2dBackwardWeightPartial => Conv2d::"conv2d_backward_weight_partial"(Read, Read, ReadWrite);
@@ -128,13 +128,13 @@ kernels! {
     Conv2dPackWeights => Conv2d::"conv2d_pack_weights"(Read, ReadWrite) [IC, OC, K, TRANSPOSE];
     Conv2dTile => Conv2d::"conv2d_tile"(Read, Read, Read, Read, ReadWrite, Uniform) [IC, OC, H, W, K, TRANSPOSE];
     Conv2dBackwardWeightTile => Conv2d::"conv2d_backward_weight_tile"(Read, Read, Read, Read, ReadWrite) [IC, OC, H, W, K];
-    BatchNormPlaneStats => BatchNorm::"batchnorm_plane_stats"(Read, Read, ReadWrite);
+    BatchNormPlaneStats => BatchNorm::"batchnorm_plane_stats"(Read, ReadWrite);
     BatchNormStats => BatchNorm::"batchnorm_stats"(Read, ReadWrite, ReadWrite, ReadWrite);
-    BatchNormForward => BatchNorm::"batchnorm_forward"(Read, Read, Read, Read, Read, ReadWrite);
-    BatchNormForwardEval => BatchNorm::"batchnorm_forward_eval"(Read, Read, Read, Read, Read, Read, ReadWrite);
-    BatchNormBackwardPlane => BatchNorm::"batchnorm_backward_plane"(Read, Read, Read, Read, Read, ReadWrite);
+    BatchNormForward => BatchNorm::"batchnorm_forward"(Read, Read, Read, Read, ReadWrite);
+    BatchNormForwardEval => BatchNorm::"batchnorm_forward_eval"(Read, Read, Read, Read, Read, ReadWrite);
+    BatchNormBackwardPlane => BatchNorm::"batchnorm_backward_plane"(Read, Read, Read, ReadWrite);
     BatchNormBackwardReduce => BatchNorm::"batchnorm_backward_reduce"(Read, ReadWrite, ReadWrite, ReadWrite);
-    BatchNormBackwardInput => BatchNorm::"batchnorm_backward_input"(Read, Read, Read, Read, Read, Read, Read, ReadWrite);
+    BatchNormBackwardInput => BatchNorm::"batchnorm_backward_input"(Read, Read, Read, Read, Read, ReadWrite);
     MaxPoolForward => MaxPool::"maxpool_forward"(Read, Read, ReadWrite);
     MaxPoolBackward => MaxPool::"maxpool_backward"(Read, Read, ReadWrite);
     MaxPoolBackwardWindows => MaxPool::"maxpool_backward_windows"(Read, Read, ReadWrite);

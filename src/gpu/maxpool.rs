@@ -3,15 +3,22 @@
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::params::MaxPoolParams;
 
+/// Invocations per workgroup of the per-plane kernels.
+const PLANE_WORKGROUP: u32 = 64;
+
+fn plane_groups(p: &MaxPoolParams) -> u32 {
+    (p.n * p.c).div_ceil(PLANE_WORKGROUP)
+}
+
 pub fn maxpool_forward(gpu: &mut GpuBackend, p: &MaxPoolParams, x: &GpuTensor, y: &GpuTensor) {
     assert_eq!((x.len, y.len), (p.x_len(), p.y_len()), "maxpool_forward: {p:?}");
-    gpu.dispatch(Kernel::MaxPoolForward, p, &[x, x, y], GpuBackend::groups_for(p.y_len()));
+    gpu.dispatch(Kernel::MaxPoolForward, p, &[x, x, y], plane_groups(p));
 }
 
 pub fn maxpool_backward(gpu: &mut GpuBackend, p: &MaxPoolParams, x: &GpuTensor, dy: &GpuTensor, dx: &GpuTensor) {
     assert_eq!((x.len, dy.len, dx.len), (p.x_len(), p.y_len(), p.x_len()), "maxpool_backward: {p:?}");
     if p.h % 2 == 0 && p.w % 2 == 0 {
-        gpu.dispatch(Kernel::MaxPoolBackwardWindows, p, &[x, dy, dx], GpuBackend::groups_for(p.y_len()));
+        gpu.dispatch(Kernel::MaxPoolBackwardWindows, p, &[x, dy, dx], plane_groups(p));
     } else {
         gpu.dispatch(Kernel::MaxPoolBackward, p, &[x, dy, dx], GpuBackend::groups_for(p.x_len()));
     }

@@ -101,7 +101,7 @@ struct ScratchPool {
 }
 
 /// GPU time per kernel, from timestamp queries around each dispatch.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Profile {
     /// (kernel, calls, nanoseconds), in first-seen order.
     pub kernels: Vec<(Kernel, u64, f64)>,
@@ -356,6 +356,12 @@ impl GpuBackend {
             profile: Profile::default(),
         });
         true
+    }
+
+    /// Stops timing dispatches.
+    pub fn disable_profiling(&mut self) {
+        self.flush();
+        self.profiler = None;
     }
 
     /// The per-kernel times gathered since profiling was enabled or last taken.

@@ -1,0 +1,71 @@
+//! `siamese bench` and `train --profile`: where a training step's time goes, kernel by kernel,
+//! from GPU timestamps around every dispatch.
+
+use std::fmt::Write;
+use std::time::Instant;
+
+use crate::gpu::{GpuBackend, Profile};
+use crate::train::Trainer;
+
+/// Times `steps` training steps after `warmup` untimed ones: wall time per step without
+/// profiling, then one more pass with timestamps for the per-kernel table.
+pub fn bench_steps(gpu: &mut GpuBackend, trainer: &mut Trainer<GpuBackend>, warmup: usize, steps: usize) -> String {
+    let batch = trainer.cfg.batch_size;
+    let pairs = trainer.bench_pairs(warmup + steps);
+    let mut out = String::new();
+    for (i, chunk) in pairs.chunks(batch).take(warmup).enumerate() {
+        trainer.step(gpu, chunk, i);
+    }
+    gpu.sync();
+    let (dispatches0, submits0) = (gpu.dispatches, gpu.submits);
+    let start = Instant::now();
+    for (i, chunk) in pairs.chunks(batch).skip(warmup).take(steps).enumerate() {
+        trainer.step(gpu, chunk, i);
+    }
+    gpu.sync();
+    let wall = start.elapsed().as_secs_f64() / steps.max(1) as f64;
+    let per_step = |v: u64| v as f64 / steps.max(1) as f64;
+    writeln!(out, "adapter: {}", gpu.ctx.adapter.describe()).ok();
+    writeln!(
+        out,
+        "{steps} steps of {batch} pairs: {:.2} ms/step, {:.0} pairs/s, {:.0} dispatches and {:.1} submits per step",
+        wall * 1e3,
+        batch as f64 / wall,
+        per_step(gpu.dispatches - dispatches0),
+        per_step(gpu.submits - submits0),
+    )
+    .ok();
+    if gpu.enable_profiling() {
+        for (i, chunk) in pairs.chunks(batch).skip(warmup).take(steps).enumerate() {
+            trainer.step(gpu, chunk, i);
+        }
+        let profile = gpu.take_profile();
+        gpu.disable_profiling();
+        out.push_str(&profile_table(&profile, steps));
+    } else {
+        writeln!(out, "(this adapter has no timestamp queries: no per-kernel table)").ok();
+    }
+    out
+}
+
+/// The per-kernel table: calls and GPU time per step, share of the GPU time.
+pub fn profile_table(profile: &Profile, steps: usize) -> String {
+    let total = profile.total_ns().max(1.0);
+    let mut rows = profile.kernels.clone();
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let mut out = String::new();
+    writeln!(out, "{:<34} {:>11} {:>12} {:>7}", "kernel", "calls/step", "ms/step", "share").ok();
+    for (kernel, calls, ns) in rows {
+        writeln!(
+            out,
+            "{:<34} {:>11.1} {:>12.3} {:>6.1}%",
+            kernel.entry_point(),
+            calls as f64 / steps as f64,
+            ns / steps as f64 / 1e6,
+            100.0 * ns / total
+        )
+        .ok();
+    }
+    writeln!(out, "{:<34} {:>11} {:>12.3}", "total GPU time", "", total / steps as f64 / 1e6).ok();
+    out
+}

@@ -1,0 +1,180 @@
+//! Model files: safetensors with PyTorch's state_dict names, layouts and dtypes, so that the
+//! tutorial's `siamese` module loads ours with `load_state_dict` and we load its own.
+//!
+//! Every file is written to a temporary name beside the target and renamed into place, so a
+//! crash leaves the previous file whole; reading validates every tensor before using any.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+
+use crate::error::{Error, Result};
+use crate::model::{FEATURE_NET, FEATURES, Layer, SiameseNet};
+
+/// A model on the host: flat parameters and BatchNorm buffers in [`SiameseNet`]'s layouts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostModel {
+    pub net: SiameseNet,
+    pub params: Vec<f32>,
+    pub buffers: Vec<f32>,
+    /// PyTorch's `num_batches_tracked`, the same for every BatchNorm layer.
+    pub batches_tracked: u64,
+}
+
+/// The names of the BatchNorm counters, `feature_net.K.num_batches_tracked`.
+fn counters() -> Vec<String> {
+    FEATURE_NET
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| matches!(l, Layer::BatchNorm { .. }))
+        .map(|(k, _)| format!("feature_net.{k}.num_batches_tracked"))
+        .collect()
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
+/// that readers see the old file or the new one, never a part.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+impl HostModel {
+    /// The tensors of the state_dict, in its order, as (name, dtype, shape, little-endian bytes).
+    fn tensors(&self) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+        let mut out = Vec::new();
+        let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let (pl, bl) = (self.net.params(), self.net.buffers());
+        let counters = counters();
+        for e in &pl.entries {
+            out.push((e.name.clone(), Dtype::F32, e.shape.clone(), f32s(&self.params[e.offset..][..e.len()])));
+            // PyTorch lists a BatchNorm's buffers right after its bias.
+            let prefix = e.name.trim_end_matches(".bias");
+            if e.name.ends_with(".bias") && bl.entries.iter().any(|b| b.name.starts_with(&format!("{prefix}."))) {
+                for part in ["running_mean", "running_var"] {
+                    let b = bl.get(&format!("{prefix}.{part}"));
+                    out.push((b.name.clone(), Dtype::F32, b.shape.clone(), f32s(&self.buffers[b.offset..][..b.len()])));
+                }
+                let counter = format!("{prefix}.num_batches_tracked");
+                debug_assert!(counters.contains(&counter));
+                out.push((counter, Dtype::I64, vec![], (self.batches_tracked as i64).to_le_bytes().to_vec()));
+            }
+        }
+        out
+    }
+
+    /// The safetensors bytes, with `metadata` in the header.
+    pub fn to_bytes(&self, metadata: &HashMap<String, String>) -> Vec<u8> {
+        let tensors = self.tensors();
+        let views: Vec<(String, TensorView)> = tensors
+            .iter()
+            .map(|(name, dtype, shape, data)| {
+                (name.clone(), TensorView::new(*dtype, shape.clone(), data).expect("sizes match their shapes"))
+            })
+            .collect();
+        safetensors::serialize(views, Some(metadata.clone())).expect("in-memory serialisation")
+    }
+
+    pub fn save(&self, path: &Path, metadata: &HashMap<String, String>) -> Result<()> {
+        write_atomically(path, &self.to_bytes(metadata))
+    }
+
+    /// Reads and validates a model file: every tensor present with its shape and dtype, no
+    /// extra ones, no NaN or infinity. The embedding width comes from `linear.weight`.
+    pub fn load(path: &Path) -> Result<(Self, HashMap<String, String>)> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Self, HashMap<String, String>)> {
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+            .map_err(|e| Error::input(path, "header", format!("not a safetensors model file ({e})")))?;
+        let st = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::input(path, "header", format!("not a safetensors model file ({e})")))?;
+        let lw = st.tensor("linear.weight").map_err(|_| Error::input(path, "tensor linear.weight", "missing"))?;
+        let z = match lw.shape() {
+            [z, f] if *f == FEATURES && *z > 0 => *z,
+            other => {
+                return Err(Error::input(
+                    path,
+                    "tensor linear.weight",
+                    format!("shape {other:?}, expected (z, {FEATURES})"),
+                ));
+            }
+        };
+        let net = SiameseNet::new(z);
+        let (pl, bl) = (net.params(), net.buffers());
+        let mut model = HostModel { net, params: vec![0.0; pl.len], buffers: vec![0.0; bl.len], batches_tracked: 0 };
+        let mut expected: Vec<String> = Vec::new();
+        for (layout, flat) in [(&pl, &mut model.params), (&bl, &mut model.buffers)] {
+            for e in &layout.entries {
+                expected.push(e.name.clone());
+                let values = read_f32(path, &st, &e.name, &e.shape)?;
+                flat[e.offset..][..e.len()].copy_from_slice(&values);
+            }
+        }
+        let counters = counters();
+        for (i, name) in counters.iter().enumerate() {
+            expected.push(name.clone());
+            let count = read_counter(path, &st, name)?;
+            if i == 0 {
+                model.batches_tracked = count;
+            }
+        }
+        let mut extra: Vec<&str> = st.names().into_iter().filter(|n| !expected.iter().any(|e| e == n)).collect();
+        extra.sort_unstable();
+        if let Some(name) = extra.first() {
+            return Err(Error::input(
+                path,
+                format!("tensor {name}"),
+                "not part of the model (a model with another layout?)",
+            ));
+        }
+        Ok((model, header.metadata().clone().unwrap_or_default()))
+    }
+}
+
+fn read_f32(path: &Path, st: &safetensors::SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let place = format!("tensor {name}");
+    let t = st.tensor(name).map_err(|_| Error::input(path, &place, "missing"))?;
+    if t.shape() != shape {
+        return Err(Error::input(path, &place, format!("shape {:?}, expected {shape:?}", t.shape())));
+    }
+    let values: Vec<f32> = match t.dtype() {
+        Dtype::F32 => t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F64 => {
+            t.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect()
+        }
+        other => return Err(Error::input(path, &place, format!("dtype {other:?}, expected F32"))),
+    };
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::input(path, &place, format!("element {i} is {}", values[i])));
+    }
+    Ok(values)
+}
+
+fn read_counter(path: &Path, st: &safetensors::SafeTensors, name: &str) -> Result<u64> {
+    let place = format!("tensor {name}");
+    let t = st.tensor(name).map_err(|_| Error::input(path, &place, "missing"))?;
+    if !t.shape().is_empty() && t.shape() != [1] {
+        return Err(Error::input(path, &place, format!("shape {:?}, expected a scalar", t.shape())));
+    }
+    let v = match t.dtype() {
+        Dtype::I64 => i64::from_le_bytes(t.data()[..8].try_into().expect("8 bytes")),
+        other => return Err(Error::input(path, &place, format!("dtype {other:?}, expected I64"))),
+    };
+    u64::try_from(v).map_err(|_| Error::input(path, &place, format!("negative count {v}")))
+}

@@ -1,0 +1,72 @@
+//! The Kaggle CSV layout the tutorial reads: `label,pixel1,...,pixel784`, one image per line,
+//! header optional, plain or gzip.
+
+use std::path::Path;
+
+use super::{Dataset, open, read_error};
+use crate::error::{Error, Result};
+use crate::model::IMAGE_PIXELS;
+
+const FIELDS: usize = 1 + IMAGE_PIXELS;
+
+pub fn load(path: &Path) -> Result<Dataset> {
+    let mut reader = ::csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(open(path)?);
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    let mut record = ::csv::ByteRecord::new();
+    let mut line = 0u64;
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(csv_error(path, line + 1, e)),
+        }
+        line = record.position().map_or(line + 1, |p| p.line());
+        if record.len() != FIELDS {
+            if line == 1 && record.len() == 1 && record[0].is_empty() {
+                continue;
+            }
+            return Err(Error::input(
+                path,
+                format!("line {line}"),
+                format!("{} fields, expected {FIELDS} (label, pixel1..pixel784)", record.len()),
+            ));
+        }
+        if labels.is_empty() && images.is_empty() && parse(&record[0]).is_none() {
+            // A header: the tutorial's file starts with `label,pixel1,...`.
+            continue;
+        }
+        let label = parse(&record[0])
+            .filter(|&v| v <= 9)
+            .ok_or_else(|| field_error(path, line, 0, &record[0], "a label 0–9"))?;
+        labels.push(label);
+        for (k, field) in record.iter().enumerate().skip(1) {
+            let v = parse(field).ok_or_else(|| field_error(path, line, k, field, "an integer pixel 0–255"))?;
+            images.push(v);
+        }
+    }
+    Ok(Dataset { images, labels, source: path.to_path_buf() })
+}
+
+/// A non-negative integer that fits a byte, allowing surrounding spaces.
+fn parse(field: &[u8]) -> Option<u8> {
+    let s = std::str::from_utf8(field).ok()?.trim();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<u16>().ok().filter(|&v| v <= 255).map(|v| v as u8)
+}
+
+fn field_error(path: &Path, line: u64, field: usize, value: &[u8], want: &str) -> Error {
+    let name = if field == 0 { "label".to_string() } else { format!("pixel{field}") };
+    let shown: String = String::from_utf8_lossy(value).chars().take(20).collect();
+    Error::input(path, format!("line {line}, field {} ({name})", field + 1), format!("{shown:?} is not {want}"))
+}
+
+fn csv_error(path: &Path, line: u64, e: ::csv::Error) -> Error {
+    let line = e.position().map_or(line, |p| p.line());
+    match e.into_kind() {
+        ::csv::ErrorKind::Io(io) => read_error(path, format!("line {line}"), &io),
+        ::csv::ErrorKind::Utf8 { .. } => Error::input(path, format!("line {line}"), "not text (invalid UTF-8)"),
+        other => Error::input(path, format!("line {line}"), format!("{other:?}")),
+    }
+}

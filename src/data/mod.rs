@@ -1,0 +1,157 @@
+//! Fashion-MNIST on the host: the readers (Kaggle CSV, official IDX), validation, the
+//! train/validation split and the pair sampler. Every bad input is an error naming the file
+//! and the place; nothing here panics on user data.
+
+mod csv;
+mod idx;
+pub mod pairs;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::seq::SliceRandom;
+
+use crate::error::{Error, Result};
+use crate::model::IMAGE_PIXELS;
+
+/// The ten classes, by label.
+pub const CLASS_NAMES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+
+/// Labelled 28×28 grey images as bytes, in file order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    /// (N, 784) pixels, row-major.
+    pub images: Vec<u8>,
+    /// (N) labels 0–9.
+    pub labels: Vec<u8>,
+    /// Where it was read from, for messages.
+    pub source: PathBuf,
+}
+
+impl Dataset {
+    /// Reads a Kaggle-layout CSV (`label,pixel1..pixel784`, header optional, `.csv` or gzip
+    /// recognised by its magic bytes), an IDX images file (`*-images-idx3-ubyte[.gz]`, with its
+    /// `*-labels-idx1-ubyte[.gz]` beside it), or a directory holding one IDX pair.
+    pub fn load(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let data = if meta.is_dir() {
+            idx::load_dir(path)?
+        } else if idx::is_images_file(path) {
+            idx::load(path)?
+        } else {
+            csv::load(path)?
+        };
+        data.check()?;
+        Ok(data)
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn image(&self, i: usize) -> &[u8] {
+        &self.images[i * IMAGE_PIXELS..][..IMAGE_PIXELS]
+    }
+
+    /// The first `n` images (all of them if there are fewer).
+    pub fn truncate(mut self, n: usize) -> Self {
+        let n = n.min(self.len());
+        self.labels.truncate(n);
+        self.images.truncate(n * IMAGE_PIXELS);
+        self
+    }
+
+    /// At least one image and two classes: the pair sampler needs a partner of another class.
+    fn check(&self) -> Result<()> {
+        if self.is_empty() {
+            return Err(Error::input(&self.source, "whole file", "no images"));
+        }
+        let mut seen = [false; 10];
+        self.labels.iter().for_each(|&l| seen[l as usize] = true);
+        if seen.iter().filter(|&&s| s).count() < 2 {
+            return Err(Error::input(&self.source, "labels", "every image has the same label; pairs need two classes"));
+        }
+        Ok(())
+    }
+}
+
+/// Opens `path` for reading, through gzip when it starts with gzip's magic bytes.
+fn open(path: &Path) -> Result<Box<dyn Read>> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut magic = [0u8; 2];
+    let n = read_up_to(&mut file, &mut magic).map_err(|e| Error::io(path, e))?;
+    let head = std::io::Cursor::new(magic[..n].to_vec());
+    let stream = head.chain(file);
+    Ok(if n == 2 && magic == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(stream))
+    } else {
+        Box::new(stream)
+    })
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// An I/O error while reading a (possibly gzip) stream, as an input error at `place`.
+fn read_error(path: &Path, place: String, e: &std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
+            Error::input(path, place, format!("corrupt data ({e})"))
+        }
+        std::io::ErrorKind::UnexpectedEof => Error::input(path, place, "the file ends early (truncated gzip?)"),
+        _ => Error::input(path, place, e.to_string()),
+    }
+}
+
+/// The seeded train/validation split of `n` items, as `train_test_split(test_size=f)` makes
+/// it: ⌈f·n⌉ items go to validation, drawn by a shuffle. Returns (train, val) indices, each
+/// in increasing order.
+pub fn split(n: usize, val_fraction: f64, seed: u64) -> (Vec<u32>, Vec<u32>) {
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(stream_seed(seed, 0, Stream::Split)));
+    let n_val = ((val_fraction * n as f64).ceil() as usize).clamp(1.min(n), n.saturating_sub(1));
+    let (val, train) = order.split_at(n_val);
+    let (mut train, mut val) = (train.to_vec(), val.to_vec());
+    train.sort_unstable();
+    val.sort_unstable();
+    (train, val)
+}
+
+/// The random streams one `--seed` drives; each (stream, epoch) gets its own generator, so an
+/// epoch's draws depend on nothing but the seed and the epoch (which makes resuming exact).
+#[derive(Clone, Copy, Debug)]
+pub enum Stream {
+    Split = 1,
+    Init = 2,
+    TrainPairs = 3,
+    ValPairs = 4,
+    EvalPairs = 5,
+    Picture = 6,
+}
+
+pub fn stream_seed(seed: u64, epoch: u64, stream: Stream) -> u64 {
+    // SplitMix64's finaliser over the three, so nearby seeds give unrelated streams.
+    let mut z = seed ^ (epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)) ^ ((stream as u64) << 56);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+pub fn rng(seed: u64, epoch: u64, stream: Stream) -> Xoshiro256PlusPlus {
+    Xoshiro256PlusPlus::seed_from_u64(stream_seed(seed, epoch, stream))
+}
