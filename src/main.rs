@@ -191,25 +191,27 @@ fn gpu_backend() -> anyhow::Result<GpuBackend> {
     Ok(gpu)
 }
 
-/// A fresh output directory: created if missing, refused if it already holds files.
-fn prepare_out(out: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let out =
-        out.unwrap_or_else(|| PathBuf::from("runs").join(chrono::Local::now().format("%Y-%m-%d_%H-%M-%S").to_string()));
+/// The output directory, refused if it already holds files (checked before any work).
+fn check_out(out: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let stamp = chrono::Local::now().format("%Y-%m-%d_%H-%M-%S").to_string();
+    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(stamp));
     if out.exists() {
         let mut entries = std::fs::read_dir(&out).map_err(|e| Error::io(&out, e))?;
         if entries.next().is_some() {
-            return Err(Error::config(
-                "--out",
-                format!("{} already holds files; choose another directory", out.display()),
-            )
-            .into());
+            let message = format!("{} already holds files; choose another directory", out.display());
+            return Err(Error::config("--out", message).into());
         }
     }
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    let probe = out.join(".write-test");
-    std::fs::write(&probe, b"").map_err(|e| Error::io(&out, e))?;
-    std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))?;
     Ok(out)
+}
+
+/// Creates the output directory and checks that it can be written.
+fn create_out(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let probe = out.join(".write-test");
+    std::fs::write(&probe, b"").map_err(|e| Error::io(out, e))?;
+    std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))?;
+    Ok(())
 }
 
 /// Progress within an epoch: a bar with ETA on a terminal, nothing otherwise.
@@ -249,8 +251,9 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         );
     }
     let test = load(&a.test, a.test_limit)?;
+    let out = check_out(a.out)?;
     let mut gpu = gpu_backend()?;
-    let out = prepare_out(a.out)?;
+    create_out(&out)?;
     let mut trainer = Trainer::new(&mut gpu, cfg.clone(), &data);
     eprintln!(
         "data: {} ({} train, {} validation), test: {} ({} images); {} steps of {} pairs per epoch",

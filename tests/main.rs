@@ -3,8 +3,16 @@
 /// Closeness checks, seeded data, the shared GPU, the PyTorch fixtures.
 mod util;
 
+/// Model files: round trip, bad files, PyTorch's own state_dict.
+mod checkpoint;
+/// The command line end to end: a short training run, and bad input refused cleanly.
+mod cli;
+/// The data readers on good and bad files, the split and the pair sampler.
+mod data;
 /// Finite differences of every CPU op in f64, and of the whole network with its loss.
 mod gradcheck;
+/// The evaluation metrics against hand-computed cases.
+mod metrics;
 /// The GPU against the CPU reference, every op, forward and each backward, at several shapes.
 mod parity;
 /// The CPU reference and the GPU against PyTorch's own outputs and gradients.

@@ -1,0 +1,183 @@
+//! The `siamese` binary end to end: a short training run on the bundled data writes every
+//! output and lowers the loss; eval and embed read its model; bad input is refused with one
+//! line, exit code 2 and nothing written.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use siamese::checkpoint::HostModel;
+
+fn siamese(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_siamese"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the siamese binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Whether a GPU adapter exists; without one the test says it skipped (and fails under CI).
+fn gpu_available(test: &str) -> bool {
+    if !siamese::gpu::adapters().is_empty() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI is set and there is no GPU adapter");
+    eprintln!("SKIPPED {test}: no wgpu adapter (install mesa-vulkan-drivers for a software one)");
+    false
+}
+
+fn is_png(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| b.starts_with(b"\x89PNG\r\n\x1a\n") && b.len() > 1000)
+}
+
+/// A small CSV of `n` rows cut from the bundled training data.
+fn small_csv(dir: &Path, n: usize) -> PathBuf {
+    let data =
+        siamese::data::Dataset::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data/fashion-mnist/test.csv.gz")))
+            .unwrap();
+    let mut csv = String::new();
+    for i in 0..n {
+        let px: Vec<String> = data.image(i).iter().map(|p| p.to_string()).collect();
+        csv.push_str(&format!("{},{}\n", data.labels[i], px.join(",")));
+    }
+    let path = dir.join("small.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+#[test]
+fn train_writes_every_output_and_the_loss_goes_down() {
+    if !gpu_available("train end to end") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = siamese(&[
+        "train",
+        "--limit",
+        "1500",
+        "--test-limit",
+        "400",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "train failed:\n{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).lines().last(), Some(out.to_str().unwrap()), "the output directory is printed last");
+    let stderr = text(&o.stderr);
+    assert!(stderr.contains("adapter: "), "the adapter is printed: {stderr}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR"), "driver noise reached stderr: {stderr}");
+
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "epoch,train_loss,val_loss,val_pair_accuracy,mean_dist_same,mean_dist_diff,train_seconds,pairs_per_second"
+    );
+    assert_eq!(lines.len(), 4, "a row per epoch: {csv}");
+    let train_loss: Vec<f64> = lines[1..].iter().map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    assert!(train_loss[2] < train_loss[0], "the training loss does not go down: {train_loss:?}");
+
+    let json = std::fs::read_to_string(out.join("metrics.json")).unwrap();
+    for key in
+        ["knn_k1", "knn_k5", "precision_at_1", "map_at_r", "pair_auc", "pair_best_threshold", "pair_best_accuracy"]
+    {
+        assert!(json.contains(&format!("\"{key}\": ")), "metrics.json lacks {key}: {json}");
+    }
+    let knn1: f64 = json.split("\"knn_k1\": ").nth(1).unwrap().split(',').next().unwrap().trim().parse().unwrap();
+    assert!(knn1 > 0.3, "kNN@1 {knn1} is no better than chance after 3 epochs");
+    for png in ["pairs.png", "loss.png", "tsne.png"] {
+        assert!(is_png(&out.join(png)), "{png} is not a PNG");
+    }
+    let tsne = std::fs::read_to_string(out.join("tsne.csv")).unwrap();
+    assert_eq!(tsne.lines().next(), Some("x,y,label,class"));
+    assert_eq!(tsne.lines().count(), 1 + 75, "one row per validation image (5% of 1500)");
+    let (model, meta) = HostModel::load(&out.join("model.safetensors")).unwrap();
+    assert_eq!(model.batches_tracked, 3 * 2 * 22, "two BatchNorm updates per step, 22 steps per epoch");
+    assert_eq!(meta.get("epochs").map(String::as_str), Some("3"));
+
+    // The trained model in the other commands.
+    let model_path = out.join("model.safetensors");
+    let small = small_csv(dir.path(), 200);
+    let emb = dir.path().join("emb.csv");
+    let o = siamese(&[
+        "embed",
+        "--model",
+        model_path.to_str().unwrap(),
+        "--data",
+        small.to_str().unwrap(),
+        "--out",
+        emb.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "embed failed: {}", text(&o.stderr));
+    let emb = std::fs::read_to_string(emb).unwrap();
+    assert_eq!(emb.lines().next(), Some("label,e0,e1,e2,e3,e4,e5,e6,e7"));
+    assert_eq!(emb.lines().count(), 201);
+    let o = siamese(&[
+        "eval",
+        "--model",
+        model_path.to_str().unwrap(),
+        "--data",
+        small.to_str().unwrap(),
+        "--gallery",
+        small.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "eval failed: {}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("\"knn_k1\": 1"), "a set is its own nearest neighbour: {}", text(&o.stdout));
+}
+
+#[test]
+fn pictures_without_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = small_csv(dir.path(), 100);
+    let png = dir.path().join("p.png");
+    let o = siamese(&["pairs", "--data", small.to_str().unwrap(), "--out", png.to_str().unwrap()]);
+    assert!(o.status.success(), "pairs failed: {}", text(&o.stderr));
+    assert!(is_png(&png));
+}
+
+/// Exit code 2, one line on stderr containing every `parts`, nothing on stdout.
+fn refused(args: &[&str], parts: &[&str]) {
+    let o = siamese(args);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("adapter: ")).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: not one line: {err}");
+    for part in parts {
+        assert!(lines[0].contains(part), "{args:?}: {:?} does not say {part:?}", lines[0]);
+    }
+    assert!(o.stdout.is_empty(), "{args:?} printed {}", text(&o.stdout));
+}
+
+#[test]
+fn bad_input_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never");
+    let o = out.to_str().unwrap();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "label,pixel1\n3,4\n").unwrap();
+    let bad_s = bad.to_str().unwrap();
+    refused(&["train", "--data", bad_s, "--out", o], &["bad.csv", "line 1", "expected 785"]);
+    refused(&["train", "--data", "no/such/file.csv", "--out", o], &["no/such/file.csv"]);
+    refused(&["train", "--batch-size", "0", "--out", o], &["--batch-size", "0"]);
+    refused(&["train", "--lr", "-0.1", "--out", o], &["--lr"]);
+    refused(&["train", "--z-dim", "0", "--out", o], &["--z-dim"]);
+    refused(&["train", "--margin", "0", "--out", o], &["--margin"]);
+    refused(&["train", "--val-fraction", "1.5", "--out", o], &["--val-fraction"]);
+    refused(&["train", "--epochs", "1000000", "--out", o], &["--epochs"]);
+    assert!(!out.exists(), "a refused run created its output directory");
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"not a model at all").unwrap();
+    refused(&["eval", "--model", junk.to_str().unwrap()], &["junk.safetensors", "not a safetensors model file"]);
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("keep.txt"), b"x").unwrap();
+    refused(&["train", "--limit", "100", "--out", full.to_str().unwrap()], &["--out", "already holds files"]);
+}
