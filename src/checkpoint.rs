@@ -78,7 +78,20 @@ impl HostModel {
 
     /// The safetensors bytes, with `metadata` in the header.
     pub fn to_bytes(&self, metadata: &HashMap<String, String>) -> Vec<u8> {
-        let tensors = self.tensors();
+        self.to_bytes_with(&[], metadata)
+    }
+
+    /// The model's tensors plus flat f32 `extra` ones (a run's optimizer state).
+    pub fn to_bytes_with(&self, extra: &[(&str, &[f32])], metadata: &HashMap<String, String>) -> Vec<u8> {
+        let mut tensors = self.tensors();
+        for (name, values) in extra {
+            tensors.push((
+                name.to_string(),
+                Dtype::F32,
+                vec![values.len()],
+                values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ));
+        }
         let views: Vec<(String, TensorView)> = tensors
             .iter()
             .map(|(name, dtype, shape, data)| {
@@ -100,6 +113,17 @@ impl HostModel {
     }
 
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Self, HashMap<String, String>)> {
+        let (model, metadata, _) = Self::from_bytes_with(path, bytes, &[])?;
+        Ok((model, metadata))
+    }
+
+    /// Like [`HostModel::from_bytes`], also reading the flat f32 tensors `extra` of
+    /// `extra_len` elements each.
+    pub fn from_bytes_with(
+        path: &Path,
+        bytes: &[u8],
+        extra: &[(&str, usize)],
+    ) -> Result<(Self, HashMap<String, String>, Vec<Vec<f32>>)> {
         let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| Error::input(path, "header", format!("not a safetensors model file ({e})")))?;
         let st = safetensors::SafeTensors::deserialize(bytes)
@@ -134,16 +158,18 @@ impl HostModel {
                 model.batches_tracked = count;
             }
         }
-        let mut extra: Vec<&str> = st.names().into_iter().filter(|n| !expected.iter().any(|e| e == n)).collect();
-        extra.sort_unstable();
-        if let Some(name) = extra.first() {
-            return Err(Error::input(
-                path,
-                format!("tensor {name}"),
-                "not part of the model (a model with another layout?)",
-            ));
+        let mut extras = Vec::new();
+        for &(name, len) in extra {
+            expected.push(name.to_string());
+            extras.push(read_f32(path, &st, name, &[len])?);
         }
-        Ok((model, header.metadata().clone().unwrap_or_default()))
+        let mut unknown: Vec<&str> = st.names().into_iter().filter(|n| !expected.iter().any(|e| e == n)).collect();
+        unknown.sort_unstable();
+        if let Some(name) = unknown.first() {
+            let message = "not part of the model (a model with another layout?)";
+            return Err(Error::input(path, format!("tensor {name}"), message));
+        }
+        Ok((model, header.metadata().clone().unwrap_or_default(), extras))
     }
 }
 

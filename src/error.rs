@@ -34,6 +34,10 @@ pub enum Error {
 
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+
+    /// Training produced a NaN or infinity.
+    #[error("training diverged at epoch {epoch}, step {step}: {what}")]
+    Diverged { epoch: usize, step: usize, what: String },
 }
 
 impl Error {

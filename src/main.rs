@@ -16,7 +16,7 @@ use siamese::data::{self, Dataset, Stream};
 use siamese::error::Error;
 use siamese::gpu::{self, GpuBackend, GpuContext};
 use siamese::metrics::{self, Embedded};
-use siamese::train::{EpochReport, TrainConfig, Trainer};
+use siamese::train::{EpochReport, RunState, TrainConfig, Trainer};
 use siamese::{plot, train, tsne};
 
 const DEFAULT_TRAIN: &str = "data/fashion-mnist/train.csv.gz";
@@ -77,30 +77,71 @@ struct TrainArgs {
     /// Output directory [default: runs/<date-time>].
     #[arg(long)]
     out: Option<PathBuf>,
-    #[arg(long, default_value_t = 10)]
-    epochs: usize,
-    #[arg(long, default_value_t = 128)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f64,
-    /// Embedding width.
-    #[arg(long, default_value_t = 8)]
-    z_dim: usize,
-    /// Contrastive-loss margin.
-    #[arg(long, default_value_t = 2.0)]
-    margin: f32,
-    /// Drives the split, the pairs and the initialisation.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Share of the training data held out for validation.
-    #[arg(long, default_value_t = 0.05)]
-    val_fraction: f64,
+    /// Continue the run in this directory (from its checkpoint.safetensors) up to --epochs.
+    #[arg(long, conflicts_with = "out")]
+    resume: Option<PathBuf>,
+    /// Epochs to train [default: 10; when resuming, the checkpoint's].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Pairs per batch [default: 128].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Adam's learning rate [default: 0.001].
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<f64>,
+    /// Embedding width [default: 8].
+    #[arg(long)]
+    z_dim: Option<usize>,
+    /// Contrastive-loss margin [default: 2].
+    #[arg(long, allow_negative_numbers = true)]
+    margin: Option<f32>,
+    /// Drives the split, the pairs and the initialisation [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Share of the training data held out for validation [default: 0.05].
+    #[arg(long, allow_negative_numbers = true)]
+    val_fraction: Option<f64>,
     /// Train on the first N rows only (quick runs).
     #[arg(long)]
     limit: Option<usize>,
     /// Also cut the test set to its first N rows (quick runs).
     #[arg(long)]
     test_limit: Option<usize>,
+    /// Print a per-kernel GPU profile of the training steps at the end.
+    #[arg(long)]
+    profile: bool,
+}
+
+impl TrainArgs {
+    /// The settings of a new run: the flags over the tutorial's defaults.
+    fn config(&self) -> TrainConfig {
+        let d = TrainConfig::default();
+        TrainConfig {
+            z: self.z_dim.unwrap_or(d.z),
+            margin: self.margin.unwrap_or(d.margin),
+            lr: self.lr.unwrap_or(d.lr),
+            batch_size: self.batch_size.unwrap_or(d.batch_size),
+            epochs: self.epochs.unwrap_or(d.epochs),
+            seed: self.seed.unwrap_or(d.seed),
+            val_fraction: self.val_fraction.unwrap_or(d.val_fraction),
+        }
+    }
+
+    /// A resumed run keeps its checkpoint's settings; only --epochs may extend it.
+    fn refuse_changes(&self) -> anyhow::Result<()> {
+        let given = [
+            ("--batch-size", self.batch_size.is_some()),
+            ("--lr", self.lr.is_some()),
+            ("--z-dim", self.z_dim.is_some()),
+            ("--margin", self.margin.is_some()),
+            ("--seed", self.seed.is_some()),
+            ("--val-fraction", self.val_fraction.is_some()),
+        ];
+        match given.iter().find(|g| g.1) {
+            Some((flag, _)) => Err(Error::config(*flag, "a resumed run keeps its checkpoint's settings").into()),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -230,15 +271,17 @@ fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> Option<indicatif::
 
 fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let cfg = TrainConfig {
-        z: a.z_dim,
-        margin: a.margin,
-        lr: a.lr,
-        batch_size: a.batch_size,
-        epochs: a.epochs,
-        seed: a.seed,
-        val_fraction: a.val_fraction,
+    let resumed = match &a.resume {
+        Some(dir) => {
+            a.refuse_changes()?;
+            Some(RunState::load(&dir.join(CHECKPOINT))?)
+        }
+        None => None,
     };
+    let mut cfg = resumed.as_ref().map_or_else(|| a.config(), |s| s.cfg.clone());
+    if let Some(epochs) = a.epochs {
+        cfg.epochs = epochs;
+    }
     cfg.validate()?;
     if a.limit == Some(0) || a.test_limit == Some(0) {
         return Err(Error::config("--limit", "0 rows leaves nothing to train on").into());
@@ -246,29 +289,51 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     // Every input is read and checked before anything is written.
     let data = load(&a.data, a.limit)?;
     if data.len() < 4 {
-        return Err(
-            Error::input(&a.data, "whole file", format!("{} images; training needs at least 4", data.len())).into()
-        );
+        let message = format!("{} images; training needs at least 4", data.len());
+        return Err(Error::input(&a.data, "whole file", message).into());
+    }
+    if let Some(state) = &resumed {
+        if state.data_rows != data.len() {
+            let message = format!("{} rows, the checkpoint was trained on {}", data.len(), state.data_rows);
+            return Err(Error::input(&a.data, "whole file", message).into());
+        }
+        if state.epochs_done > cfg.epochs {
+            let message = format!("{} is below the {} epochs already done", cfg.epochs, state.epochs_done);
+            return Err(Error::config("--epochs", message).into());
+        }
     }
     let test = load(&a.test, a.test_limit)?;
-    let out = check_out(a.out)?;
+    let out = match &a.resume {
+        Some(dir) => dir.clone(),
+        None => check_out(a.out.clone())?,
+    };
     let mut gpu = gpu_backend()?;
+    check_batch_fits(&gpu, &cfg)?;
     create_out(&out)?;
-    let mut trainer = Trainer::new(&mut gpu, cfg.clone(), &data);
+    let (mut trainer, mut reports) = match &resumed {
+        Some(state) => (Trainer::resume(&mut gpu, state, &data), state.history.clone()),
+        None => (Trainer::new(&mut gpu, cfg.clone(), &data), Vec::new()),
+    };
+    trainer.cfg.epochs = cfg.epochs;
     eprintln!(
-        "data: {} ({} train, {} validation), test: {} ({} images); {} steps of {} pairs per epoch",
+        "data: {} ({} train, {} validation), test: {} ({} images); {} steps of {} pairs per epoch{}",
         data.source.display(),
         trainer.train_rows.len(),
         trainer.val_rows.len(),
         test.source.display(),
         test.len(),
         trainer.steps_per_epoch(),
-        cfg.batch_size
+        cfg.batch_size,
+        resumed.as_ref().map_or(String::new(), |s| format!("; resuming after epoch {}", s.epochs_done))
     );
-    save_pairs_png(&out.join("pairs.png"), &data, &trainer.train_rows, cfg.seed, 8)?;
-
-    let mut reports: Vec<EpochReport> = Vec::new();
-    for epoch in 0..cfg.epochs {
+    if resumed.is_none() {
+        save_pairs_png(&out.join("pairs.png"), &data, &trainer.train_rows, cfg.seed, 8)?;
+    }
+    if a.profile && !gpu.enable_profiling() {
+        eprintln!("this adapter has no timestamp queries: no profile");
+    }
+    let steps_before = gpu.dispatches;
+    for epoch in reports.len()..cfg.epochs {
         let bar = progress_bar(trainer.steps_per_epoch(), epoch, cfg.epochs);
         let report = trainer.epoch(&mut gpu, epoch, &mut |t, g, step, _| {
             if let Some(bar) = &bar {
@@ -285,6 +350,14 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         if let Some(e) = gpu.take_error() {
             return Err(e.into());
         }
+        let report = report.map_err(|e| {
+            let kept = if reports.is_empty() {
+                "no checkpoint was written".to_string()
+            } else {
+                format!("{} keeps epoch {}", out.join(CHECKPOINT).display(), reports.len())
+            };
+            anyhow::anyhow!("{e}; {kept}")
+        })?;
         eprintln!(
             "epoch {:>2}/{}  train_loss {:.5}  val_loss {:.5}  val_pair_acc {:.4}  dist same {:.3} diff {:.3}  {:.1} s  {:.0} pairs/s",
             report.epoch,
@@ -298,14 +371,21 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             report.pairs_per_second
         );
         reports.push(report);
-        let csv: Vec<String> = std::iter::once(EpochReport::CSV_HEADER.to_string())
-            .chain(reports.iter().map(EpochReport::csv_row))
-            .collect();
-        write_atomically(&out.join("metrics.csv"), (csv.join("\n") + "\n").as_bytes())?;
-        trainer.host_model(&mut gpu).save(&out.join("model.safetensors"), &model_metadata(&cfg, epoch + 1))?;
+        let rows = std::iter::once(EpochReport::CSV_HEADER.to_string()).chain(reports.iter().map(EpochReport::csv_row));
+        write_atomically(&out.join("metrics.csv"), (rows.collect::<Vec<_>>().join("\n") + "\n").as_bytes())?;
+        let state = trainer.run_state(&mut gpu, &reports, data.len());
+        state.model.save(&out.join("model.safetensors"), &model_metadata(&cfg, reports.len()))?;
+        state.save(&out.join(CHECKPOINT))?;
     }
-    if cfg.epochs == 0 {
+    if reports.is_empty() {
         trainer.host_model(&mut gpu).save(&out.join("model.safetensors"), &model_metadata(&cfg, 0))?;
+    }
+    if a.profile {
+        let steps = (reports.len() - resumed.as_ref().map_or(0, |s| s.epochs_done)) * trainer.steps_per_epoch();
+        let profile = gpu.take_profile();
+        gpu.disable_profiling();
+        eprintln!("{} dispatches per step", (gpu.dispatches - steps_before) as f64 / steps.max(1) as f64);
+        eprint!("{}", siamese::bench::profile_table(&profile, steps.max(1)));
     }
     let train_losses: Vec<f64> = reports.iter().map(|r| r.train_loss).collect();
     let val_losses: Vec<f64> = reports.iter().map(|r| r.val_loss).collect();
@@ -319,11 +399,34 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     let gallery = trainer.embed_rows(&mut gpu, &trainer.train_rows.clone());
     let model = trainer.host_model(&mut gpu);
     let test_emb = train::embed(&mut gpu, &model, &test);
+    if let Some(e) = gpu.take_error() {
+        return Err(e.into());
+    }
     let m = metrics::evaluate(&gallery, &test_emb, cfg.seed);
     write_atomically(&out.join("metrics.json"), m.to_json().as_bytes())?;
     print!("{}", m.table());
     eprintln!("wrote {} in {:.1} s", out.display(), started.elapsed().as_secs_f64());
     println!("{}", out.display());
+    Ok(())
+}
+
+/// The training checkpoint in a run's directory.
+const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// Refuses a batch whose largest activation would not fit one storage binding of the adapter.
+fn check_batch_fits(gpu: &GpuBackend, cfg: &TrainConfig) -> anyhow::Result<()> {
+    let largest = siamese::model::largest_activation(2 * cfg.batch_size) as u64 * 4;
+    let limit = gpu.ctx.limits.max_storage_buffer_binding_size;
+    if largest > limit {
+        let message = format!(
+            "{} pairs need {} MiB activations, {} binds at most {} MiB per buffer",
+            cfg.batch_size,
+            largest >> 20,
+            gpu.ctx.adapter.name,
+            limit >> 20
+        );
+        return Err(Error::config("--batch-size", message).into());
+    }
     Ok(())
 }
 

@@ -53,6 +53,20 @@ pub const FEATURE_NET: [Layer; 16] = [
     Relu,
 ];
 
+/// Elements of the largest activation for a batch of `n` images (a storage binding must hold it).
+pub fn largest_activation(n: usize) -> usize {
+    let (mut c, mut side, mut largest) = (1, IMAGE_SIDE, n * IMAGE_PIXELS);
+    for layer in FEATURE_NET {
+        match layer {
+            Conv { c_out, .. } => c = c_out,
+            MaxPool => side /= 2,
+            Relu | BatchNorm { .. } => {}
+        }
+        largest = largest.max(n * c * side * side);
+    }
+    largest
+}
+
 /// Named tensors packed into one flat buffer, each starting at a multiple of [`VIEW_ALIGN`]
 /// so that it can be bound on its own.
 #[derive(Clone, Debug, PartialEq)]

@@ -6,9 +6,11 @@
 //! as bytes. Losses go into a device-side log and are read once per epoch, so the host never
 //! waits for the GPU inside an epoch.
 
+use crate::backend::{Backend, DeviceTensor, VIEW_ALIGN};
+use std::collections::HashMap;
+use std::path::Path;
 use std::time::Instant;
 
-use crate::backend::{Backend, DeviceTensor, VIEW_ALIGN};
 use crate::checkpoint::HostModel;
 use crate::cpu::Float;
 use crate::data::pairs::{Pair, PairSampler};
@@ -81,6 +83,22 @@ impl EpochReport {
     pub const CSV_HEADER: &str =
         "epoch,train_loss,val_loss,val_pair_accuracy,mean_dist_same,mean_dist_diff,train_seconds,pairs_per_second";
 
+    pub fn parse_csv_row(row: &str) -> Option<Self> {
+        let v: Vec<&str> = row.split(',').collect();
+        let f = |i: usize| v.get(i)?.parse::<f64>().ok();
+        (v.len() == 8).then_some(())?;
+        Some(Self {
+            epoch: v[0].parse().ok()?,
+            train_loss: f(1)?,
+            val_loss: f(2)?,
+            val_pair_accuracy: f(3)?,
+            mean_dist_same: f(4)?,
+            mean_dist_diff: f(5)?,
+            train_seconds: f(6)?,
+            pairs_per_second: f(7)?,
+        })
+    }
+
     pub fn csv_row(&self) -> String {
         format!(
             "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.3},{:.1}",
@@ -103,6 +121,110 @@ pub struct Validation {
     pub pair_accuracy: f64,
     pub mean_dist_same: f64,
     pub mean_dist_diff: f64,
+}
+
+/// Everything a run needs to continue exactly where it stopped: the model, Adam's moments and
+/// step, how many epochs are done (every random draw of an epoch derives from the seed and the
+/// epoch, so that and the seed are the whole random state), the settings and the metrics so far.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunState {
+    pub model: HostModel,
+    pub adam_m: Vec<f32>,
+    pub adam_v: Vec<f32>,
+    pub adam_step: u64,
+    pub epochs_done: usize,
+    pub cfg: TrainConfig,
+    pub history: Vec<EpochReport>,
+    /// Rows of the training data, to refuse resuming on other data.
+    pub data_rows: usize,
+}
+
+const ADAM_M: &str = "optimizer.exp_avg";
+const ADAM_V: &str = "optimizer.exp_avg_sq";
+
+impl RunState {
+    /// Writes the checkpoint atomically: a crash leaves the previous one whole.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let c = &self.cfg;
+        let history: Vec<String> = self.history.iter().map(EpochReport::csv_row).collect();
+        let meta: HashMap<String, String> = [
+            ("format", "siamese training checkpoint".to_string()),
+            ("epochs_done", self.epochs_done.to_string()),
+            ("adam_step", self.adam_step.to_string()),
+            ("z_dimensions", c.z.to_string()),
+            ("margin", format!("{:?}", c.margin)),
+            ("lr", format!("{:?}", c.lr)),
+            ("batch_size", c.batch_size.to_string()),
+            ("epochs", c.epochs.to_string()),
+            ("seed", c.seed.to_string()),
+            ("val_fraction", format!("{:?}", c.val_fraction)),
+            ("data_rows", self.data_rows.to_string()),
+            ("history", history.join(";")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let extra = [(ADAM_M, self.adam_m.as_slice()), (ADAM_V, self.adam_v.as_slice())];
+        crate::checkpoint::write_atomically(path, &self.model.to_bytes_with(&extra, &meta))
+    }
+
+    /// Reads and checks a checkpoint written by [`RunState::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        // The moments have the flat parameter buffer's length, known once z is; a missing or
+        // malformed linear.weight is reported by the model's own checks below.
+        let z = safetensors::SafeTensors::deserialize(&bytes)
+            .ok()
+            .and_then(|st| st.tensor("linear.weight").ok().and_then(|t| t.shape().first().copied()))
+            .unwrap_or(1);
+        let len = SiameseNet::new(z.max(1)).params().len;
+        let (model, meta, extras) = HostModel::from_bytes_with(path, &bytes, &[(ADAM_M, len), (ADAM_V, len)])?;
+        let field = |key: &str| -> Result<String> {
+            meta.get(key)
+                .cloned()
+                .ok_or_else(|| Error::input(path, format!("metadata {key}"), "missing (not a training checkpoint?)"))
+        };
+        fn num<T: std::str::FromStr>(path: &Path, key: &str, v: String) -> Result<T> {
+            v.parse().map_err(|_| Error::input(path, format!("metadata {key}"), format!("{v:?} is not a number")))
+        }
+        let cfg = TrainConfig {
+            z: model.net.z,
+            margin: num(path, "margin", field("margin")?)?,
+            lr: num(path, "lr", field("lr")?)?,
+            batch_size: num(path, "batch_size", field("batch_size")?)?,
+            epochs: num(path, "epochs", field("epochs")?)?,
+            seed: num(path, "seed", field("seed")?)?,
+            val_fraction: num(path, "val_fraction", field("val_fraction")?)?,
+        };
+        cfg.validate().map_err(|e| Error::input(path, "metadata", e.to_string()))?;
+        let history = field("history")?
+            .split(';')
+            .filter(|r| !r.is_empty())
+            .map(|r| {
+                EpochReport::parse_csv_row(r)
+                    .ok_or_else(|| Error::input(path, "metadata history", format!("bad row {r:?}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let epochs_done: usize = num(path, "epochs_done", field("epochs_done")?)?;
+        if history.len() != epochs_done {
+            return Err(Error::input(
+                path,
+                "metadata history",
+                format!("{} rows for {epochs_done} epochs", history.len()),
+            ));
+        }
+        let mut extras = extras.into_iter();
+        Ok(RunState {
+            model,
+            adam_m: extras.next().expect("asked for two"),
+            adam_v: extras.next().expect("asked for two"),
+            adam_step: num(path, "adam_step", field("adam_step")?)?,
+            epochs_done,
+            cfg,
+            history,
+            data_rows: num(path, "data_rows", field("data_rows")?)?,
+        })
+    }
 }
 
 /// A model being trained on one dataset, everything it needs resident on the backend.
@@ -141,6 +263,31 @@ impl<B: Backend> Trainer<B> {
         let steps = train_rows.len().div_ceil(cfg.batch_size);
         let loss_log = backend.zeros(steps.max(1) * VIEW_ALIGN);
         Self { cfg, net, weights, adam, images, labels: data.labels.clone(), train_rows, val_rows, loss_log }
+    }
+
+    /// Continues the run of `state` on `data` (the same rows it started on).
+    pub fn resume(backend: &mut B, state: &RunState, data: &Dataset) -> Self {
+        let mut trainer = Self::with_model(backend, state.cfg.clone(), data, &state.model);
+        let to_elem = |v: &[f32]| v.iter().map(|&x| B::Elem::from_f64(x as f64)).collect::<Vec<_>>();
+        backend.write(&trainer.adam.m, &to_elem(&state.adam_m));
+        backend.write(&trainer.adam.v, &to_elem(&state.adam_v));
+        trainer.adam.t = state.adam_step;
+        trainer
+    }
+
+    /// The run's state after `history.len()` epochs, for a checkpoint.
+    pub fn run_state(&self, backend: &mut B, history: &[EpochReport], data_rows: usize) -> RunState {
+        let to_f32 = |v: Vec<B::Elem>| v.into_iter().map(|x| x.to_f64() as f32).collect();
+        RunState {
+            model: self.host_model(backend),
+            adam_m: to_f32(backend.read(&self.adam.m)),
+            adam_v: to_f32(backend.read(&self.adam.v)),
+            adam_step: self.adam.t,
+            epochs_done: history.len(),
+            cfg: self.cfg.clone(),
+            history: history.to_vec(),
+            data_rows,
+        }
     }
 
     pub fn steps_per_epoch(&self) -> usize {
@@ -194,21 +341,53 @@ impl<B: Backend> Trainer<B> {
     }
 
     /// Trains one epoch (0-based) on freshly drawn pairs; `on_step(step, steps)` after each
-    /// step. Returns the mean of the batch losses, as the tutorial prints it.
+    /// step. Returns the mean of the batch losses, as the tutorial prints it, or an error at
+    /// the first step whose loss is not finite (looked for every [`DIVERGENCE_CHECK`] steps,
+    /// so that a diverged run stops soon without the host waiting on every step).
     pub fn train_epoch(
         &mut self,
         backend: &mut B,
         epoch: usize,
         on_step: &mut dyn FnMut(&mut Self, &mut B, usize, usize),
-    ) -> f64 {
+    ) -> Result<f64> {
         let pairs = self.pairs(&self.train_rows.clone(), epoch, Stream::TrainPairs);
         let steps = self.steps_per_epoch();
         for (slot, batch) in pairs.chunks(self.cfg.batch_size).enumerate() {
             self.step(backend, batch, slot);
             on_step(self, backend, slot, steps);
+            if (slot + 1) % DIVERGENCE_CHECK == 0 || slot + 1 == steps {
+                self.check_losses(backend, epoch, slot + 1)?;
+            }
         }
         let log = backend.read(&self.loss_log);
-        (0..steps).map(|s| log[s * VIEW_ALIGN].to_f64()).sum::<f64>() / steps.max(1) as f64
+        let mean = (0..steps).map(|s| log[s * VIEW_ALIGN].to_f64()).sum::<f64>() / steps.max(1) as f64;
+        let params: Vec<B::Elem> = backend.read(&self.weights.params);
+        let bad = self
+            .weights
+            .layout
+            .entries
+            .iter()
+            .find(|e| params[e.offset..][..e.len()].iter().any(|v| !v.to_f64().is_finite()));
+        if let Some(e) = bad {
+            return Err(Error::Diverged {
+                epoch: epoch + 1,
+                step: steps,
+                what: format!("parameter {} is not finite", e.name),
+            });
+        }
+        Ok(mean)
+    }
+
+    /// The first of the epoch's first `done` steps whose loss is NaN or infinite, as an error.
+    fn check_losses(&self, backend: &mut B, epoch: usize, done: usize) -> Result<()> {
+        let log = backend.read(&self.loss_log);
+        match (0..done).find(|&s| !log[s * VIEW_ALIGN].to_f64().is_finite()) {
+            Some(s) => {
+                let what = format!("the loss is {}", log[s * VIEW_ALIGN].to_f64());
+                Err(Error::Diverged { epoch: epoch + 1, step: s + 1, what })
+            }
+            None => Ok(()),
+        }
     }
 
     /// Eval-mode loss and distances over freshly drawn validation pairs (the tutorial's
@@ -244,12 +423,12 @@ impl<B: Backend> Trainer<B> {
         backend: &mut B,
         epoch: usize,
         on_step: &mut dyn FnMut(&mut Self, &mut B, usize, usize),
-    ) -> EpochReport {
+    ) -> Result<EpochReport> {
         let start = Instant::now();
-        let train_loss = self.train_epoch(backend, epoch, on_step);
+        let train_loss = self.train_epoch(backend, epoch, on_step)?;
         let seconds = start.elapsed().as_secs_f64();
         let v = self.validate(backend, epoch);
-        EpochReport {
+        Ok(EpochReport {
             epoch: epoch + 1,
             train_loss,
             val_loss: v.loss,
@@ -258,7 +437,7 @@ impl<B: Backend> Trainer<B> {
             mean_dist_diff: v.mean_dist_diff,
             train_seconds: seconds,
             pairs_per_second: self.train_rows.len() as f64 / seconds.max(1e-9),
-        }
+        })
     }
 
     /// The model as it stands, on the host.
@@ -278,6 +457,9 @@ impl<B: Backend> Trainer<B> {
         Embedded { z: self.net.z, values, labels: rows.iter().map(|&r| self.labels[r as usize]).collect() }
     }
 }
+
+/// Steps between looks at the loss log for a diverged run.
+pub const DIVERGENCE_CHECK: usize = 64;
 
 /// Images per eval-mode launch when embedding a dataset.
 const EMBED_BATCH: usize = 1000;

@@ -99,7 +99,7 @@ fn train_writes_every_output_and_the_loss_goes_down() {
     assert_eq!(tsne.lines().next(), Some("x,y,label,class"));
     assert_eq!(tsne.lines().count(), 1 + 75, "one row per validation image (5% of 1500)");
     let (model, meta) = HostModel::load(&out.join("model.safetensors")).unwrap();
-    assert_eq!(model.batches_tracked, 3 * 2 * 22, "two BatchNorm updates per step, 22 steps per epoch");
+    assert_eq!(model.batches_tracked, 3 * 2 * 23, "two BatchNorm updates per step, ⌈1425 / 64⌉ = 23 steps per epoch");
     assert_eq!(meta.get("epochs").map(String::as_str), Some("3"));
 
     // The trained model in the other commands.
@@ -167,7 +167,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
     refused(&["train", "--data", bad_s, "--out", o], &["bad.csv", "line 1", "expected 785"]);
     refused(&["train", "--data", "no/such/file.csv", "--out", o], &["no/such/file.csv"]);
     refused(&["train", "--batch-size", "0", "--out", o], &["--batch-size", "0"]);
-    refused(&["train", "--lr", "-0.1", "--out", o], &["--lr"]);
+    refused(&["train", "--lr", "-0.1", "--out", o], &["--lr", "-0.1"]);
     refused(&["train", "--z-dim", "0", "--out", o], &["--z-dim"]);
     refused(&["train", "--margin", "0", "--out", o], &["--margin"]);
     refused(&["train", "--val-fraction", "1.5", "--out", o], &["--val-fraction"]);

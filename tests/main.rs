@@ -9,6 +9,8 @@ mod checkpoint;
 mod cli;
 /// The data readers on good and bad files, the split and the pair sampler.
 mod data;
+/// Property-based fuzzing of the CSV, IDX and model-file readers.
+mod fuzz;
 /// Finite differences of every CPU op in f64, and of the whole network with its loss.
 mod gradcheck;
 /// The evaluation metrics against hand-computed cases.
@@ -17,6 +19,8 @@ mod metrics;
 mod parity;
 /// The CPU reference and the GPU against PyTorch's own outputs and gradients.
 mod pytorch;
+/// Never lose work: exact resume after SIGKILL, divergence, device limits.
+mod robust;
 /// Every shader parses and validates with naga; every entry point the Rust side names exists.
 mod shaders;
 /// The tape: shared weights collect both gradients; eval mode records nothing.

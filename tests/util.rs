@@ -77,7 +77,11 @@ pub fn with_gpu<R>(test: &str, f: impl FnOnce(&mut GpuBackend) -> R) -> Option<R
         Some(gpu) => {
             // A failed test may have poisoned the lock; the backend itself is still usable.
             let mut gpu = gpu.lock().unwrap_or_else(|e| e.into_inner());
-            Some(f(&mut gpu))
+            let result = f(&mut gpu);
+            if let Some(e) = gpu.take_error() {
+                panic!("{test}: {e}");
+            }
+            Some(result)
         }
         None => {
             eprintln!("SKIPPED {test}: no wgpu adapter (install mesa-vulkan-drivers for a software one)");

@@ -156,6 +156,11 @@ impl GpuContext {
         Ok(Self { device, queue, adapter: summary, limits, timestamps, errors })
     }
 
+    /// Records an error found on our side of the device (a failed readback).
+    pub fn record_error(&self, message: String) {
+        self.errors.lock().expect("error sink").get_or_insert(message);
+    }
+
     /// The first error the device reported since the last call, if any.
     pub fn take_error(&self) -> Option<Error> {
         self.errors.lock().expect("error sink").take().map(Error::Gpu)
