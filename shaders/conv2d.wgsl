@@ -450,6 +450,56 @@ fn conv2d_tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     }
 }
 
+// EXPERIMENT: one group of 4 output channels per invocation, named accumulators.
+@compute @workgroup_size(64)
+fn conv2d_tile_groups(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let strips = H * W / 4u;
+    let i = gid.y * nwg.x * 64u + gid.x;
+    if i >= p.n * strips * oc_groups() {
+        return;
+    }
+    let g = i % oc_groups();
+    let s = i / oc_groups();
+    let n = s / strips;
+    let f = (s % strips) * 4u;
+    var a0 = vec4(0.0);
+    var a1 = vec4(0.0);
+    var a2 = vec4(0.0);
+    var a3 = vec4(0.0);
+    if TRANSPOSE == 0u {
+        a0 = vec4(tile_b[min(4u * g, OC - 1u)]);
+        a1 = vec4(tile_b[min(4u * g + 1u, OC - 1u)]);
+        a2 = vec4(tile_b[min(4u * g + 2u, OC - 1u)]);
+        a3 = vec4(tile_b[min(4u * g + 3u, OC - 1u)]);
+    }
+    for (var ic = 0u; ic < IC; ic++) {
+        for (var r = 0u; r < K; r++) {
+            let win = masked_window(n * IC + ic, f, r);
+            for (var c = 0u; c < K; c++) {
+                let t = select(vec4(0.0), column_taps(win, c), tap_mask(f, r, c));
+                let wv = tile_w.v[((ic * K + r) * K + c) * oc_groups() + g];
+                a0 += t * wv.x;
+                a1 += t * wv.y;
+                a2 += t * wv.z;
+                a3 += t * wv.w;
+            }
+        }
+    }
+    let add = TRANSPOSE == 1u && (p.accumulate & ACCUMULATE_INPUT) != 0u;
+    let acc = array(a0, a1, a2, a3);
+    for (var j = 0u; j < 4u; j++) {
+        let oc = 4u * g + j;
+        if oc < OC {
+            let o = ((n * OC + oc) * H * W + f) / 4u;
+            if add {
+                tile_y4[o] += acc[j];
+            } else {
+                tile_y4[o] = acc[j];
+            }
+        }
+    }
+}
+
 @group(0) @binding(4) var<storage, read> wt_dy4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> wt_partial: array<f32>;
 
@@ -489,5 +539,51 @@ fn conv2d_backward_weight_tile(@builtin(global_invocation_id) gid: vec3<u32>, @b
     }
     for (var t = 0u; t < weights + OC; t++) {
         wt_partial[n * (weights + OC) + t] = acc[t];
+    }
+}
+
+// EXPERIMENT: one invocation per (image, input channel); the bias taps come from ic = 0.
+@compute @workgroup_size(8)
+fn conv2d_backward_weight_tile_ic(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.y * nwg.x * 8u + gid.x;
+    if i >= p.n * IC {
+        return;
+    }
+    let n = i / IC;
+    let ic = i % IC;
+    let weights = OC * IC * K * K;
+    // (oc, r, c) for this ic: at most 8 · 25.
+    var acc: array<f32, 200>;
+    var bias: array<f32, 8>;
+    for (var t = 0u; t < OC * K * K; t++) {
+        acc[t] = 0.0;
+    }
+    for (var oc = 0u; oc < OC; oc++) {
+        bias[oc] = 0.0;
+    }
+    for (var f = 0u; f < H * W; f += 4u) {
+        var dy: array<vec4<f32>, 8>;
+        for (var oc = 0u; oc < OC; oc++) {
+            dy[oc] = wt_dy4[((n * OC + oc) * H * W + f) / 4u];
+            bias[oc] += dot(dy[oc], vec4(1.0));
+        }
+        for (var r = 0u; r < K; r++) {
+            let win = masked_window(n * IC + ic, f, r);
+            for (var c = 0u; c < K; c++) {
+                let t = select(vec4(0.0), column_taps(win, c), tap_mask(f, r, c));
+                for (var oc = 0u; oc < OC; oc++) {
+                    acc[(oc * K + r) * K + c] += dot(dy[oc], t);
+                }
+            }
+        }
+    }
+    let taps = weights + OC;
+    for (var oc = 0u; oc < OC; oc++) {
+        for (var rc = 0u; rc < K * K; rc++) {
+            wt_partial[n * taps + (oc * IC + ic) * K * K + rc] = acc[oc * K * K + rc];
+        }
+        if ic == 0u {
+            wt_partial[n * taps + weights + oc] = bias[oc];
+        }
     }
 }

@@ -52,20 +52,22 @@ pub fn bench_steps(gpu: &mut GpuBackend, trainer: &mut Trainer<GpuBackend>, warm
 pub fn profile_table(profile: &Profile, steps: usize) -> String {
     let total = profile.total_ns().max(1.0);
     let mut rows = profile.kernels.clone();
-    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    rows.sort_by(|a, b| b.ns.total_cmp(&a.ns));
     let mut out = String::new();
-    writeln!(out, "{:<34} {:>11} {:>12} {:>7}", "kernel", "calls/step", "ms/step", "share").ok();
-    for (kernel, calls, ns) in rows {
+    writeln!(out, "{:<34} {:>10} {:>10} {:>7} {:>16}", "kernel", "calls/step", "ms/step", "share", "rate").ok();
+    for k in rows {
+        let (rate, unit) = k.rate();
         writeln!(
             out,
-            "{:<34} {:>11.1} {:>12.3} {:>6.1}%",
-            kernel.entry_point(),
-            calls as f64 / steps as f64,
-            ns / steps as f64 / 1e6,
-            100.0 * ns / total
+            "{:<34} {:>10.1} {:>10.3} {:>6.1}% {:>8.2} {unit}",
+            k.kernel.entry_point(),
+            k.calls as f64 / steps as f64,
+            k.ns / steps as f64 / 1e6,
+            100.0 * k.ns / total,
+            rate
         )
         .ok();
     }
-    writeln!(out, "{:<34} {:>11} {:>12.3}", "total GPU time", "", total / steps as f64 / 1e6).ok();
+    writeln!(out, "{:<34} {:>10} {:>10.3}", "total GPU time", "", total / steps as f64 / 1e6).ok();
     out
 }

@@ -4,7 +4,7 @@
 //! and out, K ≤ 5, "same" padding: every layer of the model) go to the tiled kernels,
 //! specialised per shape; anything else to the plain one-output-per-invocation kernels.
 
-use super::{GpuBackend, GpuTensor, Kernel};
+use super::{GpuBackend, GpuTensor, Kernel, Work};
 use crate::backend::Backend;
 use crate::params::Conv2dParams;
 
@@ -46,7 +46,27 @@ fn conv2d_tile(
     let packed = gpu.scratch(4 * PACKED_WEIGHTS);
     let groups = (ic * k * k * oc.div_ceil(4)).div_ceil(TILE_WORKGROUP);
     gpu.dispatch_specialized(Kernel::Conv2dPackWeights, &[ic, oc, k, t], p, &[w, &packed], groups);
-    gpu.dispatch_specialized(Kernel::Conv2dTile, &[ic, oc, h, wd, k, t], p, &[x, x, x, b, y, &packed], tile_groups(p));
+    let flops = Some(Work::Flops(2.0 * p.macs() as f64));
+    if std::env::var_os("CONV_GROUPS").is_some() {
+        let groups = (p.n * p.h * p.w / 4 * oc.div_ceil(4)).div_ceil(TILE_WORKGROUP);
+        gpu.dispatch_work(
+            Kernel::Conv2dTileGroups,
+            &[ic, oc, h, wd, k, t],
+            p,
+            &[x, x, x, b, y, &packed],
+            groups,
+            flops,
+        );
+    } else {
+        gpu.dispatch_work(
+            Kernel::Conv2dTile,
+            &[ic, oc, h, wd, k, t],
+            p,
+            &[x, x, x, b, y, &packed],
+            tile_groups(p),
+            flops,
+        );
+    }
 }
 
 fn tile_groups(p: &Conv2dParams) -> u32 {
@@ -103,7 +123,13 @@ pub fn conv2d_backward_weight(
         let partial = gpu.scratch(p.n as usize * taps);
         let spec = [p.c_in, p.c_out, p.h, p.w, p.k];
         let groups = p.n.div_ceil(WEIGHT_TILE_WORKGROUP);
-        gpu.dispatch_specialized(Kernel::Conv2dBackwardWeightTile, &spec, &p, &[x, x, x, dy, &partial], groups);
+        let flops = Some(Work::Flops(2.0 * p.macs() as f64));
+        if std::env::var_os("WEIGHT_IC").is_some() {
+            let groups = (p.n * p.c_in).div_ceil(WEIGHT_TILE_WORKGROUP);
+            gpu.dispatch_work(Kernel::Conv2dBackwardWeightTileIc, &spec, &p, &[x, x, x, dy, &partial], groups, flops);
+        } else {
+            gpu.dispatch_work(Kernel::Conv2dBackwardWeightTile, &spec, &p, &[x, x, x, dy, &partial], groups, flops);
+        }
         (p, partial)
     } else {
         let p = Conv2dParams { chunk: WEIGHT_GRAD_CHUNK as u32, ..*p };

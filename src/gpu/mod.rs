@@ -84,6 +84,15 @@ struct Dispatch {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     grid: (u32, u32),
+    work: Work,
+}
+
+/// What a dispatch does, for the profile's rates: arithmetic for compute-bound kernels, else
+/// the bytes of its bindings (an upper bound on the memory it touches).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Work {
+    Flops(f64),
+    Bytes(f64),
 }
 
 #[derive(Hash, PartialEq, Eq)]
@@ -103,22 +112,44 @@ struct ScratchPool {
 /// GPU time per kernel, from timestamp queries around each dispatch.
 #[derive(Clone, Default)]
 pub struct Profile {
-    /// (kernel, calls, nanoseconds), in first-seen order.
-    pub kernels: Vec<(Kernel, u64, f64)>,
+    /// Per kernel, in first-seen order.
+    pub kernels: Vec<KernelTime>,
+}
+
+#[derive(Clone, Debug)]
+pub struct KernelTime {
+    pub kernel: Kernel,
+    pub calls: u64,
+    pub ns: f64,
+    /// Summed work: FLOPs if `flops`, else bytes.
+    pub work: f64,
+    pub flops: bool,
+}
+
+impl KernelTime {
+    /// GFLOP/s or GB/s, and which.
+    pub fn rate(&self) -> (f64, &'static str) {
+        (self.work / self.ns.max(1.0), if self.flops { "GFLOP/s" } else { "GB/s" })
+    }
 }
 
 impl Profile {
-    fn add(&mut self, kernel: Kernel, ns: f64) {
-        match self.kernels.iter_mut().find(|k| k.0 == kernel) {
+    fn add(&mut self, kernel: Kernel, ns: f64, work: Work) {
+        let (amount, flops) = match work {
+            Work::Flops(f) => (f, true),
+            Work::Bytes(b) => (b, false),
+        };
+        match self.kernels.iter_mut().find(|k| k.kernel == kernel) {
             Some(k) => {
-                k.1 += 1;
-                k.2 += ns;
+                k.calls += 1;
+                k.ns += ns;
+                k.work += amount;
             }
-            None => self.kernels.push((kernel, 1, ns)),
+            None => self.kernels.push(KernelTime { kernel, calls: 1, ns, work: amount, flops }),
         }
     }
     pub fn total_ns(&self) -> f64 {
-        self.kernels.iter().map(|k| k.2).sum()
+        self.kernels.iter().map(|k| k.ns).sum()
     }
 }
 
@@ -186,7 +217,7 @@ impl GpuBackend {
     }
 
     /// [`GpuBackend::dispatch`] of a kernel specialised with values for its `override`
-    /// constants (see [`Kernel::overrides`]). The one dispatch path.
+    /// constants (see [`Kernel::overrides`]).
     pub fn dispatch_specialized<P: Pod>(
         &mut self,
         kernel: Kernel,
@@ -194,6 +225,20 @@ impl GpuBackend {
         params: &P,
         buffers: &[&GpuTensor],
         workgroups: u32,
+    ) {
+        self.dispatch_work(kernel, spec, params, buffers, workgroups, None)
+    }
+
+    /// The one dispatch path: [`GpuBackend::dispatch_specialized`] with the work it does, for
+    /// profiles (None: the bytes of its bindings).
+    pub fn dispatch_work<P: Pod>(
+        &mut self,
+        kernel: Kernel,
+        spec: &[u32],
+        params: &P,
+        buffers: &[&GpuTensor],
+        workgroups: u32,
+        work: Option<Work>,
     ) {
         assert_eq!(buffers.len(), kernel.bindings().len(), "{kernel:?}: wrong number of buffers");
         assert!(workgroups > 0, "{kernel:?}: no work");
@@ -232,7 +277,8 @@ impl GpuBackend {
             .clone();
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
         let grid = if workgroups <= max { (workgroups, 1) } else { (max, workgroups.div_ceil(max)) };
-        self.pending.push(Dispatch { kernel, pipeline, bind_group, grid });
+        let work = work.unwrap_or_else(|| Work::Bytes(buffers.iter().map(|t| (t.len * 4) as f64).sum()));
+        self.pending.push(Dispatch { kernel, pipeline, bind_group, grid, work });
         self.dispatches += 1;
         if self.profiler.is_some() && self.pending.len() as u32 >= PROFILE_CAPACITY {
             self.flush();
@@ -324,7 +370,7 @@ impl GpuBackend {
         };
         for (i, d) in pending.iter().enumerate() {
             let ns = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * prof.period_ns;
-            prof.profile.add(d.kernel, ns);
+            prof.profile.add(d.kernel, ns, d.work);
         }
     }
 
