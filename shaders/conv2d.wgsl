@@ -337,20 +337,26 @@ fn window_start(plane: u32, f: u32, r: u32) -> u32 {
     return u32(i32(plane * H * W + f) + window_offset(r));
 }
 
-// Kernel row r's window for the 4 outputs at f, with every element outside the image zeroed.
-// When W is a multiple of 4 the 4 outputs share a row, so this masks window elements, not
-// taps; otherwise `tap_mask` does the rest per tap.
+// Whether kernel row r of the 4 outputs at f lies inside the image; used when W is a multiple
+// of 4, where the 4 outputs share a row (the kernels skip the row's work when it does not).
+fn row_inside(f: u32, r: u32) -> bool {
+    let ih = i32(f / W + r) - i32(tile_pad());
+    return ih >= 0 && ih < i32(H);
+}
+
+// Kernel row r's window for the 4 outputs at f. When W is a multiple of 4 only the first and
+// last `pad` elements can fall outside the row (left of column 0 when the outputs start the
+// row, right of the last column when they end it): those are zeroed here, and `tap_mask`
+// has nothing left to do. Otherwise `tap_mask` masks tap by tap.
 fn masked_window(plane: u32, f: u32, r: u32) -> Window {
     var w = load_window(window_start(plane, f, r), window_phase(r));
     if W % 4u == 0u {
-        let ih = i32(f / W + r) - i32(tile_pad());
-        let row_ok = ih >= 0 && ih < i32(H);
-        let c0 = i32(f % W) - i32(tile_pad());
-        let lo = vec4(c0) + vec4(0, 1, 2, 3);
-        let hi = lo + vec4(4);
+        let pad = tile_pad();
+        let col = f % W;
+        let k = vec4(0u, 1u, 2u, 3u);
         let zero = vec4(0.0);
-        w.lo = select(zero, w.lo, (lo >= vec4(0)) & (lo < vec4(i32(W))) & vec4(row_ok));
-        w.hi = select(zero, w.hi, (hi >= vec4(0)) & (hi < vec4(i32(W))) & vec4(row_ok));
+        w.lo = select(w.lo, zero, (k < vec4(pad)) & vec4(col == 0u));
+        w.hi = select(w.hi, zero, (k >= vec4(pad)) & (k < vec4(2u * pad)) & vec4(col + 4u == W));
     }
     return w;
 }
@@ -425,6 +431,9 @@ fn conv2d_tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     }
     for (var ic = 0u; ic < IC; ic++) {
         for (var r = 0u; r < K; r++) {
+            if W % 4u == 0u && !row_inside(f, r) {
+                continue;
+            }
             let win = masked_window(n * IC + ic, f, r);
             for (var c = 0u; c < K; c++) {
                 let t = select(vec4(0.0), column_taps(win, c), tap_mask(f, r, c));
@@ -450,109 +459,24 @@ fn conv2d_tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     }
 }
 
-// EXPERIMENT: one group of 4 output channels per invocation, named accumulators.
-@compute @workgroup_size(64)
-fn conv2d_tile_groups(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let strips = H * W / 4u;
-    let i = gid.y * nwg.x * 64u + gid.x;
-    if i >= p.n * strips * oc_groups() {
-        return;
-    }
-    let g = i % oc_groups();
-    let s = i / oc_groups();
-    let n = s / strips;
-    let f = (s % strips) * 4u;
-    var a0 = vec4(0.0);
-    var a1 = vec4(0.0);
-    var a2 = vec4(0.0);
-    var a3 = vec4(0.0);
-    if TRANSPOSE == 0u {
-        a0 = vec4(tile_b[min(4u * g, OC - 1u)]);
-        a1 = vec4(tile_b[min(4u * g + 1u, OC - 1u)]);
-        a2 = vec4(tile_b[min(4u * g + 2u, OC - 1u)]);
-        a3 = vec4(tile_b[min(4u * g + 3u, OC - 1u)]);
-    }
-    for (var ic = 0u; ic < IC; ic++) {
-        for (var r = 0u; r < K; r++) {
-            let win = masked_window(n * IC + ic, f, r);
-            for (var c = 0u; c < K; c++) {
-                let t = select(vec4(0.0), column_taps(win, c), tap_mask(f, r, c));
-                let wv = tile_w.v[((ic * K + r) * K + c) * oc_groups() + g];
-                a0 += t * wv.x;
-                a1 += t * wv.y;
-                a2 += t * wv.z;
-                a3 += t * wv.w;
-            }
-        }
-    }
-    let add = TRANSPOSE == 1u && (p.accumulate & ACCUMULATE_INPUT) != 0u;
-    let acc = array(a0, a1, a2, a3);
-    for (var j = 0u; j < 4u; j++) {
-        let oc = 4u * g + j;
-        if oc < OC {
-            let o = ((n * OC + oc) * H * W + f) / 4u;
-            if add {
-                tile_y4[o] += acc[j];
-            } else {
-                tile_y4[o] = acc[j];
-            }
-        }
-    }
-}
-
 @group(0) @binding(4) var<storage, read> wt_dy4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> wt_partial: array<f32>;
 
-// One invocation per image: its share of every weight and bias gradient, over its plane 4
-// outputs at a time, written as one partial per tap (then reduced per tower by
-// conv2d_backward_weight_reduce with p.chunk = 1). Workgroups of 8, one lane-vector each,
-// so that 256 images still make 32 workgroups to share out.
+// One invocation per (image, input channel): its share of the weight gradients of that input
+// channel (and, for channel 0, of the biases), over the plane 4 outputs at a time, written as
+// one partial per tap (then reduced per tower by conv2d_backward_weight_reduce with
+// p.chunk = 1). Splitting by input channel keeps the unrolled body small: one kernel over all
+// channels at once took llvmpipe 14 s to compile, for a few percent of speed.
+// Workgroups of 8, one lane-vector each, so that there are many to share out.
 @compute @workgroup_size(8)
 fn conv2d_backward_weight_tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let n = gid.y * nwg.x * 8u + gid.x;
-    if n >= p.n {
-        return;
-    }
-    let weights = OC * IC * K * K;
-    // Weights then biases; 584 = 8·8·9 + 8, the most a K = 3 fast-path launch needs.
-    var acc: array<f32, 584>;
-    for (var t = 0u; t < weights + OC; t++) {
-        acc[t] = 0.0;
-    }
-    for (var f = 0u; f < H * W; f += 4u) {
-        var dy: array<vec4<f32>, 8>;
-        for (var oc = 0u; oc < OC; oc++) {
-            dy[oc] = wt_dy4[((n * OC + oc) * H * W + f) / 4u];
-            acc[weights + oc] += dot(dy[oc], vec4(1.0));
-        }
-        for (var ic = 0u; ic < IC; ic++) {
-            for (var r = 0u; r < K; r++) {
-                let win = masked_window(n * IC + ic, f, r);
-                for (var c = 0u; c < K; c++) {
-                    let t = select(vec4(0.0), column_taps(win, c), tap_mask(f, r, c));
-                    for (var oc = 0u; oc < OC; oc++) {
-                        acc[((oc * IC + ic) * K + r) * K + c] += dot(dy[oc], t);
-                    }
-                }
-            }
-        }
-    }
-    for (var t = 0u; t < weights + OC; t++) {
-        wt_partial[n * (weights + OC) + t] = acc[t];
-    }
-}
-
-// EXPERIMENT: one invocation per (image, input channel); the bias taps come from ic = 0.
-@compute @workgroup_size(8)
-fn conv2d_backward_weight_tile_ic(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.y * nwg.x * 8u + gid.x;
     if i >= p.n * IC {
         return;
     }
     let n = i / IC;
     let ic = i % IC;
-    let weights = OC * IC * K * K;
-    // (oc, r, c) for this ic: at most 8 · 25.
+    // (oc, r, c) for this input channel: at most 8 · 25.
     var acc: array<f32, 200>;
     var bias: array<f32, 8>;
     for (var t = 0u; t < OC * K * K; t++) {
@@ -568,6 +492,9 @@ fn conv2d_backward_weight_tile_ic(@builtin(global_invocation_id) gid: vec3<u32>,
             bias[oc] += dot(dy[oc], vec4(1.0));
         }
         for (var r = 0u; r < K; r++) {
+            if W % 4u == 0u && !row_inside(f, r) {
+                continue;
+            }
             let win = masked_window(n * IC + ic, f, r);
             for (var c = 0u; c < K; c++) {
                 let t = select(vec4(0.0), column_taps(win, c), tap_mask(f, r, c));
@@ -577,13 +504,13 @@ fn conv2d_backward_weight_tile_ic(@builtin(global_invocation_id) gid: vec3<u32>,
             }
         }
     }
-    let taps = weights + OC;
+    let taps = OC * IC * K * K + OC;
     for (var oc = 0u; oc < OC; oc++) {
         for (var rc = 0u; rc < K * K; rc++) {
             wt_partial[n * taps + (oc * IC + ic) * K * K + rc] = acc[oc * K * K + rc];
         }
         if ic == 0u {
-            wt_partial[n * taps + weights + oc] = bias[oc];
+            wt_partial[n * taps + OC * IC * K * K + oc] = bias[oc];
         }
     }
 }

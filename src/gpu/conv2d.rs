@@ -47,26 +47,8 @@ fn conv2d_tile(
     let groups = (ic * k * k * oc.div_ceil(4)).div_ceil(TILE_WORKGROUP);
     gpu.dispatch_specialized(Kernel::Conv2dPackWeights, &[ic, oc, k, t], p, &[w, &packed], groups);
     let flops = Some(Work::Flops(2.0 * p.macs() as f64));
-    if std::env::var_os("CONV_GROUPS").is_some() {
-        let groups = (p.n * p.h * p.w / 4 * oc.div_ceil(4)).div_ceil(TILE_WORKGROUP);
-        gpu.dispatch_work(
-            Kernel::Conv2dTileGroups,
-            &[ic, oc, h, wd, k, t],
-            p,
-            &[x, x, x, b, y, &packed],
-            groups,
-            flops,
-        );
-    } else {
-        gpu.dispatch_work(
-            Kernel::Conv2dTile,
-            &[ic, oc, h, wd, k, t],
-            p,
-            &[x, x, x, b, y, &packed],
-            tile_groups(p),
-            flops,
-        );
-    }
+    let buffers = [x, x, x, b, y, &packed];
+    gpu.dispatch_work(Kernel::Conv2dTile, &[ic, oc, h, wd, k, t], p, &buffers, tile_groups(p), flops);
 }
 
 fn tile_groups(p: &Conv2dParams) -> u32 {
@@ -122,14 +104,9 @@ pub fn conv2d_backward_weight(
         let p = Conv2dParams { chunk: 1, ..*p };
         let partial = gpu.scratch(p.n as usize * taps);
         let spec = [p.c_in, p.c_out, p.h, p.w, p.k];
-        let groups = p.n.div_ceil(WEIGHT_TILE_WORKGROUP);
+        let groups = (p.n * p.c_in).div_ceil(WEIGHT_TILE_WORKGROUP);
         let flops = Some(Work::Flops(2.0 * p.macs() as f64));
-        if std::env::var_os("WEIGHT_IC").is_some() {
-            let groups = (p.n * p.c_in).div_ceil(WEIGHT_TILE_WORKGROUP);
-            gpu.dispatch_work(Kernel::Conv2dBackwardWeightTileIc, &spec, &p, &[x, x, x, dy, &partial], groups, flops);
-        } else {
-            gpu.dispatch_work(Kernel::Conv2dBackwardWeightTile, &spec, &p, &[x, x, x, dy, &partial], groups, flops);
-        }
+        gpu.dispatch_work(Kernel::Conv2dBackwardWeightTile, &spec, &p, &[x, x, x, dy, &partial], groups, flops);
         (p, partial)
     } else {
         let p = Conv2dParams { chunk: WEIGHT_GRAD_CHUNK as u32, ..*p };

@@ -127,9 +127,7 @@ kernels! {
     Conv2dBackwardWeightReduce => Conv2d::"conv2d_backward_weight_reduce"(Read, ReadWrite, ReadWrite);
     Conv2dPackWeights => Conv2d::"conv2d_pack_weights"(Read, ReadWrite) [IC, OC, K, TRANSPOSE];
     Conv2dTile => Conv2d::"conv2d_tile"(Read, Read, Read, Read, ReadWrite, Uniform) [IC, OC, H, W, K, TRANSPOSE];
-    Conv2dTileGroups => Conv2d::"conv2d_tile_groups"(Read, Read, Read, Read, ReadWrite, Uniform) [IC, OC, H, W, K, TRANSPOSE];
     Conv2dBackwardWeightTile => Conv2d::"conv2d_backward_weight_tile"(Read, Read, Read, Read, ReadWrite) [IC, OC, H, W, K];
-    Conv2dBackwardWeightTileIc => Conv2d::"conv2d_backward_weight_tile_ic"(Read, Read, Read, Read, ReadWrite) [IC, OC, H, W, K];
     BatchNormPlaneStats => BatchNorm::"batchnorm_plane_stats"(Read, ReadWrite);
     BatchNormStats => BatchNorm::"batchnorm_stats"(Read, ReadWrite, ReadWrite, ReadWrite);
     BatchNormForward => BatchNorm::"batchnorm_forward"(Read, Read, Read, Read, ReadWrite);
