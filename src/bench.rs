@@ -25,7 +25,6 @@ pub fn bench_steps(gpu: &mut GpuBackend, trainer: &mut Trainer<GpuBackend>, warm
     gpu.sync();
     let wall = start.elapsed().as_secs_f64() / steps.max(1) as f64;
     let per_step = |v: u64| v as f64 / steps.max(1) as f64;
-    writeln!(out, "adapter: {}", gpu.ctx.adapter.describe()).ok();
     writeln!(
         out,
         "{steps} steps of {batch} pairs: {:.2} ms/step, {:.0} pairs/s, {:.0} dispatches and {:.1} submits per step",

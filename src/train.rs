@@ -313,11 +313,13 @@ impl<B: Backend> Trainer<B> {
     fn stacked_input(&self, tape: &mut Tape<B>, batch: &[Pair]) -> (crate::tape::Var, crate::tape::Var) {
         let n = batch.len();
         let rows: Vec<u32> = batch.iter().map(|p| p.a).chain(batch.iter().map(|p| p.b)).collect();
-        let x = tape.backend().scratch(2 * n * IMAGE_PIXELS);
-        tape.backend().gather_images(&self.images, &rows, &x);
+        // Uploads first: on the GPU each one submits what is recorded before it, so doing both
+        // before any dispatch keeps a step to one submit.
         let targets: Vec<B::Elem> = batch.iter().map(|p| B::Elem::from_f64(p.target as f64)).collect();
         let t = tape.backend().scratch(n);
         tape.backend().write(&t, &targets);
+        let x = tape.backend().scratch(2 * n * IMAGE_PIXELS);
+        tape.backend().gather_images(&self.images, &rows, &x);
         (tape.input(x, &[2 * n, 1, IMAGE_SIDE, IMAGE_SIDE]), tape.input(t, &[n]))
     }
 

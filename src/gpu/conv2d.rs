@@ -71,7 +71,8 @@ pub fn conv2d_forward(
     if tiled(p) {
         conv2d_tile(gpu, p, false, x, w, b, y);
     } else {
-        gpu.dispatch(Kernel::Conv2dForward, p, &[x, w, b, y], GpuBackend::groups_for(p.y_len()));
+        let flops = Some(Work::Flops(2.0 * p.macs() as f64));
+        gpu.dispatch_work(Kernel::Conv2dForward, &[], p, &[x, w, b, y], GpuBackend::groups_for(p.y_len()), flops);
     }
 }
 
@@ -81,7 +82,8 @@ pub fn conv2d_backward_input(gpu: &mut GpuBackend, p: &Conv2dParams, dy: &GpuTen
         // No bias in the input gradient; `w` fills the unused bias binding.
         conv2d_tile(gpu, p, true, dy, w, w, dx);
     } else {
-        gpu.dispatch(Kernel::Conv2dBackwardInput, p, &[dy, w, dx], GpuBackend::groups_for(p.x_len()));
+        let flops = Some(Work::Flops(2.0 * p.macs() as f64));
+        gpu.dispatch_work(Kernel::Conv2dBackwardInput, &[], p, &[dy, w, dx], GpuBackend::groups_for(p.x_len()), flops);
     }
 }
 
@@ -112,12 +114,9 @@ pub fn conv2d_backward_weight(
         let p = Conv2dParams { chunk: WEIGHT_GRAD_CHUNK as u32, ..*p };
         let chunks = p.towers as usize * ((p.n / p.towers) as usize).div_ceil(WEIGHT_GRAD_CHUNK);
         let partial = gpu.scratch(chunks * taps);
-        gpu.dispatch(
-            Kernel::Conv2dBackwardWeightPartial,
-            &p,
-            &[x, dy, &partial],
-            GpuBackend::groups_for(chunks * taps),
-        );
+        let groups = GpuBackend::groups_for(chunks * taps);
+        let flops = Some(Work::Flops(2.0 * p.macs() as f64));
+        gpu.dispatch_work(Kernel::Conv2dBackwardWeightPartial, &[], &p, &[x, dy, &partial], groups, flops);
         (p, partial)
     };
     let (p, partial) = p;

@@ -1,7 +1,7 @@
 //! Launchers of shaders/elementwise.wgsl: ReLU, fill, accumulate, copy, the image gather.
 
 use super::{GpuBackend, GpuImages, GpuTensor, Kernel};
-use crate::backend::{Backend, DeviceTensor};
+use crate::backend::Backend;
 use crate::cpu::pixel_table;
 use crate::params::{ElementwiseParams, GatherParams};
 
@@ -48,6 +48,9 @@ pub fn upload_images(gpu: &mut GpuBackend, pixels: &[u8], per_image: usize) -> G
     GpuImages { packed, table, per_image, count: pixels.len() / per_image }
 }
 
+/// Invocations (images) per workgroup of `gather_images`.
+const GATHER_WORKGROUP: u32 = 8;
+
 /// Uploads the indices and gathers those images into `out` (N, P).
 pub fn gather_images(gpu: &mut GpuBackend, images: &GpuImages, indices: &[u32], out: &GpuTensor) {
     assert_eq!(out.len, indices.len() * images.per_image, "gather_images: output size");
@@ -59,6 +62,6 @@ pub fn gather_images(gpu: &mut GpuBackend, images: &GpuImages, indices: &[u32], 
         Kernel::GatherImages,
         &p,
         &[&images.table, &images.packed, &idx, out],
-        GpuBackend::groups_for(out.len()),
+        (indices.len() as u32).div_ceil(GATHER_WORKGROUP),
     );
 }
