@@ -293,5 +293,11 @@ fn kernels(c: &mut Criterion) {
     adam(c, &mut gpu);
 }
 
-criterion_group!(benches, kernels);
+criterion_group! {
+    name = benches;
+    // The tables are the point; criterion's plots would need system fonts (our plotters build
+    // bundles its own instead).
+    config = Criterion::default().without_plots();
+    targets = kernels
+}
 criterion_main!(benches);
