@@ -3,30 +3,13 @@
 //! line, exit code 2 and nothing written.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use siamese::checkpoint::HostModel;
 
-fn siamese(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_siamese"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the siamese binary runs")
-}
+use crate::util::{gpu_available, siamese};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// Whether a GPU adapter exists; without one the test says it skipped (and fails under CI).
-fn gpu_available(test: &str) -> bool {
-    if !siamese::gpu::adapters().is_empty() {
-        return true;
-    }
-    assert!(std::env::var_os("CI").is_none(), "CI is set and there is no GPU adapter");
-    eprintln!("SKIPPED {test}: no wgpu adapter (install mesa-vulkan-drivers for a software one)");
-    false
 }
 
 fn is_png(path: &Path) -> bool {

@@ -3,25 +3,14 @@
 //! the adapter is refused naming the limit.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use siamese::train::RunState;
 
+use crate::util::{gpu_available, siamese};
+
 const BIN: &str = env!("CARGO_BIN_EXE_siamese");
-
-fn siamese(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("the siamese binary runs")
-}
-
-fn gpu_available(test: &str) -> bool {
-    if !siamese::gpu::adapters().is_empty() {
-        return true;
-    }
-    assert!(std::env::var_os("CI").is_none(), "CI is set and there is no GPU adapter");
-    eprintln!("SKIPPED {test}: no wgpu adapter (install mesa-vulkan-drivers for a software one)");
-    false
-}
 
 /// A small run: 760 training pairs in 12 steps of 64 per epoch.
 const SMALL: [&str; 8] = ["--limit", "800", "--test-limit", "200", "--batch-size", "64", "--epochs", "3"];

@@ -122,3 +122,23 @@ impl Fixture {
         }
     }
 }
+
+/// Runs the `siamese` binary from the crate root.
+pub fn siamese(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_siamese"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the siamese binary runs")
+}
+
+/// Whether a GPU adapter exists for tests that run the binary; without one the test says it
+/// skipped, and under `CI` it fails instead.
+pub fn gpu_available(test: &str) -> bool {
+    if !siamese::gpu::adapters().is_empty() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI is set and there is no GPU adapter");
+    eprintln!("SKIPPED {test}: no wgpu adapter (install mesa-vulkan-drivers for a software one)");
+    false
+}
