@@ -12,6 +12,9 @@ use safetensors::tensor::{Dtype, TensorView};
 use crate::error::{Error, Result};
 use crate::model::{FEATURE_NET, FEATURES, Layer, SiameseNet};
 
+/// A model file's contents: the model, the header's metadata, and the extra tensors asked for.
+pub type Loaded = (HostModel, HashMap<String, String>, Vec<Vec<f32>>);
+
 /// A model on the host: flat parameters and BatchNorm buffers in [`SiameseNet`]'s layouts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostModel {
@@ -119,11 +122,7 @@ impl HostModel {
 
     /// Like [`HostModel::from_bytes`], also reading the flat f32 tensors `extra` of
     /// `extra_len` elements each.
-    pub fn from_bytes_with(
-        path: &Path,
-        bytes: &[u8],
-        extra: &[(&str, usize)],
-    ) -> Result<(Self, HashMap<String, String>, Vec<Vec<f32>>)> {
+    pub fn from_bytes_with(path: &Path, bytes: &[u8], extra: &[(&str, usize)]) -> Result<Loaded> {
         let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| Error::input(path, "header", format!("not a safetensors model file ({e})")))?;
         let st = safetensors::SafeTensors::deserialize(bytes)

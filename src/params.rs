@@ -77,7 +77,7 @@ impl Conv2dParams {
     /// The batch split into `towers` slices (see the module docs).
     pub fn with_towers(self, towers: usize) -> Self {
         assert!(
-            towers > 0 && self.n as usize % towers == 0,
+            towers > 0 && (self.n as usize).is_multiple_of(towers),
             "conv2d: batch {} does not split into {towers} towers",
             self.n
         );
@@ -108,7 +108,7 @@ pub struct BatchNormParams {
 
 impl BatchNormParams {
     pub fn new(n: usize, c: usize, hw: usize, towers: usize) -> Self {
-        assert!(towers > 0 && n % towers == 0, "batchnorm: batch {n} does not split into {towers} towers");
+        assert!(towers > 0 && n.is_multiple_of(towers), "batchnorm: batch {n} does not split into {towers} towers");
         Self {
             n: n as u32,
             c: c as u32,
@@ -122,6 +122,9 @@ impl BatchNormParams {
     }
     pub fn len(&self) -> usize {
         (self.n * self.c * self.hw) as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
     /// Images in one tower.
     pub fn tower_n(&self) -> usize {
@@ -186,7 +189,7 @@ impl LinearParams {
     /// The batch split into `towers` slices (see the module docs).
     pub fn with_towers(self, towers: usize) -> Self {
         assert!(
-            towers > 0 && self.n as usize % towers == 0,
+            towers > 0 && (self.n as usize).is_multiple_of(towers),
             "linear: batch {} does not split into {towers} towers",
             self.n
         );

@@ -190,7 +190,8 @@ impl<'b, B: Backend> Tape<'b, B> {
     }
 
     pub fn relu(&mut self, x: Var) -> Var {
-        let y = self.output(&self.shape(x).to_vec(), &[x]);
+        let shape = self.shape(x).to_vec();
+        let y = self.output(&shape, &[x]);
         self.backend.relu_forward(self.values.data(x), self.values.data(y));
         self.record(Op::Relu { x, y });
         y
@@ -268,7 +269,7 @@ impl<'b, B: Backend> Tape<'b, B> {
     /// Distances (N) between the two towers stacked in x (2N, D): pair i is rows i and N + i.
     pub fn pair_distance(&mut self, x: Var) -> Var {
         let s = self.shape(x).to_vec();
-        assert!(s.len() == 2 && s[0] % 2 == 0, "pair_distance: x {s:?} is not two stacked towers");
+        assert!(s.len() == 2 && s[0].is_multiple_of(2), "pair_distance: x {s:?} is not two stacked towers");
         let p = PairDistanceParams::new(s[0] / 2, s[1]);
         let d = self.output(&[s[0] / 2], &[x]);
         self.backend.pair_distance_forward(&p, self.values.data(x), self.values.data(d));

@@ -24,6 +24,8 @@ pub fn assert_close(what: &str, want: &[f64], got: &[f64], tol: f64) -> f64 {
         "{what}: non-finite output"
     );
     let err = rel_l2(want, got);
+    // Written so that a NaN error fails too.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     if !(err <= tol) {
         let (i, d) = want
             .iter()

@@ -13,9 +13,9 @@ pub fn pair_distance_forward<F: Float>(
     d: &mut [F], // (N)
 ) {
     let (n, dim) = (p.n as usize, p.d as usize);
-    for i in 0..n {
+    for (i, d) in d.iter_mut().enumerate().take(n) {
         let s: f64 = (0..dim).map(|k| diff(p, x, i, k).powi(2)).sum();
-        d[i] = F::from_f64(s.sqrt());
+        *d = F::from_f64(s.sqrt());
     }
 }
 

@@ -44,7 +44,11 @@ impl<F: Float> DeviceTensor for CpuTensor<F> {
         self.len
     }
     fn view(&self, offset: usize, len: usize) -> Self {
-        assert!(offset % VIEW_ALIGN == 0 && offset + len <= self.len, "cpu: bad view {offset}+{len} of {}", self.len);
+        assert!(
+            offset.is_multiple_of(VIEW_ALIGN) && offset + len <= self.len,
+            "cpu: bad view {offset}+{len} of {}",
+            self.len
+        );
         CpuTensor { data: self.data.clone(), offset: self.offset + offset, len }
     }
 }

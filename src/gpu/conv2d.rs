@@ -19,7 +19,7 @@ const WEIGHT_TILE_WORKGROUP: u32 = 8;
 
 /// Whether the tiled kernels handle this shape.
 pub fn tiled(p: &Conv2dParams) -> bool {
-    (p.h * p.w) % 4 == 0 && p.c_in <= 8 && p.c_out <= 8 && p.k <= 5 && p.pad == p.k / 2
+    (p.h * p.w).is_multiple_of(4) && p.c_in <= 8 && p.c_out <= 8 && p.k <= 5 && p.pad == p.k / 2
 }
 
 /// Vec4s in `conv2d_tile`'s packed weights (shaders/conv2d.wgsl PackedWeights).

@@ -35,7 +35,7 @@ pub fn relu_backward(gpu: &mut GpuBackend, y: &GpuTensor, dy: &GpuTensor, dx: &G
 /// Packs the bytes four to a u32 (WGSL has no u8) and uploads them with the pixel table.
 pub fn upload_images(gpu: &mut GpuBackend, pixels: &[u8], per_image: usize) -> GpuImages {
     assert!(
-        per_image > 0 && pixels.len() % per_image == 0,
+        per_image > 0 && pixels.len().is_multiple_of(per_image),
         "upload_images: {} bytes of {per_image}-pixel images",
         pixels.len()
     );

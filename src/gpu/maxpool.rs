@@ -17,7 +17,7 @@ pub fn maxpool_forward(gpu: &mut GpuBackend, p: &MaxPoolParams, x: &GpuTensor, y
 
 pub fn maxpool_backward(gpu: &mut GpuBackend, p: &MaxPoolParams, x: &GpuTensor, dy: &GpuTensor, dx: &GpuTensor) {
     assert_eq!((x.len, dy.len, dx.len), (p.x_len(), p.y_len(), p.x_len()), "maxpool_backward: {p:?}");
-    if p.h % 2 == 0 && p.w % 2 == 0 {
+    if p.h.is_multiple_of(2) && p.w.is_multiple_of(2) {
         gpu.dispatch(Kernel::MaxPoolBackwardWindows, p, &[x, dy, dx], plane_groups(p));
     } else {
         gpu.dispatch(Kernel::MaxPoolBackward, p, &[x, dy, dx], GpuBackend::groups_for(p.x_len()));

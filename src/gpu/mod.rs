@@ -52,7 +52,11 @@ impl DeviceTensor for GpuTensor {
         self.len
     }
     fn view(&self, offset: usize, len: usize) -> Self {
-        assert!(offset % VIEW_ALIGN == 0 && offset + len <= self.len, "gpu: bad view {offset}+{len} of {}", self.len);
+        assert!(
+            offset.is_multiple_of(VIEW_ALIGN) && offset + len <= self.len,
+            "gpu: bad view {offset}+{len} of {}",
+            self.len
+        );
         GpuTensor { buffer: self.buffer.clone(), offset: self.offset + offset, len }
     }
 }
