@@ -30,10 +30,20 @@ struct BatchNormParams {
     eps: f32,
     momentum: f32,
     accumulate: u32,
-    _pad: u32,
+    relu_input: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: BatchNormParams;
+
+// The op's input: x, or ReLU(x) when it reads through a ReLU (BatchNorm(ReLU(x)) in one op,
+// so the ReLU's output is never written; src/params.rs BatchNormParams::relu_input).
+fn bn_in(v: f32) -> f32 {
+    return select(v, max(v, 0.0), p.relu_input != 0u);
+}
+
+fn bn_in4(v: vec4<f32>) -> vec4<f32> {
+    return select(v, max(v, vec4(0.0)), p.relu_input != 0u);
+}
 
 fn tower_n() -> u32 {
     return p.n / p.towers;
@@ -58,12 +68,12 @@ fn plane_sum(plane: u32) -> f32 {
     if p.hw % 4u == 0u {
         var s4 = vec4(0.0);
         for (var j = plane * p.hw / 4u; j < (plane + 1u) * p.hw / 4u; j++) {
-            s4 += x4[j];
+            s4 += bn_in4(x4[j]);
         }
         s = s4.x + s4.y + s4.z + s4.w;
     } else {
         for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
-            s += x4[j / 4u][j % 4u];
+            s += bn_in(x4[j / 4u][j % 4u]);
         }
     }
     return s;
@@ -74,13 +84,13 @@ fn plane_sq_dev(plane: u32, mean: f32) -> f32 {
     if p.hw % 4u == 0u {
         var s4 = vec4(0.0);
         for (var j = plane * p.hw / 4u; j < (plane + 1u) * p.hw / 4u; j++) {
-            let d = x4[j] - vec4(mean);
+            let d = bn_in4(x4[j]) - vec4(mean);
             s4 += d * d;
         }
         s = s4.x + s4.y + s4.z + s4.w;
     } else {
         for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
-            let d = x4[j / 4u][j % 4u] - mean;
+            let d = bn_in(x4[j / 4u][j % 4u]) - mean;
             s += d * d;
         }
     }
@@ -168,11 +178,11 @@ fn batchnorm_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let b = fw_beta[c] - fw_saved[saved_mean(t, c)] * a;
     if p.hw % 4u == 0u {
         for (var j = plane * p.hw / 4u; j < (plane + 1u) * p.hw / 4u; j++) {
-            fw_y4[j] = x4[j] * a + vec4(b);
+            fw_y4[j] = bn_in4(x4[j]) * a + vec4(b);
         }
     } else {
         for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
-            fw_y4[j / 4u][j % 4u] = x4[j / 4u][j % 4u] * a + b;
+            fw_y4[j / 4u][j % 4u] = bn_in(x4[j / 4u][j % 4u]) * a + b;
         }
     }
 }
@@ -194,11 +204,11 @@ fn batchnorm_forward_eval(@builtin(global_invocation_id) gid: vec3<u32>) {
     let b = ev_beta[c] - ev_running_mean[c] * a;
     if p.hw % 4u == 0u {
         for (var j = plane * p.hw / 4u; j < (plane + 1u) * p.hw / 4u; j++) {
-            ev_y4[j] = x4[j] * a + vec4(b);
+            ev_y4[j] = bn_in4(x4[j]) * a + vec4(b);
         }
     } else {
         for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
-            ev_y4[j / 4u][j % 4u] = x4[j / 4u][j % 4u] * a + b;
+            ev_y4[j / 4u][j % 4u] = bn_in(x4[j / 4u][j % 4u]) * a + b;
         }
     }
 }
@@ -226,7 +236,7 @@ fn batchnorm_backward_plane(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var j = plane * p.hw / 4u; j < (plane + 1u) * p.hw / 4u; j++) {
             let dy = bp_dy4[j];
             s4 += dy;
-            sx4 += dy * (x4[j] - vec4(mean)) * invstd;
+            sx4 += dy * (bn_in4(x4[j]) - vec4(mean)) * invstd;
         }
         s = s4.x + s4.y + s4.z + s4.w;
         sx = sx4.x + sx4.y + sx4.z + sx4.w;
@@ -234,7 +244,7 @@ fn batchnorm_backward_plane(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
             let dy = bp_dy4[j / 4u][j % 4u];
             s += dy;
-            sx += dy * (x4[j / 4u][j % 4u] - mean) * invstd;
+            sx += dy * (bn_in(x4[j / 4u][j % 4u]) - mean) * invstd;
         }
     }
     bp_planes[plane] = vec2(s, sx);
@@ -282,7 +292,8 @@ fn batchnorm_backward_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(6) var<storage, read_write> bi_dx4: array<vec4<f32>>;
 
 // dx = γ·invstd·(dy − Σdy/M − x̂·Σdy·x̂/M) per tower, which is dy·k + x·u + v with the
-// plane's constants k = γ·invstd, u = −k·invstd·Σdy·x̂/M, v = −k·Σdy/M − u·mean.
+// plane's constants k = γ·invstd, u = −k·invstd·Σdy·x̂/M, v = −k·Σdy/M − u·mean; through a
+// ReLU input, 0 where x ≤ 0.
 @compute @workgroup_size(64)
 fn batchnorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
     let plane = gid.x;
@@ -300,7 +311,8 @@ fn batchnorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
     let add = (p.accumulate & ACCUMULATE_INPUT) != 0u;
     if p.hw % 4u == 0u {
         for (var j = plane * p.hw / 4u; j < (plane + 1u) * p.hw / 4u; j++) {
-            let g = bi_dy4[j] * k + x4[j] * u + vec4(v);
+            let xv = x4[j];
+            let g = select(vec4(0.0), bi_dy4[j] * k + bn_in4(xv) * u + vec4(v), xv > vec4(0.0) | vec4(p.relu_input == 0u));
             if add {
                 bi_dx4[j] += g;
             } else {
@@ -309,7 +321,8 @@ fn batchnorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     } else {
         for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
-            let g = bi_dy4[j / 4u][j % 4u] * k + x4[j / 4u][j % 4u] * u + v;
+            let xv = x4[j / 4u][j % 4u];
+            let g = select(0.0, bi_dy4[j / 4u][j % 4u] * k + bn_in(xv) * u + v, xv > 0.0 || p.relu_input == 0u);
             if add {
                 bi_dx4[j / 4u][j % 4u] += g;
             } else {

@@ -67,6 +67,16 @@ pub fn largest_activation(n: usize) -> usize {
     largest
 }
 
+/// A `feature_net` layer's output as [`SiameseNet::forward_layers`] traces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Traced {
+    /// The layer's output.
+    Value(Var),
+    /// A ReLU folded into the BatchNorm after it: the output is ReLU of this value and is
+    /// never materialised.
+    ReluOf(Var),
+}
+
 /// Named tensors packed into one flat buffer, each starting at a multiple of [`VIEW_ALIGN`]
 /// so that it can be bound on its own.
 #[derive(Clone, Debug, PartialEq)]
@@ -204,11 +214,17 @@ impl SiameseNet {
         weights: &Weights<B>,
         x: Var,
         towers: usize,
-    ) -> (Var, Vec<Var>) {
+    ) -> (Var, Vec<Traced>) {
         let n = tape.shape(x)[0];
         let mut h = x;
         let mut outputs = Vec::with_capacity(FEATURE_NET.len());
         for (k, layer) in FEATURE_NET.iter().enumerate() {
+            // A ReLU before a BatchNorm runs inside it (Tape::relu_batchnorm).
+            let fused = *layer == Relu && matches!(FEATURE_NET.get(k + 1), Some(BatchNorm { .. }));
+            if fused {
+                outputs.push(Traced::ReluOf(h));
+                continue;
+            }
             h = match layer {
                 Conv { .. } => {
                     let (w, b) = weights.param_pair(tape, &format!("feature_net.{k}"));
@@ -218,11 +234,16 @@ impl SiameseNet {
                 BatchNorm { .. } => {
                     let (gamma, beta) = weights.param_pair(tape, &format!("feature_net.{k}"));
                     let (mean, var) = weights.running(&format!("feature_net.{k}"));
-                    tape.batchnorm(h, gamma, beta, RunningStats { mean: &mean, var: &var }, towers)
+                    let running = RunningStats { mean: &mean, var: &var };
+                    if matches!(outputs.last(), Some(Traced::ReluOf(_))) {
+                        tape.relu_batchnorm(h, gamma, beta, running, towers)
+                    } else {
+                        tape.batchnorm(h, gamma, beta, running, towers)
+                    }
                 }
                 MaxPool => tape.maxpool2d(h),
             };
-            outputs.push(h);
+            outputs.push(Traced::Value(h));
         }
         let flat = tape.reshape(h, &[n, FEATURES]);
         let (w, b) = weights.param_pair(tape, "linear");

@@ -91,7 +91,8 @@ impl Conv2dParams {
 
 /// BatchNorm2d over a batch of `towers` slices, each with its own batch statistics (train
 /// mode), as if each were a separate call; the running statistics are updated once per
-/// tower, in order.
+/// tower, in order. With `relu_input` the op is BatchNorm(ReLU(x)): it reads its input through
+/// a ReLU (and masks its input gradient by it), so the ReLU's output is never stored.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
 pub struct BatchNormParams {
@@ -103,7 +104,7 @@ pub struct BatchNormParams {
     pub eps: f32,
     pub momentum: f32,
     pub accumulate: u32,
-    pub _pad: u32,
+    pub relu_input: u32,
 }
 
 impl BatchNormParams {
@@ -117,8 +118,12 @@ impl BatchNormParams {
             eps: 1e-5,
             momentum: 0.1,
             accumulate: 0,
-            _pad: 0,
+            relu_input: 0,
         }
+    }
+    /// The same op reading its input through a ReLU.
+    pub fn with_relu_input(self, relu: bool) -> Self {
+        Self { relu_input: relu as u32, ..self }
     }
     pub fn len(&self) -> usize {
         (self.n * self.c * self.hw) as usize

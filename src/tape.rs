@@ -199,8 +199,33 @@ impl<'b, B: Backend> Tape<'b, B> {
 
     /// BatchNorm2d of x (N, C, H, W), with separate statistics per tower.
     pub fn batchnorm(&mut self, x: Var, gamma: Var, beta: Var, running: RunningStats<B::Tensor>, towers: usize) -> Var {
+        self.batchnorm_op(x, gamma, beta, running, towers, false)
+    }
+
+    /// BatchNorm2d(ReLU(x)) as one op: the ReLU is applied as BatchNorm reads x, and its mask
+    /// as BatchNorm writes x's gradient, so ReLU(x) never exists as a tensor.
+    pub fn relu_batchnorm(
+        &mut self,
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        running: RunningStats<B::Tensor>,
+        towers: usize,
+    ) -> Var {
+        self.batchnorm_op(x, gamma, beta, running, towers, true)
+    }
+
+    fn batchnorm_op(
+        &mut self,
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        running: RunningStats<B::Tensor>,
+        towers: usize,
+        relu_input: bool,
+    ) -> Var {
         let s = self.shape(x).to_vec();
-        let p = BatchNormParams::new(s[0], s[1], s[2] * s[3], towers);
+        let p = BatchNormParams::new(s[0], s[1], s[2] * s[3], towers).with_relu_input(relu_input);
         let y = self.output(&s, &[x, gamma, beta]);
         match self.mode {
             Mode::Train => {

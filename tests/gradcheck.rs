@@ -70,10 +70,13 @@ fn conv2d() {
 
 #[test]
 fn batchnorm_train() {
-    for (n, c, hw, groups) in [(4, 3, 5, 1), (6, 2, 4, 2), (2, 2, 9, 2)] {
+    for (n, c, hw, groups, relu) in [(4, 3, 5, 1, false), (6, 2, 4, 2, false), (2, 2, 9, 2, false), (4, 3, 5, 2, true)]
+    {
         let mut r = rng(2);
-        let p = BatchNormParams::new(n, c, hw, groups);
-        let x: Vec<f64> = uniform(&mut r, p.len(), -2.0, 3.0);
+        let p = BatchNormParams::new(n, c, hw, groups).with_relu_input(relu);
+        // Through a ReLU input, keep x away from its kink at 0.
+        let x: Vec<f64> =
+            uniform(&mut r, p.len(), -2.0, 3.0).iter().map(|&v| if relu && v.abs() < 0.01 { 0.5 } else { v }).collect();
         let (gamma, beta, gy) =
             (uniform(&mut r, c, 0.5, 1.5), uniform(&mut r, c, -1.0, 1.0), uniform(&mut r, p.len(), -1.0, 1.0));
         let forward = |x: &[f64], gamma: &[f64], beta: &[f64]| {

@@ -100,9 +100,14 @@ fn conv2d_training_shapes() {
 }
 
 fn batchnorm_case(name: &str, n: usize, c: usize, hw: usize, groups: usize) {
+    batchnorm_case_with(name, n, c, hw, groups, false);
+    batchnorm_case_with(&format!("{name} relu-input"), n, c, hw, groups, true);
+}
+
+fn batchnorm_case_with(name: &str, n: usize, c: usize, hw: usize, groups: usize, relu: bool) {
     with_gpu(&format!("batchnorm {name}"), |gpu| {
         let mut r = rng((n * 31 + c * 7 + hw) as u64);
-        let p = BatchNormParams::new(n, c, hw, groups);
+        let p = BatchNormParams::new(n, c, hw, groups).with_relu_input(relu);
         // Shifted and scaled so the statistics are not trivially 0 and 1.
         let x: Vec<f32> = randn(&mut r, p.len()).iter().map(|v| 3.0 * v + 0.5).collect();
         let (gamma, beta, dy) = (randn(&mut r, c), randn(&mut r, c), randn(&mut r, p.len()));

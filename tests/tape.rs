@@ -4,7 +4,7 @@
 use siamese::backend::{Backend, DeviceTensor};
 use siamese::cpu::{self, CpuBackend};
 use siamese::gpu::GpuBackend;
-use siamese::model::{SiameseNet, Weights};
+use siamese::model::{SiameseNet, Traced, Weights};
 use siamese::params::BatchNormParams;
 use siamese::tape::{Mode, Tape};
 
@@ -82,11 +82,15 @@ fn eval_mode_uses_running_statistics_and_records_nothing() {
     let x = tape.input(x, &[3, 1, 28, 28]);
     let (emb, layers) = net.forward_layers(&mut tape, &weights, x, 1);
     assert_eq!(tape.len(), 0, "eval mode recorded ops");
-    // Layer 2 is BatchNorm over layer 1's output: it must use the running statistics.
-    let (h1, h2) = (tape.data(layers[1]).clone(), tape.data(layers[2]).clone());
+    // Layer 2 is BatchNorm over layer 1, the ReLU of layer 0 (folded into the BatchNorm): it
+    // must use the running statistics.
+    let (Traced::ReluOf(h0), Traced::Value(h2)) = (layers[1], layers[2]) else {
+        panic!("the model's first ReLU runs inside its BatchNorm: {:?}", &layers[..3]);
+    };
+    let (h1, h2) = (tape.data(h0).clone(), tape.data(h2).clone());
     let emb_all = tape.data(emb).clone();
     drop(tape);
-    let h1 = cpu.read(&h1);
+    let h1: Vec<f32> = cpu.read(&h1).into_iter().map(|v| v.max(0.0)).collect();
     let p = BatchNormParams::new(3, 4, 784, 1);
     let e = weights.layout.get("feature_net.2.weight");
     let pv = cpu.read(&weights.params);

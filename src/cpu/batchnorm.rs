@@ -13,6 +13,13 @@ fn at(p: &BatchNormParams, n: usize, c: usize, i: usize) -> usize {
     (n * p.c as usize + c) * p.hw as usize + i
 }
 
+/// The op's input at i: x, or ReLU(x) when the params say the op reads through a ReLU.
+#[inline]
+fn input<F: Float>(p: &BatchNormParams, x: &[F], i: usize) -> f64 {
+    let v = x[i].to_f64();
+    if p.relu_input != 0 { v.max(0.0) } else { v }
+}
+
 /// Calls `f(flat index)` for every element of channel `c` in tower `g`.
 fn for_each_in<F: FnMut(usize)>(p: &BatchNormParams, g: usize, c: usize, mut f: F) {
     let gn = p.tower_n();
@@ -42,14 +49,14 @@ pub fn batchnorm_forward_train<F: Float>(
     for c in 0..c_n {
         for g in 0..g_n {
             let mut sum = 0.0;
-            for_each_in(p, g, c, |i| sum += x[i].to_f64());
+            for_each_in(p, g, c, |i| sum += input(p, x, i));
             let mean = sum / m;
             let mut sq = 0.0;
-            for_each_in(p, g, c, |i| sq += (x[i].to_f64() - mean).powi(2));
+            for_each_in(p, g, c, |i| sq += (input(p, x, i) - mean).powi(2));
             let var = sq / m;
             let invstd = 1.0 / (var + decimal(p.eps)).sqrt();
             let (scale, g_, b_) = (invstd, gamma[c].to_f64(), beta[c].to_f64());
-            for_each_in(p, g, c, |i| y[i] = F::from_f64((x[i].to_f64() - mean) * scale * g_ + b_));
+            for_each_in(p, g, c, |i| y[i] = F::from_f64((input(p, x, i) - mean) * scale * g_ + b_));
             saved[g * c_n + c] = F::from_f64(mean);
             saved[(g_n + g) * c_n + c] = F::from_f64(invstd);
             let unbiased = F::from_f64(var * m / (m - 1.0).max(1.0));
@@ -75,14 +82,15 @@ pub fn batchnorm_forward_eval<F: Float>(
             let (mean, g_, b_) = (running_mean[c].to_f64(), gamma[c].to_f64(), beta[c].to_f64());
             for i in 0..p.hw as usize {
                 let j = at(p, n, c, i);
-                y[j] = F::from_f64((x[j].to_f64() - mean) * invstd * g_ + b_);
+                y[j] = F::from_f64((input(p, x, j) - mean) * invstd * g_ + b_);
             }
         }
     }
 }
 
 /// Backward of train mode, per tower with x̂ = (x − mean)·invstd and M elements per tower:
-/// dx = γ·invstd·(dy − Σdy/M − x̂·Σ(dy·x̂)/M), dγ = Σ_towers Σ dy·x̂, dβ = Σ_towers Σ dy.
+/// dx = γ·invstd·(dy − Σdy/M − x̂·Σ(dy·x̂)/M), dγ = Σ_towers Σ dy·x̂, dβ = Σ_towers Σ dy;
+/// through a ReLU input (x read as ReLU(x)), dx is 0 where x ≤ 0.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward<F: Float>(
     p: &BatchNormParams,
@@ -105,12 +113,15 @@ pub fn batchnorm_backward<F: Float>(
             let (mut sum_dy, mut sum_dy_xhat) = (0.0, 0.0);
             for_each_in(p, g, c, |i| {
                 sum_dy += dy[i].to_f64();
-                sum_dy_xhat += dy[i].to_f64() * (x[i].to_f64() - mean) * invstd;
+                sum_dy_xhat += dy[i].to_f64() * (input(p, x, i) - mean) * invstd;
             });
             let k = gamma[c].to_f64() * invstd;
             for_each_in(p, g, c, |i| {
-                let xhat = (x[i].to_f64() - mean) * invstd;
-                let v = k * (dy[i].to_f64() - sum_dy / m - xhat * sum_dy_xhat / m);
+                let xhat = (input(p, x, i) - mean) * invstd;
+                let mut v = k * (dy[i].to_f64() - sum_dy / m - xhat * sum_dy_xhat / m);
+                if p.relu_input != 0 && x[i] <= F::ZERO {
+                    v = 0.0;
+                }
                 store(&mut dx[i], F::from_f64(v), acc_in);
             });
             dg += sum_dy_xhat;
