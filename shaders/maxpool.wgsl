@@ -49,21 +49,14 @@ fn window_rows(nc: u32, oh: u32, ow: u32) -> array<vec2<f32>, 2> {
     return array(vec2(x[top], x[top + 1u]), vec2(x[top + p.w], x[top + p.w + 1u]));
 }
 
-// Flat input index of the maximum of window (nc, oh, ow): the first in row-major order
-// on ties, and NaN wins, as in PyTorch.
+// Flat input index of the maximum of window (nc, oh, ow), by `first_max`'s rule. Scalar
+// loads: the entry point that needs it binds dy where `window_rows` reads x2.
 fn window_argmax(nc: u32, oh: u32, ow: u32) -> u32 {
     let base = (nc * p.h + 2u * oh) * p.w + 2u * ow;
-    var best = base;
-    var best_v = x[base];
-    for (var t = 1u; t < 4u; t++) {
-        let j = base + (t / 2u) * p.w + t % 2u;
-        let v = x[j];
-        if v > best_v || v != v {
-            best = j;
-            best_v = v;
-        }
-    }
-    return best;
+    let top = vec2(x[base], x[base + 1u]);
+    let bottom = vec2(x[base + p.w], x[base + p.w + 1u]);
+    let t = u32(first_max(top, bottom).y);
+    return base + (t / 2u) * p.w + t % 2u;
 }
 
 // One invocation per (image, channel) plane, looping over its windows: no per-element integer

@@ -67,11 +67,6 @@ impl GpuTensor {
         assert!(offset + size <= self.buffer.size(), "gpu: tensor {}+{} overruns its buffer", self.offset, self.len);
         wgpu::BufferBinding { buffer: &self.buffer, offset, size: wgpu::BufferSize::new(size) }
     }
-
-    /// Whole vec4s covering the tensor.
-    pub fn vec4s(&self) -> usize {
-        self.len.div_ceil(4)
-    }
 }
 
 /// Images resident on the GPU: bytes packed four to a u32, plus the pixel lookup table.
