@@ -35,12 +35,15 @@ pub fn bench_steps(gpu: &mut GpuBackend, trainer: &mut Trainer<GpuBackend>, warm
     )
     .ok();
     if gpu.enable_profiling() {
+        let start = Instant::now();
         for (i, chunk) in pairs.chunks(batch).skip(warmup).take(steps).enumerate() {
             trainer.step(gpu, chunk, i);
         }
         let profile = gpu.take_profile();
+        let wall = start.elapsed().as_secs_f64() / steps.max(1) as f64;
         gpu.disable_profiling();
         out.push_str(&profile_table(&profile, steps));
+        writeln!(out, "{:<34} {:>10} {:>10.3}", "wall time, profiled steps", "", wall * 1e3).ok();
     } else {
         writeln!(out, "(this adapter has no timestamp queries: no per-kernel table)").ok();
     }

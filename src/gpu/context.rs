@@ -48,6 +48,8 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// Whether GPU timestamps can time each dispatch (for profiles and benchmarks).
     pub timestamps: bool,
+    /// Whether subgroups are exactly 8 lanes (llvmpipe): the subgroup conv kernels need it.
+    pub subgroups_of_8: bool,
     /// The first error the device reported; surfaced at the next synchronisation.
     errors: Arc<Mutex<Option<String>>>,
 }
@@ -123,6 +125,14 @@ impl GpuContext {
         let available = adapter.limits();
         let timestamp_features = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         let timestamps = adapter.features().contains(timestamp_features);
+        let info = adapter.get_info();
+        let subgroups_of_8 = adapter.features().contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == super::conv2d_rows::LANES
+            && info.subgroup_max_size == super::conv2d_rows::LANES;
+        let mut features = if timestamps { timestamp_features } else { wgpu::Features::empty() };
+        if subgroups_of_8 {
+            features |= wgpu::Features::SUBGROUP;
+        }
         // Ask for what the adapter has where it matters to us (big storage bindings for the
         // resident training images, many workgroups), WebGPU's defaults elsewhere.
         let limits = wgpu::Limits {
@@ -134,7 +144,7 @@ impl GpuContext {
         };
         let desc = wgpu::DeviceDescriptor {
             label: Some("siamese"),
-            required_features: if timestamps { timestamp_features } else { wgpu::Features::empty() },
+            required_features: features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -153,7 +163,7 @@ impl GpuContext {
                 sink.lock().expect("error sink").get_or_insert_with(|| format!("device lost: {message}"));
             }
         });
-        Ok(Self { device, queue, adapter: summary, limits, timestamps, errors })
+        Ok(Self { device, queue, adapter: summary, limits, timestamps, subgroups_of_8, errors })
     }
 
     /// Records an error found on our side of the device (a failed readback).

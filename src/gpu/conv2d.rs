@@ -1,9 +1,12 @@
-//! Launchers of shaders/conv2d.wgsl: forward, input gradient, weight and bias gradients.
+//! Launchers of shaders/conv2d.wgsl and of the generated subgroup kernels: forward, input
+//! gradient, weight and bias gradients.
 //!
-//! Shapes the fast kernels cover (planes of a multiple of 4 pixels, at most 8 channels in
-//! and out, K ≤ 5, "same" padding: every layer of the model) go to the tiled kernels,
-//! specialised per shape; anything else to the plain one-output-per-invocation kernels.
+//! Three tiers, the first that covers the shape wins: the subgroup kernels of
+//! src/gpu/conv2d_rows.rs (8-lane subgroups, 4 or 8 output channels, "same" padding); the
+//! tiled kernels, specialised per shape (planes of a multiple of 4 pixels, at most 8
+//! channels in and out, K ≤ 5); the plain one-output-per-invocation kernels.
 
+use super::conv2d_rows::{IMAGES, Mode, Shape};
 use super::{GpuBackend, GpuTensor, Kernel, Work};
 use crate::backend::Backend;
 use crate::params::Conv2dParams;
@@ -55,6 +58,23 @@ fn tile_groups(p: &Conv2dParams) -> u32 {
     (p.n * p.h * p.w / 4).div_ceil(TILE_WORKGROUP)
 }
 
+/// The subgroup kernels' shape for this conv, if they cover it (`transpose`: the input
+/// gradient, which reads the conv's outputs and writes its inputs).
+fn rows_shape(gpu: &GpuBackend, p: &Conv2dParams, transpose: bool) -> Option<Shape> {
+    let (ic, oc) = if transpose { (p.c_out, p.c_in) } else { (p.c_in, p.c_out) };
+    let shape = Shape { ic, oc, h: p.h, w: p.w, k: p.k };
+    (gpu.subgroup_convs && p.pad == p.k / 2 && shape.supported()).then_some(shape)
+}
+
+/// `conv2d_rows`: one subgroup per `8 / OC` groups of [`IMAGES`] images.
+fn conv2d_rows(gpu: &mut GpuBackend, p: &Conv2dParams, s: Shape, mode: Mode, bufs: [&GpuTensor; 4]) {
+    let accumulate = mode == Mode::InputGrad && (p.accumulate & crate::params::ACCUMULATE_INPUT) != 0;
+    let spec = [s.ic, s.oc, s.h, s.w, s.k, mode as u32, accumulate as u32];
+    let groups = p.n.div_ceil(IMAGES).div_ceil(s.groups());
+    let flops = Some(Work::Flops(2.0 * p.macs() as f64));
+    gpu.dispatch_work(Kernel::Conv2dRows, &spec, p, &bufs, groups, flops);
+}
+
 pub fn conv2d_forward(
     gpu: &mut GpuBackend,
     p: &Conv2dParams,
@@ -68,7 +88,9 @@ pub fn conv2d_forward(
         (p.x_len(), p.w_len(), p.c_out as usize, p.y_len()),
         "conv2d_forward: {p:?}"
     );
-    if tiled(p) {
+    if let Some(shape) = rows_shape(gpu, p, false) {
+        conv2d_rows(gpu, p, shape, Mode::Forward, [x, w, b, y]);
+    } else if tiled(p) {
         conv2d_tile(gpu, p, false, x, w, b, y);
     } else {
         let flops = Some(Work::Flops(2.0 * p.macs() as f64));
@@ -78,8 +100,10 @@ pub fn conv2d_forward(
 
 pub fn conv2d_backward_input(gpu: &mut GpuBackend, p: &Conv2dParams, dy: &GpuTensor, w: &GpuTensor, dx: &GpuTensor) {
     assert_eq!((dy.len, w.len, dx.len), (p.y_len(), p.w_len(), p.x_len()), "conv2d_backward_input: {p:?}");
-    if tiled(p) {
+    if let Some(shape) = rows_shape(gpu, p, true) {
         // No bias in the input gradient; `w` fills the unused bias binding.
+        conv2d_rows(gpu, p, shape, Mode::InputGrad, [dy, w, w, dx]);
+    } else if tiled(p) {
         conv2d_tile(gpu, p, true, dy, w, w, dx);
     } else {
         let flops = Some(Work::Flops(2.0 * p.macs() as f64));
@@ -102,7 +126,16 @@ pub fn conv2d_backward_weight(
         "conv2d_backward_weight: {p:?}"
     );
     let taps = p.w_len() + p.c_out as usize;
-    let p = if tiled(p) {
+    let p = if let Some(shape) = rows_shape(gpu, p, false) {
+        let p = Conv2dParams { chunk: IMAGES, ..*p };
+        let chunks = p.towers * (p.n / p.towers).div_ceil(IMAGES);
+        let partial = gpu.scratch(chunks as usize * taps);
+        let spec = [shape.ic, shape.oc, shape.h, shape.w, shape.k];
+        let flops = Some(Work::Flops(2.0 * p.macs() as f64));
+        let groups = chunks.div_ceil(shape.groups());
+        gpu.dispatch_work(Kernel::Conv2dBackwardWeightRows, &spec, &p, &[x, dy, &partial], groups, flops);
+        (p, partial)
+    } else if tiled(p) {
         let p = Conv2dParams { chunk: 1, ..*p };
         let partial = gpu.scratch(p.n as usize * taps);
         let spec = [p.c_in, p.c_out, p.h, p.w, p.k];

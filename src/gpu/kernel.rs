@@ -22,12 +22,15 @@ pub enum Shader {
     Distance,
     Contrastive,
     Optim,
+    /// Not a file: written per shape by src/gpu/conv2d_rows.rs (see there why).
+    Conv2dRows,
 }
 
 /// Prepended to every shader file: WGSL has no includes.
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 impl Shader {
+    /// The files in shaders/.
     pub const ALL: [Shader; 8] = [
         Shader::Elementwise,
         Shader::Conv2d,
@@ -49,7 +52,13 @@ impl Shader {
             Shader::Distance => "distance.wgsl",
             Shader::Contrastive => "contrastive.wgsl",
             Shader::Optim => "optim.wgsl",
+            Shader::Conv2dRows => "conv2d_rows (generated)",
         }
+    }
+
+    /// Whether the source is generated per specialisation rather than read from a file.
+    pub fn generated(self) -> bool {
+        self == Shader::Conv2dRows
     }
 
     fn body(self) -> &'static str {
@@ -62,6 +71,7 @@ impl Shader {
             Shader::Distance => include_str!("../../shaders/distance.wgsl"),
             Shader::Contrastive => include_str!("../../shaders/contrastive.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
+            Shader::Conv2dRows => panic!("conv2d_rows is generated per shape: conv2d_rows::source"),
         }
     }
 
@@ -128,6 +138,8 @@ kernels! {
     Conv2dPackWeights => Conv2d::"conv2d_pack_weights"(Read, ReadWrite) [IC, OC, K, TRANSPOSE];
     Conv2dTile => Conv2d::"conv2d_tile"(Read, Read, Read, Read, ReadWrite, Uniform) [IC, OC, H, W, K, TRANSPOSE];
     Conv2dBackwardWeightTile => Conv2d::"conv2d_backward_weight_tile"(Read, Read, Read, Read, ReadWrite) [IC, OC, H, W, K];
+    Conv2dRows => Conv2dRows::"conv2d_rows"(Read, Read, Read, ReadWrite) [IC, OC, H, W, K, MODE, ACCUMULATE];
+    Conv2dBackwardWeightRows => Conv2dRows::"conv2d_backward_weight_rows"(Read, Read, ReadWrite) [IC, OC, H, W, K];
     BatchNormPlaneStats => BatchNorm::"batchnorm_plane_stats"(Read, ReadWrite);
     BatchNormStats => BatchNorm::"batchnorm_stats"(Read, ReadWrite, ReadWrite, ReadWrite);
     BatchNormForward => BatchNorm::"batchnorm_forward"(Read, Read, Read, Read, ReadWrite);
@@ -149,10 +161,12 @@ kernels! {
 }
 
 /// Compiled shader modules and pipelines (one per kernel and specialisation), made on first
-/// use and kept.
+/// use and kept. A generated shader has one module per specialisation, whose values shape the
+/// code itself instead of setting `override` constants.
 #[derive(Default)]
 pub struct Pipelines {
     modules: HashMap<Shader, wgpu::ShaderModule>,
+    generated: HashMap<(Kernel, Vec<u32>), wgpu::ShaderModule>,
     pipelines: HashMap<(Kernel, Vec<u32>), (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
 }
 
@@ -168,13 +182,20 @@ impl Pipelines {
         let key = (kernel, spec.to_vec());
         if !self.pipelines.contains_key(&key) {
             let shader = kernel.shader();
-            let module = self.modules.entry(shader).or_insert_with(|| {
+            let compile = |source: String| {
                 device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(shader.file()),
-                    source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
                 })
-            });
-            let built = build_pipeline(device, module, kernel, spec);
+            };
+            let built = if shader.generated() {
+                let module =
+                    self.generated.entry(key.clone()).or_insert_with(|| compile(super::conv2d_rows::source(kernel, spec)));
+                build_pipeline(device, module, kernel, &[])
+            } else {
+                let module = self.modules.entry(shader).or_insert_with(|| compile(shader.source()));
+                build_pipeline(device, module, kernel, spec)
+            };
             self.pipelines.insert(key.clone(), built);
         }
         &self.pipelines[&key]
@@ -211,6 +232,7 @@ fn build_pipeline(
         bind_group_layouts: &[Some(&layout)],
         immediate_size: 0,
     });
+    // `spec` is empty for generated shaders, whose values are already in the code.
     let constants: Vec<(&str, f64)> = kernel.overrides().iter().zip(spec).map(|(&name, &v)| (name, v as f64)).collect();
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(kernel.entry_point()),

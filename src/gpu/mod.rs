@@ -10,6 +10,7 @@ mod batchnorm;
 mod context;
 mod contrastive;
 mod conv2d;
+pub mod conv2d_rows;
 mod distance;
 mod elementwise;
 pub mod kernel;
@@ -182,6 +183,10 @@ pub struct GpuBackend {
     pending: Vec<Dispatch>,
     staging: Option<wgpu::Buffer>,
     profiler: Option<Profiler>,
+    /// Whether convolutions go to the subgroup kernels (src/gpu/conv2d_rows.rs) where they
+    /// cover the shape; on by default where subgroups are 8 lanes. Tests turn it off to hold
+    /// the other kernels to the reference too.
+    pub subgroup_convs: bool,
     /// Dispatches recorded since creation.
     pub dispatches: u64,
     /// Submits since creation.
@@ -196,6 +201,7 @@ impl GpuBackend {
 
     pub fn with_context(ctx: GpuContext) -> Self {
         Self {
+            subgroup_convs: ctx.subgroups_of_8,
             ctx,
             pipelines: Pipelines::default(),
             scratch: ScratchPool::default(),
