@@ -35,8 +35,32 @@ fn grad_modes(r: &mut rand::rngs::Xoshiro256PlusPlus, len: usize, bit: u32) -> [
     [(0, vec![f32::NAN; len]), (bit, randn(r, len))]
 }
 
+/// Each conv case runs on the subgroup kernels (where the adapter has them and they cover the
+/// shape) and again with them turned off, on the kernels other GPUs use.
 fn conv2d_case(name: &str, n: usize, c_in: usize, hw: (usize, usize), c_out: usize, k: usize, towers: usize) {
-    with_gpu(&format!("conv2d {name}"), |gpu| {
+    for subgroups in [true, false] {
+        let name = format!("{name} subgroups={subgroups}");
+        with_gpu(&format!("conv2d {name}"), |gpu| {
+            let available = gpu.ctx.subgroups_of_8;
+            gpu.subgroup_convs = subgroups && available;
+            conv2d_case_on(gpu, &name, n, c_in, hw, c_out, k, towers);
+            gpu.subgroup_convs = available;
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv2d_case_on(
+    gpu: &mut GpuBackend,
+    name: &str,
+    n: usize,
+    c_in: usize,
+    hw: (usize, usize),
+    c_out: usize,
+    k: usize,
+    towers: usize,
+) {
+    {
         let mut r = rng(n as u64 * 1000 + c_in as u64 * 100 + k as u64);
         let p = Conv2dParams::same(n, c_in, hw.0, hw.1, c_out, k).with_towers(towers);
         let (x, w, b, dy) =
@@ -69,7 +93,7 @@ fn conv2d_case(name: &str, n: usize, c_in: usize, hw: (usize, usize), c_out: usi
             assert_close(&format!("conv2d_backward_weight dw {name} accumulate={acc}"), &f64s(&dw), &got[0], TOL);
             assert_close(&format!("conv2d_backward_weight db {name} accumulate={acc}"), &f64s(&db), &got[1], TOL);
         }
-    });
+    }
 }
 
 #[test]
@@ -90,6 +114,27 @@ fn conv2d_kernel_5_and_1() {
 fn conv2d_batch_1() {
     conv2d_case("batch1", 1, 4, (28, 28), 8, 3, 1);
 }
+/// Shapes the subgroup kernels take in every variant: 8 and 4 output channels (one and two
+/// lane groups), pieces of 4, 2 and 1 floats, K of 1, 3 and 5, batches that leave lanes and
+/// weight-gradient chunks part empty, towers whose size is no multiple of the chunk.
+#[test]
+fn conv2d_subgroup_variants() {
+    conv2d_case("sg-8x8-odd-batch", 5, 8, (6, 10), 8, 5, 1);
+    conv2d_case("sg-4-towers", 6, 3, (5, 9), 4, 3, 2);
+    conv2d_case("sg-k1", 3, 2, (7, 3), 8, 1, 1);
+    conv2d_case("sg-wide", 10, 1, (4, 12), 4, 3, 2);
+}
+
+/// On llvmpipe the subgroup kernels must be in use: a silent fallback would lose their speed.
+#[test]
+fn llvmpipe_runs_the_subgroup_convs() {
+    with_gpu("llvmpipe subgroup convs", |gpu| {
+        if gpu.ctx.adapter.name.contains("llvmpipe") {
+            assert!(gpu.ctx.subgroups_of_8 && gpu.subgroup_convs, "llvmpipe without 8-lane subgroups");
+        }
+    });
+}
+
 #[test]
 fn conv2d_training_shapes() {
     conv2d_case("train0", 256, 1, (28, 28), 4, 3, 2);

@@ -1,16 +1,63 @@
-//! Shader validation without a GPU: every file in shaders/ (with the common prelude) parses and
-//! validates with naga, and every kernel the Rust side launches names an entry point that exists.
+//! Shader validation without a GPU: every file in shaders/ (with the common prelude) and every
+//! generated kernel at every layer shape of the model parses and validates with naga, and every
+//! kernel the Rust side launches names an entry point that exists.
 
+use siamese::gpu::conv2d_rows::{self, Shape};
 use siamese::gpu::{Access, Kernel, Shader};
 
-fn module(shader: Shader) -> naga::Module {
-    let source = shader.source();
-    let module = naga::front::wgsl::parse_str(&source)
-        .unwrap_or_else(|e| panic!("{}: {}", shader.file(), e.emit_to_string(&source)));
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{}: {}", shader.file(), e.emit_to_string(&source)));
+fn validator() -> naga::valid::Validator {
+    let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::SUBGROUP);
+    v.subgroup_stages(naga::valid::ShaderStages::COMPUTE).subgroup_operations(naga::valid::SubgroupOperationSet::all());
+    v
+}
+
+fn parse(label: &str, source: &str) -> naga::Module {
+    let module =
+        naga::front::wgsl::parse_str(source).unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(source)));
+    validator().validate(&module).unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(source)));
     module
+}
+
+fn module(shader: Shader) -> naga::Module {
+    parse(shader.file(), &shader.source())
+}
+
+/// The model's convolutions: (c_in, c_out, side).
+const MODEL_CONVS: [(u32, u32, u32); 5] = [(1, 4, 28), (4, 4, 28), (4, 8, 14), (8, 8, 14), (8, 1, 7)];
+
+/// Every specialisation of a generated kernel that training the model compiles, plus odd ones.
+fn generated_specs(kernel: Kernel) -> Vec<Vec<u32>> {
+    let mut convs: Vec<(u32, u32, u32, u32, u32)> = MODEL_CONVS.iter().map(|&(i, o, s)| (i, o, s, s, 3)).collect();
+    convs.extend([(3, 4, 5, 9, 3), (8, 8, 6, 10, 5), (2, 8, 7, 3, 1)]);
+    let mut specs = Vec::new();
+    for (c_in, c_out, h, w, k) in convs {
+        let fwd = Shape { ic: c_in, oc: c_out, h, w, k };
+        let bwd = Shape { ic: c_out, oc: c_in, ..fwd };
+        match kernel {
+            Kernel::Conv2dRows => {
+                if fwd.supported() {
+                    specs.push(vec![c_in, c_out, h, w, k, 0, 0]);
+                }
+                if bwd.supported() {
+                    specs.push(vec![c_out, c_in, h, w, k, 1, 0]);
+                    specs.push(vec![c_out, c_in, h, w, k, 1, 1]);
+                }
+            }
+            Kernel::Conv2dBackwardWeightRows if fwd.supported() => specs.push(vec![c_in, c_out, h, w, k]),
+            _ => {}
+        }
+    }
+    specs
+}
+
+/// Every module a kernel runs: its file's, or one per generated specialisation.
+fn kernel_modules(kernel: Kernel) -> Vec<naga::Module> {
+    if !kernel.shader().generated() {
+        return vec![module(kernel.shader())];
+    }
+    let specs = generated_specs(kernel);
+    assert!(!specs.is_empty(), "{kernel:?}: no shapes to check");
+    specs.iter().map(|spec| parse(&format!("{kernel:?} {spec:?}"), &conv2d_rows::source(kernel, spec))).collect()
 }
 
 #[test]
@@ -34,13 +81,17 @@ fn every_shader_file_is_registered() {
 #[test]
 fn every_kernel_names_an_existing_entry_point() {
     for &kernel in Kernel::ALL {
-        let module = module(kernel.shader());
-        let entry = module.entry_points.iter().find(|e| e.name == kernel.entry_point());
-        let entry = entry.unwrap_or_else(|| {
-            panic!("{kernel:?}: no entry point {} in {}", kernel.entry_point(), kernel.shader().file())
-        });
-        assert_eq!(entry.stage, naga::ShaderStage::Compute, "{kernel:?}");
+        for module in kernel_modules(kernel) {
+            entry_point_exists(kernel, &module);
+        }
     }
+}
+
+fn entry_point_exists(kernel: Kernel, module: &naga::Module) {
+    let entry = module.entry_points.iter().find(|e| e.name == kernel.entry_point());
+    let entry = entry
+        .unwrap_or_else(|| panic!("{kernel:?}: no entry point {} in {}", kernel.entry_point(), kernel.shader().file()));
+    assert_eq!(entry.stage, naga::ShaderStage::Compute, "{kernel:?}");
 }
 
 #[test]
@@ -62,38 +113,41 @@ fn every_entry_point_is_launched() {
 #[test]
 fn kernel_signatures_match_the_shaders() {
     for &kernel in Kernel::ALL {
-        let module = module(kernel.shader());
-        let index = module.entry_points.iter().position(|e| e.name == kernel.entry_point()).unwrap();
-        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
-            .validate(&module)
-            .unwrap();
-        let used = info.get_entry_point(index);
-        for (handle, var) in module.global_variables.iter() {
-            if used[handle].is_empty() {
-                continue;
+        for module in kernel_modules(kernel) {
+            signature_matches(kernel, &module);
+        }
+    }
+}
+
+fn signature_matches(kernel: Kernel, module: &naga::Module) {
+    let index = module.entry_points.iter().position(|e| e.name == kernel.entry_point()).unwrap();
+    let info = validator().validate(module).unwrap();
+    let used = info.get_entry_point(index);
+    for (handle, var) in module.global_variables.iter() {
+        if used[handle].is_empty() {
+            continue;
+        }
+        let Some(binding) = &var.binding else {
+            continue;
+        };
+        assert_eq!(binding.group, 0, "{kernel:?}: group {}", binding.group);
+        let slot = binding.binding as usize;
+        let declared = |slot: usize| {
+            *kernel.bindings().get(slot.wrapping_sub(1)).unwrap_or_else(|| {
+                panic!("{kernel:?}: uses binding {slot}, its signature has {}", kernel.bindings().len())
+            })
+        };
+        match var.space {
+            naga::AddressSpace::Uniform if slot == 0 => {}
+            naga::AddressSpace::Uniform => {
+                assert_eq!(declared(slot), Access::Uniform, "{kernel:?}: binding {slot}")
             }
-            let Some(binding) = &var.binding else {
-                continue;
-            };
-            assert_eq!(binding.group, 0, "{kernel:?}: group {}", binding.group);
-            let slot = binding.binding as usize;
-            let declared = |slot: usize| {
-                *kernel.bindings().get(slot.wrapping_sub(1)).unwrap_or_else(|| {
-                    panic!("{kernel:?}: uses binding {slot}, its signature has {}", kernel.bindings().len())
-                })
-            };
-            match var.space {
-                naga::AddressSpace::Uniform if slot == 0 => {}
-                naga::AddressSpace::Uniform => {
-                    assert_eq!(declared(slot), Access::Uniform, "{kernel:?}: binding {slot}")
-                }
-                naga::AddressSpace::Storage { access } => {
-                    let writes = access.contains(naga::StorageAccess::STORE);
-                    let want = if writes { Access::ReadWrite } else { Access::Read };
-                    assert_eq!(declared(slot), want, "{kernel:?}: access of binding {slot}");
-                }
-                _ => {}
+            naga::AddressSpace::Storage { access } => {
+                let writes = access.contains(naga::StorageAccess::STORE);
+                let want = if writes { Access::ReadWrite } else { Access::Read };
+                assert_eq!(declared(slot), want, "{kernel:?}: access of binding {slot}");
             }
+            _ => {}
         }
     }
 }

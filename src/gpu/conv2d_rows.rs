@@ -68,7 +68,7 @@ impl Shape {
     pub fn supported(&self) -> bool {
         (self.oc == 4 || self.oc == 8)
             && (1..=8).contains(&self.ic)
-            && self.k % 2 == 1
+            && !self.k.is_multiple_of(2)
             && self.k <= 5
             && self.h >= 1
             && self.w >= 1
@@ -77,9 +77,9 @@ impl Shape {
 
     /// Floats per load: the widest vector that tiles a row.
     fn piece(&self) -> u32 {
-        if self.w % 4 == 0 {
+        if self.w.is_multiple_of(4) {
             4
-        } else if self.w % 2 == 0 {
+        } else if self.w.is_multiple_of(2) {
             2
         } else {
             1
@@ -198,7 +198,10 @@ pub fn backward_weight_source(shape: Shape) -> String {
     out.push_str(&row_loader(s, "dy", "load_dy_piece", s.oc));
     w!(out, "");
     w!(out, "@compute @workgroup_size({LANES})");
-    w!(out, "fn conv2d_backward_weight_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
+    w!(
+        out,
+        "fn conv2d_backward_weight_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,"
+    );
     w!(out, "                               @builtin(subgroup_invocation_id) lane: u32) {{");
     w!(out, "    let oc = lane % {oc}u;");
     w!(out, "    let group = lane / {oc}u;");
@@ -276,7 +279,10 @@ fn row_loader(s: Shape, buffer: &str, name: &str, channels: u32) -> String {
     w!(out, "");
     w!(out, "fn {name}(img: u32, ok: bool, row: i32, piece: u32) -> {ty} {{");
     w!(out, "    if ok && row >= 0 && row < {h} {{");
-    w!(out, "        return {buffer}[((img * {ic}u + piece / {pieces}u) * {h}u + u32(row)) * {pieces}u + piece % {pieces}u];");
+    w!(
+        out,
+        "        return {buffer}[((img * {ic}u + piece / {pieces}u) * {h}u + u32(row)) * {pieces}u + piece % {pieces}u];"
+    );
     w!(out, "    }}");
     w!(out, "    return {ty}(0.0);");
     w!(out, "}}");

@@ -189,8 +189,10 @@ impl Pipelines {
                 })
             };
             let built = if shader.generated() {
-                let module =
-                    self.generated.entry(key.clone()).or_insert_with(|| compile(super::conv2d_rows::source(kernel, spec)));
+                let module = self
+                    .generated
+                    .entry(key.clone())
+                    .or_insert_with(|| compile(super::conv2d_rows::source(kernel, spec)));
                 build_pipeline(device, module, kernel, &[])
             } else {
                 let module = self.modules.entry(shader).or_insert_with(|| compile(shader.source()));
