@@ -63,51 +63,54 @@ fn saved_invstd(t: u32, c: u32) -> u32 {
 // element through the vec4 view.
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
 
+// Planes that are not whole vec4s, element by element through the vec4 view.
 fn plane_sum(plane: u32) -> f32 {
     var s = 0.0;
-    if p.hw % 4u == 0u {
-        var s4 = vec4(0.0);
-        for (var j = plane * p.hw / 4u; j < (plane + 1u) * p.hw / 4u; j++) {
-            s4 += bn_in4(x4[j]);
-        }
-        s = s4.x + s4.y + s4.z + s4.w;
-    } else {
-        for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
-            s += bn_in(x4[j / 4u][j % 4u]);
-        }
+    for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
+        s += bn_in(x4[j / 4u][j % 4u]);
     }
     return s;
 }
 
 fn plane_sq_dev(plane: u32, mean: f32) -> f32 {
     var s = 0.0;
-    if p.hw % 4u == 0u {
-        var s4 = vec4(0.0);
-        for (var j = plane * p.hw / 4u; j < (plane + 1u) * p.hw / 4u; j++) {
-            let d = bn_in4(x4[j]) - vec4(mean);
-            s4 += d * d;
-        }
-        s = s4.x + s4.y + s4.z + s4.w;
-    } else {
-        for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
-            let d = bn_in(x4[j / 4u][j % 4u]) - mean;
-            s += d * d;
-        }
+    for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
+        let d = bn_in(x4[j / 4u][j % 4u]) - mean;
+        s += d * d;
     }
     return s;
 }
 
 @group(0) @binding(2) var<storage, read_write> ps_planes: array<vec2<f32>>;
 
-// (mean, Σ(x − mean)²) of one (image, channel) plane.
+// (mean, Σ(x − mean)²) of one (image, channel) plane. Planes of whole vec4s are read once:
+// each vec4's own mean and squared deviations, merged into the running ones with Chan's
+// formula (loads cost llvmpipe far more than the arithmetic); others in two passes.
 @compute @workgroup_size(64)
 fn batchnorm_plane_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
     let plane = gid.x;
     if plane >= p.n * p.c {
         return;
     }
-    let mean = plane_sum(plane) / f32(p.hw);
-    ps_planes[plane] = vec2(mean, plane_sq_dev(plane, mean));
+    if p.hw % 4u == 0u {
+        var mean = 0.0;
+        var m2 = 0.0;
+        var count = 0.0;
+        for (var j = plane * p.hw / 4u; j < (plane + 1u) * p.hw / 4u; j++) {
+            let v = bn_in4(x4[j]);
+            let m4 = (v.x + v.y + v.z + v.w) * 0.25;
+            let d = v - vec4(m4);
+            let delta = m4 - mean;
+            let total = count + 4.0;
+            mean += delta * (4.0 / total);
+            m2 += dot(d, d) + delta * delta * (count * 4.0 / total);
+            count = total;
+        }
+        ps_planes[plane] = vec2(mean, m2);
+    } else {
+        let mean = plane_sum(plane) / f32(p.hw);
+        ps_planes[plane] = vec2(mean, plane_sq_dev(plane, mean));
+    }
 }
 
 @group(0) @binding(1) var<storage, read> st_planes: array<vec2<f32>>;

@@ -115,7 +115,7 @@ fn conv2d_batch_1() {
     conv2d_case("batch1", 1, 4, (28, 28), 8, 3, 1);
 }
 /// Shapes the subgroup kernels take in every variant: 8 and 4 output channels (one and two
-/// lane groups), pieces of 4, 2 and 1 floats, K of 1, 3 and 5, batches that leave lanes and
+/// lane groups), one output channel (a lane per input channel), pieces of 4, 2 and 1 floats, K of 1, 3 and 5, batches that leave lanes and
 /// weight-gradient chunks part empty, towers whose size is no multiple of the chunk.
 #[test]
 fn conv2d_subgroup_variants() {
@@ -123,6 +123,8 @@ fn conv2d_subgroup_variants() {
     conv2d_case("sg-4-towers", 6, 3, (5, 9), 4, 3, 2);
     conv2d_case("sg-k1", 3, 2, (7, 3), 8, 1, 1);
     conv2d_case("sg-wide", 10, 1, (4, 12), 4, 3, 2);
+    conv2d_case("sg-one-output", 5, 3, (6, 10), 1, 5, 1);
+    conv2d_case("sg-one-output-towers", 10, 8, (7, 7), 1, 3, 2);
 }
 
 /// On llvmpipe the subgroup kernels must be in use: a silent fallback would lose their speed.

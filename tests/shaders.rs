@@ -28,7 +28,7 @@ const MODEL_CONVS: [(u32, u32, u32); 5] = [(1, 4, 28), (4, 4, 28), (4, 8, 14), (
 /// Every specialisation of a generated kernel that training the model compiles, plus odd ones.
 fn generated_specs(kernel: Kernel) -> Vec<Vec<u32>> {
     let mut convs: Vec<(u32, u32, u32, u32, u32)> = MODEL_CONVS.iter().map(|&(i, o, s)| (i, o, s, s, 3)).collect();
-    convs.extend([(3, 4, 5, 9, 3), (8, 8, 6, 10, 5), (2, 8, 7, 3, 1)]);
+    convs.extend([(3, 4, 5, 9, 3), (8, 8, 6, 10, 5), (2, 8, 7, 3, 1), (3, 1, 6, 10, 5)]);
     let mut specs = Vec::new();
     for (c_in, c_out, h, w, k) in convs {
         let fwd = Shape { ic: c_in, oc: c_out, h, w, k };

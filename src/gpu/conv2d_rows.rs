@@ -19,6 +19,9 @@
 //! output-gradient row and accumulates the weight taps of its output channel, per
 //! [`IMAGES`]-image chunk of one tower (the chunks are then summed in order by
 //! `conv2d_backward_weight_reduce`, as for the other kernels).
+//! A single output channel (the model's last conv) is split the other way: lane `ci` holds
+//! input channel `ci` of one image, loads its rows itself and convolves them with its slice
+//! of the weights, and `subgroupAdd` sums the lanes' outputs.
 
 use std::fmt::Write;
 
@@ -58,15 +61,16 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// Lane groups per subgroup: each broadcast is taken once per group, so few groups.
+    /// Lane groups per subgroup: each broadcast is taken once per group, so few groups. One
+    /// output channel: one group, a lane per input channel.
     pub fn groups(&self) -> u32 {
-        LANES / self.oc
+        if self.oc == 1 { 1 } else { LANES / self.oc }
     }
 
     /// Whether these kernels cover the shape: 4 or 8 output channels, at most 8 inputs, an
     /// odd kernel of at most 5, and code of a bounded size.
     pub fn supported(&self) -> bool {
-        (self.oc == 4 || self.oc == 8)
+        matches!(self.oc, 1 | 4 | 8)
             && (1..=8).contains(&self.ic)
             && !self.k.is_multiple_of(2)
             && self.k <= 5
@@ -120,6 +124,9 @@ pub fn source(kernel: Kernel, spec: &[u32]) -> String {
 /// The WGSL of `conv2d_rows` for `shape` and `mode`; `accumulate` adds to the output
 /// instead of writing it (a separate kernel, so that plain writes load nothing).
 pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool) -> String {
+    if shape.oc == 1 {
+        return forward_source_lane_per_input(shape, mode, accumulate);
+    }
     let s = shape;
     let mut out = prelude(s);
     let (ic, oc, k) = (s.ic, s.oc, s.k);
@@ -187,6 +194,9 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool) -> String {
 /// `oc` its output channels): partial[chunk · taps + tap] as `conv2d_backward_weight_reduce`
 /// reads it, with p.chunk = [`IMAGES`].
 pub fn backward_weight_source(shape: Shape) -> String {
+    if shape.oc == 1 {
+        return backward_weight_source_lane_per_input(shape);
+    }
     let s = shape;
     let mut out = prelude(s);
     let (ic, oc, k) = (s.ic, s.oc, s.k);
@@ -256,6 +266,172 @@ pub fn backward_weight_source(shape: Shape) -> String {
     w!(out, "    }}");
     w!(out, "}}");
     out
+}
+
+/// `conv2d_rows` for one output channel: lane `ci` convolves input channel `ci`, the lanes'
+/// rows are summed by `subgroupAdd`, lane 0 writes.
+fn forward_source_lane_per_input(s: Shape, mode: Mode, accumulate: bool) -> String {
+    let mut out = prelude(s);
+    let (ic, k) = (s.ic, s.k);
+    let pad = k / 2;
+    w!(out, "@group(0) @binding(1) var<storage, read> src: array<{}>;", s.vec_type());
+    w!(out, "@group(0) @binding(2) var<storage, read> weights: array<f32>;");
+    w!(out, "@group(0) @binding(3) var<storage, read> bias: array<f32>;");
+    w!(out, "@group(0) @binding(4) var<storage, read_write> dst: array<{}>;", s.vec_type());
+    out.push_str(&row_loader(s, "src", "load_row_piece", ic));
+    w!(out, "");
+    w!(out, "@compute @workgroup_size({LANES})");
+    w!(out, "fn conv2d_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
+    w!(out, "               @builtin(subgroup_invocation_id) lane: u32) {{");
+    w!(out, "    let live = lane < {ic}u;");
+    w!(out, "    let ci = min(lane, {}u);", ic - 1);
+    w!(out, "    let first = (wg.y * nwg.x + wg.x) * {IMAGES}u;");
+    for kr in 0..k {
+        for kc in 0..k {
+            // For the input gradient the forward conv had one input channel and `ic` outputs.
+            let (r, c) = if mode == Mode::InputGrad { (k - 1 - kr, k - 1 - kc) } else { (kr, kc) };
+            w!(out, "    let w_{kr}_{kc} = select(0.0, weights[(ci * {k}u + {r}u) * {k}u + {c}u], live);");
+        }
+    }
+    match mode {
+        Mode::Forward => w!(out, "    let b = bias[0];"),
+        Mode::InputGrad => w!(out, "    let b = 0.0;"),
+    }
+    w!(out, "    for (var t = 0u; t < {IMAGES}u; t++) {{");
+    w!(out, "        let img = first + t;");
+    w!(out, "        let ok = img < p.n;");
+    own_rows(&mut out, s);
+    w!(out, "        for (var y = 0u; y < {}u; y++) {{", s.h);
+    for ox in 0..s.w {
+        w!(out, "            var a{ox} = 0.0;");
+    }
+    for kr in 0..k {
+        for col in 0..s.w {
+            let v = component(s, &format!("x{kr}_{}", col / s.piece()), col % s.piece());
+            for kc in 0..k {
+                let ox = col as i32 + pad as i32 - kc as i32;
+                if (0..s.w as i32).contains(&ox) {
+                    w!(out, "            a{ox} = fma(w_{kr}_{kc}, {v}, a{ox});");
+                }
+            }
+        }
+    }
+    for ox in 0..s.w {
+        w!(out, "            let s{ox} = subgroupAdd(a{ox}) + b;");
+    }
+    w!(out, "            if ok && lane == 0u {{");
+    for j in 0..s.pieces() {
+        let value = pack(s, |e| format!("s{}", j * s.piece() + e));
+        w!(out, "                let o{j} = (img * {}u + y) * {}u + {j}u;", s.h, s.pieces());
+        let value = if accumulate { format!("dst[o{j}] + {value}") } else { value };
+        w!(out, "                dst[o{j}] = {value};");
+    }
+    w!(out, "            }}");
+    roll_own_rows(&mut out, s);
+    w!(out, "        }}");
+    w!(out, "    }}");
+    w!(out, "}}");
+    out
+}
+
+/// `conv2d_backward_weight_rows` for one output channel: lane `ci` accumulates the taps of
+/// input channel `ci`; every lane reads the output gradient itself.
+fn backward_weight_source_lane_per_input(s: Shape) -> String {
+    let mut out = prelude(s);
+    let (ic, k) = (s.ic, s.k);
+    let pad = k / 2;
+    w!(out, "@group(0) @binding(1) var<storage, read> src: array<{}>;", s.vec_type());
+    w!(out, "@group(0) @binding(2) var<storage, read> dy: array<{}>;", s.vec_type());
+    w!(out, "@group(0) @binding(3) var<storage, read_write> partial: array<f32>;");
+    out.push_str(&row_loader(s, "src", "load_row_piece", ic));
+    out.push_str(&row_loader(s, "dy", "load_dy_piece", 1));
+    w!(out, "");
+    w!(out, "@compute @workgroup_size({LANES})");
+    w!(
+        out,
+        "fn conv2d_backward_weight_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,"
+    );
+    w!(out, "                               @builtin(subgroup_invocation_id) lane: u32) {{");
+    w!(out, "    let live = lane < {ic}u;");
+    w!(out, "    let ci = min(lane, {}u);", ic - 1);
+    w!(out, "    let tower_n = p.n / p.towers;");
+    w!(out, "    let per_tower = (tower_n + {IMAGES}u - 1u) / {IMAGES}u;");
+    w!(out, "    let chunk = wg.y * nwg.x + wg.x;");
+    w!(out, "    let tower = chunk / per_tower;");
+    w!(out, "    let in_range = chunk < p.towers * per_tower;");
+    for kr in 0..k {
+        for kc in 0..k {
+            w!(out, "    var g_{kr}_{kc} = 0.0;");
+        }
+    }
+    w!(out, "    var gb = 0.0;");
+    w!(out, "    for (var t = 0u; t < {IMAGES}u; t++) {{");
+    w!(out, "        let local = (chunk % per_tower) * {IMAGES}u + t;");
+    w!(out, "        let img = tower * tower_n + local;");
+    w!(out, "        let ok = in_range && local < tower_n;");
+    own_rows(&mut out, s);
+    w!(out, "        for (var y = 0u; y < {}u; y++) {{", s.h);
+    for j in 0..s.pieces() {
+        w!(out, "            let dy{j} = load_dy_piece(img, ok, i32(y), {j}u);");
+        for e in 0..s.piece() {
+            let col = j * s.piece() + e;
+            w!(out, "            let d{col} = {};", component(s, &format!("dy{j}"), e));
+            w!(out, "            gb += d{col};");
+        }
+    }
+    for kr in 0..k {
+        for col in 0..s.w {
+            let v = component(s, &format!("x{kr}_{}", col / s.piece()), col % s.piece());
+            for kc in 0..k {
+                let ox = col as i32 + pad as i32 - kc as i32;
+                if (0..s.w as i32).contains(&ox) {
+                    w!(out, "            g_{kr}_{kc} = fma(d{ox}, {v}, g_{kr}_{kc});");
+                }
+            }
+        }
+    }
+    roll_own_rows(&mut out, s);
+    w!(out, "        }}");
+    w!(out, "    }}");
+    w!(out, "    if in_range && live {{");
+    w!(out, "        let base = chunk * {}u;", ic * k * k + 1);
+    for kr in 0..k {
+        for kc in 0..k {
+            w!(out, "        partial[base + (ci * {k}u + {kr}u) * {k}u + {kc}u] = g_{kr}_{kc};");
+        }
+    }
+    w!(out, "        if lane == 0u {{");
+    w!(out, "            partial[base + {}u] = gb;", ic * k * k);
+    w!(out, "        }}");
+    w!(out, "    }}");
+    w!(out, "}}");
+    out
+}
+
+/// The K rows of a lane's own input channel around output row 0: x{r}_{j} holds piece j of
+/// input row y - pad + r (zero for lanes past the last channel).
+fn own_rows(out: &mut String, s: Shape) {
+    for r in 0..s.k {
+        for j in 0..s.pieces() {
+            let row = r as i32 - (s.k / 2) as i32;
+            w!(out, "        var x{r}_{j} = load_row_piece(img, ok && live, {row}, ci * {}u + {j}u);", s.pieces());
+        }
+    }
+}
+
+fn roll_own_rows(out: &mut String, s: Shape) {
+    for j in 0..s.pieces() {
+        for r in 0..s.k - 1 {
+            w!(out, "            x{r}_{j} = x{}_{j};", r + 1);
+        }
+        w!(
+            out,
+            "            x{}_{j} = load_row_piece(img, ok && live, i32(y) + {}, ci * {}u + {j}u);",
+            s.k - 1,
+            s.k / 2 + 1,
+            s.pieces()
+        );
+    }
 }
 
 /// The common prelude and the params struct, taken from shaders/conv2d.wgsl so there is one
