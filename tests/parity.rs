@@ -456,3 +456,31 @@ fn reductions_are_bit_identical_run_to_run() {
         }
     });
 }
+
+/// NaN wins a window, the last NaN of several: the same rule on the CPU and both GPU kernels
+/// (even widths take the per-window backward, odd ones the per-element one).
+#[test]
+fn maxpool_nan_windows() {
+    const N: f32 = f32::NAN;
+    for (w, x) in [
+        (8, vec![N, 1., 2., N, 0., 0., 5., N, 3., 4., 1., 1., N, 0., N, 2.]),
+        (5, vec![1., N, 0., 2., 9., N, 3., N, N, 9.]),
+    ] {
+        with_gpu("maxpool nan", |gpu| {
+            let p = MaxPoolParams::new(1, 1, 2, w);
+            let dy: Vec<f32> = (1..=p.y_len()).map(|v| v as f32).collect();
+            let mut y = vec![0.0f32; p.y_len()];
+            cpu::maxpool_forward(&p, &x, &mut y);
+            let got = gpu_run(gpu, &[&x], &[&vec![0.0; p.y_len()]], |g, i, o| g.maxpool_forward(&p, &i[0], &o[0]));
+            let same = |a: f32, b: f64| (a.is_nan() && b.is_nan()) || a as f64 == b;
+            assert!(y.iter().zip(&got[0]).all(|(&a, &b)| same(a, b)), "forward w={w}: {y:?} vs {:?}", got[0]);
+            assert!(y.iter().any(|v| v.is_nan()), "the case has NaN windows");
+            let mut dx = vec![0.0f32; p.x_len()];
+            cpu::maxpool_backward(&p, &x, &dy, &mut dx);
+            let got = gpu_run(gpu, &[&x, &dy], &[&vec![0.0; p.x_len()]], |g, i, o| {
+                g.maxpool_backward(&p, &i[0], &i[1], &o[0])
+            });
+            assert_eq!(f64s(&dx), got[0], "backward w={w}");
+        });
+    }
+}
