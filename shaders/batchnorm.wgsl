@@ -297,6 +297,10 @@ fn batchnorm_backward_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
 // dx = γ·invstd·(dy − Σdy/M − x̂·Σdy·x̂/M) per tower, which is dy·k + x·u + v with the
 // plane's constants k = γ·invstd, u = −k·invstd·Σdy·x̂/M, v = −k·Σdy/M − u·mean; through a
 // ReLU input, 0 where x ≤ 0.
+// p.accumulate's ACCUMULATE_INPUT bit, as a constant: llvmpipe runs both sides of a branch
+// on a runtime value, so a runtime `add` would cost a masked load and store per element.
+override ACCUMULATE: u32 = 0u;
+
 @compute @workgroup_size(64)
 fn batchnorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
     let plane = gid.x;
@@ -311,7 +315,7 @@ fn batchnorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
     let k = bi_gamma[c] * invstd;
     let u = -k * invstd * bi_sums[saved_invstd(t, c)] / m;
     let v = -k * bi_sums[saved_mean(t, c)] / m - u * mean;
-    let add = (p.accumulate & ACCUMULATE_INPUT) != 0u;
+    let add = ACCUMULATE == 1u;
     if p.hw % 4u == 0u {
         for (var j = plane * p.hw / 4u; j < (plane + 1u) * p.hw / 4u; j++) {
             let xv = x4[j];

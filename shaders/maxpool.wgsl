@@ -114,6 +114,9 @@ fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 @group(0) @binding(2) var<storage, read> bw_dy: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bw_dx2: array<vec2<f32>>;
 
+// p.accumulate's ACCUMULATE_INPUT bit, as a constant (see batchnorm_backward_input).
+override ACCUMULATE: u32 = 0u;
+
 // Even H and W: every input element is in exactly one window, so one invocation per plane
 // writes each window's four gradients (its dy at the first maximum, 0 elsewhere).
 @compute @workgroup_size(64)
@@ -124,7 +127,7 @@ fn maxpool_backward_windows(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let oh_n = p.h / 2u;
     let ow_n = p.w / 2u;
-    let add = (p.accumulate & ACCUMULATE_INPUT) != 0u;
+    let add = ACCUMULATE == 1u;
     for (var oh = 0u; oh < oh_n; oh++) {
         for (var ow = 0u; ow < ow_n; ow++) {
             let top = ((nc * p.h + 2u * oh) * p.w + 2u * ow) / 2u;

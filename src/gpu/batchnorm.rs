@@ -3,7 +3,7 @@
 
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::Backend;
-use crate::params::BatchNormParams;
+use crate::params::{ACCUMULATE_INPUT, BatchNormParams};
 
 /// Invocations per workgroup of the per-plane and per-channel kernels: one lane-vector's
 /// worth per workgroup would do, but planes are many (1,024 at the training shapes).
@@ -83,5 +83,12 @@ pub fn batchnorm_backward(
         &[&plane_sums, &sums, dgamma, dbeta],
         p.c.div_ceil(SMALL_WORKGROUP),
     );
-    gpu.dispatch(Kernel::BatchNormBackwardInput, p, &[x, dy, gamma, saved, &sums, dx], groups);
+    let accumulate = (p.accumulate & ACCUMULATE_INPUT != 0) as u32;
+    gpu.dispatch_specialized(
+        Kernel::BatchNormBackwardInput,
+        &[accumulate],
+        p,
+        &[x, dy, gamma, saved, &sums, dx],
+        groups,
+    );
 }

@@ -146,10 +146,10 @@ kernels! {
     BatchNormForwardEval => BatchNorm::"batchnorm_forward_eval"(Read, Read, Read, Read, Read, ReadWrite);
     BatchNormBackwardPlane => BatchNorm::"batchnorm_backward_plane"(Read, Read, Read, ReadWrite);
     BatchNormBackwardReduce => BatchNorm::"batchnorm_backward_reduce"(Read, ReadWrite, ReadWrite, ReadWrite);
-    BatchNormBackwardInput => BatchNorm::"batchnorm_backward_input"(Read, Read, Read, Read, Read, ReadWrite);
+    BatchNormBackwardInput => BatchNorm::"batchnorm_backward_input"(Read, Read, Read, Read, Read, ReadWrite) [ACCUMULATE];
     MaxPoolForward => MaxPool::"maxpool_forward"(Read, Read, ReadWrite);
     MaxPoolBackward => MaxPool::"maxpool_backward"(Read, Read, ReadWrite);
-    MaxPoolBackwardWindows => MaxPool::"maxpool_backward_windows"(Read, Read, ReadWrite);
+    MaxPoolBackwardWindows => MaxPool::"maxpool_backward_windows"(Read, Read, ReadWrite) [ACCUMULATE];
     LinearForward => Linear::"linear_forward"(Read, Read, Read, ReadWrite);
     LinearBackwardInput => Linear::"linear_backward_input"(Read, Read, ReadWrite);
     LinearBackwardWeight => Linear::"linear_backward_weight"(Read, Read, ReadWrite, ReadWrite);

@@ -1,7 +1,7 @@
 //! Launchers of shaders/maxpool.wgsl: 2×2 max pooling, forward and backward.
 
 use super::{GpuBackend, GpuTensor, Kernel};
-use crate::params::MaxPoolParams;
+use crate::params::{ACCUMULATE_INPUT, MaxPoolParams};
 
 /// Invocations per workgroup of the per-plane kernels.
 const PLANE_WORKGROUP: u32 = 64;
@@ -18,7 +18,8 @@ pub fn maxpool_forward(gpu: &mut GpuBackend, p: &MaxPoolParams, x: &GpuTensor, y
 pub fn maxpool_backward(gpu: &mut GpuBackend, p: &MaxPoolParams, x: &GpuTensor, dy: &GpuTensor, dx: &GpuTensor) {
     assert_eq!((x.len, dy.len, dx.len), (p.x_len(), p.y_len(), p.x_len()), "maxpool_backward: {p:?}");
     if p.h.is_multiple_of(2) && p.w.is_multiple_of(2) {
-        gpu.dispatch(Kernel::MaxPoolBackwardWindows, p, &[x, dy, dx], plane_groups(p));
+        let accumulate = (p.accumulate & ACCUMULATE_INPUT != 0) as u32;
+        gpu.dispatch_specialized(Kernel::MaxPoolBackwardWindows, &[accumulate], p, &[x, dy, dx], plane_groups(p));
     } else {
         gpu.dispatch(Kernel::MaxPoolBackward, p, &[x, dy, dx], GpuBackend::groups_for(p.x_len()));
     }
