@@ -5,10 +5,13 @@
 // maxpool_forward           x, x2, y         one invocation per (image, channel) plane
 // maxpool_backward          x, dy, dx        one invocation per input element (any size)
 // maxpool_backward_windows  x2, dy, dx2      one invocation per plane (even H and W)
+// maxpool_forward_pairs     x4, y2           one invocation per plane (W a multiple of 4)
+// maxpool_backward_pairs    x4, dy2, dx4     one invocation per plane (even H, W % 4 = 0)
 //
 // The backward pass recomputes each window's argmax from x instead of saving it: the
 // windows do not overlap, so each decides alone. With an even width a window row is one
-// aligned vec2 (x2 is x seen as vec2s), half the loads of two scalars on llvmpipe.
+// aligned vec2 (x2 is x seen as vec2s), half the loads of two scalars on llvmpipe; with a
+// width of a multiple of 4 the `pairs` kernels take two windows per vec4, halving them again.
 
 // src/params.rs MaxPoolParams
 struct MaxPoolParams {
@@ -142,6 +145,72 @@ fn maxpool_backward_windows(@builtin(global_invocation_id) gid: vec3<u32>) {
             } else {
                 bw_dx2[top] = gt;
                 bw_dx2[bottom] = gb;
+            }
+        }
+    }
+}
+
+@group(0) @binding(1) var<storage, read> pf_x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> pf_y2: array<vec2<f32>>;
+
+// Two windows at a time: a vec4 of each of their rows in, a vec2 of maxima out.
+@compute @workgroup_size(64)
+fn maxpool_forward_pairs(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let nc = gid.x;
+    if nc >= p.n * p.c {
+        return;
+    }
+    let oh_n = p.h / 2u;
+    let quads = p.w / 4u;
+    for (var oh = 0u; oh < oh_n; oh++) {
+        let top = (nc * p.h + 2u * oh) * quads;
+        let out = (nc * oh_n + oh) * quads;
+        for (var q = 0u; q < quads; q++) {
+            let t = pf_x4[top + q];
+            let b = pf_x4[top + quads + q];
+            pf_y2[out + q] = vec2(first_max(t.xy, b.xy).x, first_max(t.zw, b.zw).x);
+        }
+    }
+}
+
+@group(0) @binding(1) var<storage, read> pb_x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> pb_dy2: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> pb_dx4: array<vec4<f32>>;
+
+// The gradients of window (top, bottom) whose dy is g: g at the first maximum, 0 elsewhere,
+// as (top row, bottom row).
+fn window_grad(top: vec2<f32>, bottom: vec2<f32>, g: f32) -> vec4<f32> {
+    let best = u32(first_max(top, bottom).y);
+    return select(vec4(0.0), vec4(g), vec4(best) == vec4(0u, 1u, 2u, 3u));
+}
+
+// Two windows at a time, as maxpool_forward_pairs.
+@compute @workgroup_size(64)
+fn maxpool_backward_pairs(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let nc = gid.x;
+    if nc >= p.n * p.c {
+        return;
+    }
+    let oh_n = p.h / 2u;
+    let quads = p.w / 4u;
+    let add = ACCUMULATE == 1u;
+    for (var oh = 0u; oh < oh_n; oh++) {
+        let top = (nc * p.h + 2u * oh) * quads;
+        let out = (nc * oh_n + oh) * quads;
+        for (var q = 0u; q < quads; q++) {
+            let t = pb_x4[top + q];
+            let b = pb_x4[top + quads + q];
+            let g = pb_dy2[out + q];
+            let left = window_grad(t.xy, b.xy, g.x);
+            let right = window_grad(t.zw, b.zw, g.y);
+            let gt = vec4(left.xy, right.xy);
+            let gb = vec4(left.zw, right.zw);
+            if add {
+                pb_dx4[top + q] += gt;
+                pb_dx4[top + quads + q] += gb;
+            } else {
+                pb_dx4[top + q] = gt;
+                pb_dx4[top + quads + q] = gb;
             }
         }
     }

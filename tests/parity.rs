@@ -457,14 +457,16 @@ fn reductions_are_bit_identical_run_to_run() {
     });
 }
 
-/// NaN wins a window, the last NaN of several: the same rule on the CPU and both GPU kernels
-/// (even widths take the per-window backward, odd ones the per-element one).
+/// NaN wins a window, the last NaN of several: the same rule on the CPU and every GPU kernel
+/// (widths of a multiple of 4 take the window-pair kernels, other even ones the per-window
+/// backward, odd ones the per-element one).
 #[test]
 fn maxpool_nan_windows() {
     const N: f32 = f32::NAN;
     for (w, x) in [
         (8, vec![N, 1., 2., N, 0., 0., 5., N, 3., 4., 1., 1., N, 0., N, 2.]),
         (5, vec![1., N, 0., 2., 9., N, 3., N, N, 9.]),
+        (6, vec![N, 1., 2., N, 0., 0., 3., 4., 1., 1., N, 0.]),
     ] {
         with_gpu("maxpool nan", |gpu| {
             let p = MaxPoolParams::new(1, 1, 2, w);

@@ -150,6 +150,8 @@ kernels! {
     MaxPoolForward => MaxPool::"maxpool_forward"(Read, Read, ReadWrite);
     MaxPoolBackward => MaxPool::"maxpool_backward"(Read, Read, ReadWrite);
     MaxPoolBackwardWindows => MaxPool::"maxpool_backward_windows"(Read, Read, ReadWrite) [ACCUMULATE];
+    MaxPoolForwardPairs => MaxPool::"maxpool_forward_pairs"(Read, ReadWrite);
+    MaxPoolBackwardPairs => MaxPool::"maxpool_backward_pairs"(Read, Read, ReadWrite) [ACCUMULATE];
     LinearForward => Linear::"linear_forward"(Read, Read, Read, ReadWrite);
     LinearBackwardInput => Linear::"linear_backward_input"(Read, Read, ReadWrite);
     LinearBackwardWeight => Linear::"linear_backward_weight"(Read, Read, ReadWrite, ReadWrite);
