@@ -486,3 +486,51 @@ fn maxpool_nan_windows() {
         });
     }
 }
+
+/// A subgroup conv forward leaves the plane statistics of ReLU(its output); a BatchNorm(ReLU)
+/// that reads that output takes them instead of its own statistics pass: the same results as
+/// the separate kernels (and the CPU), one dispatch fewer. Without 8-lane subgroups there is
+/// nothing to fuse and both runs take the separate kernels.
+#[test]
+fn conv_then_relu_batchnorm_shares_plane_statistics() {
+    for (c_in, side, c_out) in [(4, 14, 8), (1, 28, 4)] {
+        with_gpu("conv + relu_batchnorm", |gpu| {
+            let mut r = rng(side as u64 * 7 + c_out as u64);
+            let n = 18;
+            let pc = Conv2dParams::same(n, c_in, side, side, c_out, 3).with_towers(2);
+            let pb = BatchNormParams::new(n, c_out, side * side, 2).with_relu_input(true);
+            let (x, w, b) = (randn(&mut r, pc.x_len()), randn(&mut r, pc.w_len()), randn(&mut r, c_out));
+            let (gamma, beta) = (randn(&mut r, c_out), randn(&mut r, c_out));
+            let mut conv = vec![0.0f32; pc.y_len()];
+            cpu::conv2d_forward(&pc, &x, &w, &b, &mut conv);
+            let (mut y, mut saved, mut rm, mut rv) =
+                (vec![0.0f32; pb.len()], vec![0.0f32; pb.saved_len()], vec![0.0; c_out], vec![1.0; c_out]);
+            cpu::batchnorm_forward_train(&pb, &conv, &gamma, &beta, &mut y, &mut saved, &mut rm, &mut rv);
+
+            let available = gpu.ctx.subgroups_of_8;
+            let mut dispatches = Vec::new();
+            for fused in [true, false] {
+                gpu.subgroup_convs = fused && available;
+                let got = gpu_run(
+                    gpu,
+                    &[&x, &w, &b, &gamma, &beta],
+                    &[&vec![0.0; pb.len()], &vec![0.0; pb.saved_len()], &vec![0.0; c_out], &vec![1.0; c_out]],
+                    |g, i, o| {
+                        let conv = g.scratch(pc.y_len());
+                        g.conv2d_forward(&pc, &i[0], &i[1], &i[2], &conv);
+                        let before = g.dispatches;
+                        g.batchnorm_forward_train(&pb, &conv, &i[3], &i[4], &o[0], &o[1], &o[2], &o[3]);
+                        dispatches.push(g.dispatches - before);
+                    },
+                );
+                let name = format!("{c_in}->{c_out} at {side}, fused={fused}");
+                assert_close(&format!("y {name}"), &f64s(&y), &got[0], TOL);
+                assert_close(&format!("saved {name}"), &f64s(&saved), &got[1], TOL);
+                assert_close(&format!("running_var {name}"), &f64s(&rv), &got[3], TOL);
+            }
+            gpu.subgroup_convs = available;
+            let expected = if available { vec![2, 3] } else { vec![3, 3] };
+            assert_eq!(dispatches, expected, "BatchNorm dispatches after the conv (fused, separate)");
+        });
+    }
+}

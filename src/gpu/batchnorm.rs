@@ -32,9 +32,16 @@ pub fn batchnorm_forward_train(
 ) {
     check(p, "batchnorm_forward_train", &[x, y]);
     assert_eq!(saved.len, p.saved_len(), "batchnorm_forward_train: saved");
-    let plane_stats = gpu.scratch(2 * planes(p));
     let groups = (planes(p) as u32).div_ceil(SMALL_WORKGROUP);
-    gpu.dispatch(Kernel::BatchNormPlaneStats, p, &[x, &plane_stats], groups);
+    // The conv that wrote x may have computed them already (GpuBackend::fused_stats).
+    let plane_stats = match gpu.take_stats(x).filter(|_| p.relu_input != 0) {
+        Some(stats) => stats,
+        None => {
+            let stats = gpu.scratch(2 * planes(p));
+            gpu.dispatch(Kernel::BatchNormPlaneStats, p, &[x, &stats], groups);
+            stats
+        }
+    };
     gpu.dispatch(
         Kernel::BatchNormStats,
         p,

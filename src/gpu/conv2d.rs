@@ -66,13 +66,20 @@ fn rows_shape(gpu: &GpuBackend, p: &Conv2dParams, transpose: bool) -> Option<Sha
     (gpu.subgroup_convs && p.pad == p.k / 2 && shape.supported()).then_some(shape)
 }
 
-/// `conv2d_rows`: one subgroup per `8 / OC` groups of [`IMAGES`] images.
+/// `conv2d_rows`: one subgroup per `8 / OC` groups of [`IMAGES`] images. The forward of 4 or 8
+/// output channels also leaves the plane statistics of ReLU(y) for a BatchNorm that reads y.
 fn conv2d_rows(gpu: &mut GpuBackend, p: &Conv2dParams, s: Shape, mode: Mode, bufs: [&GpuTensor; 4]) {
     let accumulate = mode == Mode::InputGrad && (p.accumulate & crate::params::ACCUMULATE_INPUT) != 0;
     let spec = [s.ic, s.oc, s.h, s.w, s.k, mode as u32, accumulate as u32];
     let groups = p.n.div_ceil(IMAGES).div_ceil(s.groups());
     let flops = Some(Work::Flops(2.0 * p.macs() as f64));
-    gpu.dispatch_work(Kernel::Conv2dRows, &spec, p, &bufs, groups, flops);
+    let with_stats = mode == Mode::Forward && s.oc != 1;
+    let stats = gpu.scratch(if with_stats { 2 * (p.n * s.oc) as usize } else { 1 });
+    let [x, w, b, y] = bufs;
+    gpu.dispatch_work(Kernel::Conv2dRows, &spec, p, &[x, w, b, y, &stats], groups, flops);
+    if with_stats {
+        gpu.leave_stats(y, stats);
+    }
 }
 
 pub fn conv2d_forward(

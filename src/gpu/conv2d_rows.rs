@@ -136,6 +136,10 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool) -> String {
     w!(out, "@group(0) @binding(2) var<storage, read> weights: array<f32>;");
     w!(out, "@group(0) @binding(3) var<storage, read> bias: array<f32>;");
     w!(out, "@group(0) @binding(4) var<storage, read_write> dst: array<{}>;", s.vec_type());
+    let stats = mode == Mode::Forward;
+    if stats {
+        w!(out, "@group(0) @binding(5) var<storage, read_write> stats: array<vec2<f32>>;");
+    }
     out.push_str(&row_loader(s, "src", "load_row_piece", s.ic));
     w!(out, "");
     w!(out, "@compute @workgroup_size({LANES})");
@@ -166,6 +170,10 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool) -> String {
     w!(out, "        let img = first + t;");
     w!(out, "        let ok = img < p.n;");
     declare_rows(&mut out, s);
+    if stats {
+        w!(out, "        var plane_mean = 0.0;");
+        w!(out, "        var plane_m2 = 0.0;");
+    }
     w!(out, "        for (var y = 0u; y < {}u; y++) {{", s.h);
     for ox in 0..s.w {
         w!(out, "            var a{ox} = b;");
@@ -176,6 +184,9 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool) -> String {
             w!(out, "                a{ox} = fma(w_{ci}_{kr}_{kc}, {v}, a{ox});");
         }
     });
+    if stats {
+        plane_stats_of_row(&mut out, s);
+    }
     w!(out, "            if ok {{");
     for j in 0..s.pieces() {
         let value = pack(s, |e| format!("a{}", j * s.piece() + e));
@@ -186,9 +197,30 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool) -> String {
     w!(out, "            }}");
     roll_rows(&mut out, s);
     w!(out, "        }}");
+    if stats {
+        w!(out, "        if ok {{");
+        w!(out, "            stats[img * {oc}u + oc] = vec2(plane_mean, plane_m2);");
+        w!(out, "        }}");
+    }
     w!(out, "    }}");
     w!(out, "}}");
     out
+}
+
+/// The forward's by-product for a BatchNorm(ReLU(·)) that reads its output: the mean and
+/// Σ(v − mean)² of ReLU(output) over the lane's plane, the row's own (two passes over
+/// registers) merged into the running ones with Chan's formula, as batchnorm_plane_stats
+/// computes them from memory (src/gpu/batchnorm.rs takes these instead when they match).
+fn plane_stats_of_row(out: &mut String, s: Shape) {
+    let w = s.w;
+    let relu: Vec<String> = (0..w).map(|ox| format!("max(a{ox}, 0.0)")).collect();
+    w!(out, "            let row_mean = ({}) / {w}.0;", relu.join(" + "));
+    let dev: Vec<String> = relu.iter().map(|v| format!("({v} - row_mean) * ({v} - row_mean)")).collect();
+    w!(out, "            let row_m2 = {};", dev.join(" + "));
+    w!(out, "            let seen = f32(y * {w}u);");
+    w!(out, "            let delta = row_mean - plane_mean;");
+    w!(out, "            plane_mean += delta * ({w}.0 / (seen + {w}.0));");
+    w!(out, "            plane_m2 += row_m2 + delta * delta * (seen * {w}.0 / (seen + {w}.0));");
 }
 
 /// The WGSL of `conv2d_backward_weight_rows` for `shape` (`ic` = the conv's input channels,

@@ -78,6 +78,25 @@ pub struct GpuImages {
     count: usize,
 }
 
+/// Statistics a dispatch left for the next (see `GpuBackend::fused_stats`).
+struct FusedStats {
+    y: (wgpu::Buffer, usize, usize),
+    stats: GpuTensor,
+}
+
+impl GpuBackend {
+    /// Leaves `stats` for a BatchNorm(ReLU(y)) recorded next.
+    fn leave_stats(&mut self, y: &GpuTensor, stats: GpuTensor) {
+        self.fused_stats = Some(FusedStats { y: (y.buffer.clone(), y.offset, y.len), stats });
+    }
+
+    /// The plane statistics of ReLU(x) the last dispatch left, if it wrote x.
+    fn take_stats(&mut self, x: &GpuTensor) -> Option<GpuTensor> {
+        let key = (x.buffer.clone(), x.offset, x.len);
+        self.fused_stats.take().filter(|f| f.y == key).map(|f| f.stats)
+    }
+}
+
 /// A recorded dispatch, waiting for the next submit.
 struct Dispatch {
     kernel: Kernel,
@@ -187,6 +206,10 @@ pub struct GpuBackend {
     /// cover the shape; on by default where subgroups are 8 lanes. Tests turn it off to hold
     /// the other kernels to the reference too.
     pub subgroup_convs: bool,
+    /// Plane statistics of ReLU(y) that the last dispatch, a subgroup conv forward, computed
+    /// beside its output y: a BatchNorm(ReLU(y)) recorded next takes them instead of reading y
+    /// again (src/gpu/batchnorm.rs). Any other dispatch drops them.
+    fused_stats: Option<FusedStats>,
     /// Dispatches recorded since creation.
     pub dispatches: u64,
     /// Submits since creation.
@@ -202,6 +225,7 @@ impl GpuBackend {
     pub fn with_context(ctx: GpuContext) -> Self {
         Self {
             subgroup_convs: ctx.subgroups_of_8,
+            fused_stats: None,
             ctx,
             pipelines: Pipelines::default(),
             scratch: ScratchPool::default(),
@@ -246,6 +270,7 @@ impl GpuBackend {
         work: Option<Work>,
     ) {
         assert_eq!(buffers.len(), kernel.bindings().len(), "{kernel:?}: wrong number of buffers");
+        self.fused_stats = None;
         assert!(workgroups > 0, "{kernel:?}: no work");
         let uniform = self.uniform(bytemuck::bytes_of(params));
         let key = BindKey {
