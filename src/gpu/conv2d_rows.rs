@@ -22,6 +22,8 @@
 //! A single output channel (the model's last conv) is split the other way: lane `ci` holds
 //! input channel `ci` of one image, loads its rows itself and convolves them with its slice
 //! of the weights, and `subgroupAdd` sums the lanes' outputs.
+//! The forward also leaves, from registers, the plane statistics of ReLU(output) that the
+//! BatchNorm reading it next would otherwise make another pass over memory for.
 
 use std::fmt::Write;
 
@@ -132,10 +134,7 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool) -> String {
     let mut out = prelude(s);
     let (ic, oc, k) = (s.ic, s.oc, s.k);
     let pad = k / 2;
-    w!(out, "@group(0) @binding(1) var<storage, read> src: array<{}>;", s.vec_type());
-    w!(out, "@group(0) @binding(2) var<storage, read> weights: array<f32>;");
-    w!(out, "@group(0) @binding(3) var<storage, read> bias: array<f32>;");
-    w!(out, "@group(0) @binding(4) var<storage, read_write> dst: array<{}>;", s.vec_type());
+    forward_bindings(&mut out, s);
     let stats = mode == Mode::Forward;
     if stats {
         w!(out, "@group(0) @binding(5) var<storage, read_write> stats: array<vec2<f32>>;");
@@ -234,9 +233,7 @@ pub fn backward_weight_source(shape: Shape) -> String {
     let mut out = prelude(s);
     let (ic, oc, k) = (s.ic, s.oc, s.k);
     let pad = k / 2;
-    w!(out, "@group(0) @binding(1) var<storage, read> src: array<{}>;", s.vec_type());
-    w!(out, "@group(0) @binding(2) var<storage, read> dy: array<{}>;", s.vec_type());
-    w!(out, "@group(0) @binding(3) var<storage, read_write> partial: array<f32>;");
+    weight_bindings(&mut out, s);
     out.push_str(&row_loader(s, "src", "load_row_piece", s.ic));
     out.push_str(&row_loader(s, "dy", "load_dy_piece", s.oc));
     w!(out, "");
@@ -248,11 +245,7 @@ pub fn backward_weight_source(shape: Shape) -> String {
     w!(out, "                               @builtin(subgroup_invocation_id) lane: u32) {{");
     w!(out, "    let oc = lane % {oc}u;");
     w!(out, "    let group = lane / {oc}u;");
-    w!(out, "    let tower_n = p.n / p.towers;");
-    w!(out, "    let per_tower = (tower_n + {IMAGES}u - 1u) / {IMAGES}u;");
-    w!(out, "    let chunk = (wg.y * nwg.x + wg.x) * {}u + group;", s.groups());
-    w!(out, "    let tower = chunk / per_tower;");
-    w!(out, "    let in_range = chunk < p.towers * per_tower;");
+    weight_chunk(&mut out, &format!("(wg.y * nwg.x + wg.x) * {}u + group", s.groups()));
     for ci in 0..ic {
         for kr in 0..k {
             for kc in 0..k {
@@ -261,20 +254,10 @@ pub fn backward_weight_source(shape: Shape) -> String {
         }
     }
     w!(out, "    var gb = 0.0;");
-    w!(out, "    for (var t = 0u; t < {IMAGES}u; t++) {{");
-    w!(out, "        let local = (chunk % per_tower) * {IMAGES}u + t;");
-    w!(out, "        let img = tower * tower_n + local;");
-    w!(out, "        let ok = in_range && local < tower_n;");
+    weight_chunk_images(&mut out);
     declare_rows(&mut out, s);
     w!(out, "        for (var y = 0u; y < {}u; y++) {{", s.h);
-    for j in 0..s.pieces() {
-        w!(out, "            let dy{j} = load_dy_piece(img, ok, i32(y), oc * {}u + {j}u);", s.pieces());
-        for e in 0..s.piece() {
-            let col = j * s.piece() + e;
-            w!(out, "            let d{col} = {};", component(s, &format!("dy{j}"), e));
-            w!(out, "            gb += d{col};");
-        }
-    }
+    dy_row(&mut out, s, "oc");
     broadcast_taps(&mut out, s, |out, ci, kr, kc, col, v| {
         let ox = col as i32 + pad as i32 - kc as i32;
         if (0..s.w as i32).contains(&ox) {
@@ -307,10 +290,7 @@ fn forward_source_lane_per_input(s: Shape, mode: Mode, accumulate: bool) -> Stri
     let mut out = prelude(s);
     let (ic, k) = (s.ic, s.k);
     let pad = k / 2;
-    w!(out, "@group(0) @binding(1) var<storage, read> src: array<{}>;", s.vec_type());
-    w!(out, "@group(0) @binding(2) var<storage, read> weights: array<f32>;");
-    w!(out, "@group(0) @binding(3) var<storage, read> bias: array<f32>;");
-    w!(out, "@group(0) @binding(4) var<storage, read_write> dst: array<{}>;", s.vec_type());
+    forward_bindings(&mut out, s);
     out.push_str(&row_loader(s, "src", "load_row_piece", ic));
     w!(out, "");
     w!(out, "@compute @workgroup_size({LANES})");
@@ -373,9 +353,7 @@ fn backward_weight_source_lane_per_input(s: Shape) -> String {
     let mut out = prelude(s);
     let (ic, k) = (s.ic, s.k);
     let pad = k / 2;
-    w!(out, "@group(0) @binding(1) var<storage, read> src: array<{}>;", s.vec_type());
-    w!(out, "@group(0) @binding(2) var<storage, read> dy: array<{}>;", s.vec_type());
-    w!(out, "@group(0) @binding(3) var<storage, read_write> partial: array<f32>;");
+    weight_bindings(&mut out, s);
     out.push_str(&row_loader(s, "src", "load_row_piece", ic));
     out.push_str(&row_loader(s, "dy", "load_dy_piece", 1));
     w!(out, "");
@@ -387,31 +365,17 @@ fn backward_weight_source_lane_per_input(s: Shape) -> String {
     w!(out, "                               @builtin(subgroup_invocation_id) lane: u32) {{");
     w!(out, "    let live = lane < {ic}u;");
     w!(out, "    let ci = min(lane, {}u);", ic - 1);
-    w!(out, "    let tower_n = p.n / p.towers;");
-    w!(out, "    let per_tower = (tower_n + {IMAGES}u - 1u) / {IMAGES}u;");
-    w!(out, "    let chunk = wg.y * nwg.x + wg.x;");
-    w!(out, "    let tower = chunk / per_tower;");
-    w!(out, "    let in_range = chunk < p.towers * per_tower;");
+    weight_chunk(&mut out, "wg.y * nwg.x + wg.x");
     for kr in 0..k {
         for kc in 0..k {
             w!(out, "    var g_{kr}_{kc} = 0.0;");
         }
     }
     w!(out, "    var gb = 0.0;");
-    w!(out, "    for (var t = 0u; t < {IMAGES}u; t++) {{");
-    w!(out, "        let local = (chunk % per_tower) * {IMAGES}u + t;");
-    w!(out, "        let img = tower * tower_n + local;");
-    w!(out, "        let ok = in_range && local < tower_n;");
+    weight_chunk_images(&mut out);
     own_rows(&mut out, s);
     w!(out, "        for (var y = 0u; y < {}u; y++) {{", s.h);
-    for j in 0..s.pieces() {
-        w!(out, "            let dy{j} = load_dy_piece(img, ok, i32(y), {j}u);");
-        for e in 0..s.piece() {
-            let col = j * s.piece() + e;
-            w!(out, "            let d{col} = {};", component(s, &format!("dy{j}"), e));
-            w!(out, "            gb += d{col};");
-        }
-    }
+    dy_row(&mut out, s, "0u");
     for kr in 0..k {
         for col in 0..s.w {
             let v = component(s, &format!("x{kr}_{}", col / s.piece()), col % s.piece());
@@ -464,6 +428,52 @@ fn roll_own_rows(out: &mut String, s: Shape) {
             s.k / 2 + 1,
             s.pieces()
         );
+    }
+}
+
+/// Bindings of `conv2d_rows`: input, weights, bias, output (and, where the forward leaves
+/// them, the plane statistics at 5).
+fn forward_bindings(out: &mut String, s: Shape) {
+    w!(out, "@group(0) @binding(1) var<storage, read> src: array<{}>;", s.vec_type());
+    w!(out, "@group(0) @binding(2) var<storage, read> weights: array<f32>;");
+    w!(out, "@group(0) @binding(3) var<storage, read> bias: array<f32>;");
+    w!(out, "@group(0) @binding(4) var<storage, read_write> dst: array<{}>;", s.vec_type());
+}
+
+/// Bindings of `conv2d_backward_weight_rows`: input, output gradient, partial sums.
+fn weight_bindings(out: &mut String, s: Shape) {
+    w!(out, "@group(0) @binding(1) var<storage, read> src: array<{}>;", s.vec_type());
+    w!(out, "@group(0) @binding(2) var<storage, read> dy: array<{}>;", s.vec_type());
+    w!(out, "@group(0) @binding(3) var<storage, read_write> partial: array<f32>;");
+}
+
+/// The weight gradient's chunk (`chunk`, WGSL): [`IMAGES`] consecutive images of one tower,
+/// numbered tower by tower as `conv2d_backward_weight_reduce` reads them.
+fn weight_chunk(out: &mut String, chunk: &str) {
+    w!(out, "    let tower_n = p.n / p.towers;");
+    w!(out, "    let per_tower = (tower_n + {IMAGES}u - 1u) / {IMAGES}u;");
+    w!(out, "    let chunk = {chunk};");
+    w!(out, "    let tower = chunk / per_tower;");
+    w!(out, "    let in_range = chunk < p.towers * per_tower;");
+}
+
+/// Opens the loop over the chunk's images: `img`, and `ok` unless it is past its tower.
+fn weight_chunk_images(out: &mut String) {
+    w!(out, "    for (var t = 0u; t < {IMAGES}u; t++) {{");
+    w!(out, "        let local = (chunk % per_tower) * {IMAGES}u + t;");
+    w!(out, "        let img = tower * tower_n + local;");
+    w!(out, "        let ok = in_range && local < tower_n;");
+}
+
+/// Output row y of the gradient of channel `channel` (WGSL) as d0 … d{W-1}, added to `gb`.
+fn dy_row(out: &mut String, s: Shape, channel: &str) {
+    for j in 0..s.pieces() {
+        w!(out, "            let dy{j} = load_dy_piece(img, ok, i32(y), {channel} * {}u + {j}u);", s.pieces());
+        for e in 0..s.piece() {
+            let col = j * s.piece() + e;
+            w!(out, "            let d{col} = {};", component(s, &format!("dy{j}"), e));
+            w!(out, "            gb += d{col};");
+        }
     }
 }
 
