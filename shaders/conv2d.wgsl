@@ -1,7 +1,9 @@
 // conv2d.wgsl: 2-D convolution, stride 1, odd square kernel, zero padding; forward, the input
 // gradient, and the weight and bias gradients as a two-stage reduction (no atomics, so the
 // result is the same bits on every run).
-// Mirrors src/cpu/conv2d.rs (reference) and src/gpu/conv2d.rs (launchers).
+// Mirrors src/cpu/conv2d.rs (reference) and src/gpu/conv2d.rs (launchers). Where subgroups
+// are 8 lanes (llvmpipe), the launchers take the subgroup kernels src/gpu/conv2d_rows.rs
+// writes per layer shape instead of the fast path below.
 //
 // entry point                       bindings 1.. (binding 0: Conv2dParams)
 // conv2d_forward                    x, w, b, y
