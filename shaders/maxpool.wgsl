@@ -51,6 +51,13 @@ fn is_nan(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
 }
 
+// The gradients of window (top, bottom) whose dy is g: g at the first maximum, 0 elsewhere,
+// as (top row, bottom row).
+fn window_grad(top: vec2<f32>, bottom: vec2<f32>, g: f32) -> vec4<f32> {
+    let best = u32(first_max(top, bottom).y);
+    return select(vec4(0.0), vec4(g), vec4(best) == vec4(0u, 1u, 2u, 3u));
+}
+
 // Window (nc, oh, ow)'s two rows, as vec2s when the width is even.
 fn window_rows(nc: u32, oh: u32, ow: u32) -> array<vec2<f32>, 2> {
     let top = (nc * p.h + 2u * oh) * p.w + 2u * ow;
@@ -135,16 +142,13 @@ fn maxpool_backward_windows(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var ow = 0u; ow < ow_n; ow++) {
             let top = ((nc * p.h + 2u * oh) * p.w + 2u * ow) / 2u;
             let bottom = top + p.w / 2u;
-            let best = u32(first_max(bw_x2[top], bw_x2[bottom]).y);
-            let g = bw_dy[(nc * oh_n + oh) * ow_n + ow];
-            let gt = vec2(select(0.0, g, best == 0u), select(0.0, g, best == 1u));
-            let gb = vec2(select(0.0, g, best == 2u), select(0.0, g, best == 3u));
+            let grad = window_grad(bw_x2[top], bw_x2[bottom], bw_dy[(nc * oh_n + oh) * ow_n + ow]);
             if add {
-                bw_dx2[top] += gt;
-                bw_dx2[bottom] += gb;
+                bw_dx2[top] += grad.xy;
+                bw_dx2[bottom] += grad.zw;
             } else {
-                bw_dx2[top] = gt;
-                bw_dx2[bottom] = gb;
+                bw_dx2[top] = grad.xy;
+                bw_dx2[bottom] = grad.zw;
             }
         }
     }
@@ -176,13 +180,6 @@ fn maxpool_forward_pairs(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(1) var<storage, read> pb_x4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> pb_dy2: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read_write> pb_dx4: array<vec4<f32>>;
-
-// The gradients of window (top, bottom) whose dy is g: g at the first maximum, 0 elsewhere,
-// as (top row, bottom row).
-fn window_grad(top: vec2<f32>, bottom: vec2<f32>, g: f32) -> vec4<f32> {
-    let best = u32(first_max(top, bottom).y);
-    return select(vec4(0.0), vec4(g), vec4(best) == vec4(0u, 1u, 2u, 3u));
-}
 
 // Two windows at a time, as maxpool_forward_pairs.
 @compute @workgroup_size(64)

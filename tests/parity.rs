@@ -114,9 +114,11 @@ fn conv2d_kernel_5_and_1() {
 fn conv2d_batch_1() {
     conv2d_case("batch1", 1, 4, (28, 28), 8, 3, 1);
 }
+
 /// Shapes the subgroup kernels take in every variant: 8 and 4 output channels (one and two
-/// lane groups), one output channel (a lane per input channel), pieces of 4, 2 and 1 floats, K of 1, 3 and 5, batches that leave lanes and
-/// weight-gradient chunks part empty, towers whose size is no multiple of the chunk.
+/// lane groups), one output channel (a lane per input channel), pieces of 4, 2 and 1 floats,
+/// K of 1, 3 and 5, batches that leave lanes and weight-gradient chunks part empty, towers
+/// whose size is no multiple of the chunk.
 #[test]
 fn conv2d_subgroup_variants() {
     conv2d_case("sg-8x8-odd-batch", 5, 8, (6, 10), 8, 5, 1);
