@@ -208,7 +208,7 @@ pub struct GpuBackend {
     pub subgroup_convs: bool,
     /// Plane statistics of ReLU(y) that the last dispatch, a subgroup conv forward, computed
     /// beside its output y: a BatchNorm(ReLU(y)) recorded next takes them instead of reading y
-    /// again (src/gpu/batchnorm.rs). Any other dispatch drops them.
+    /// again (src/gpu/batchnorm.rs). Any other dispatch, a write or a scratch reset drops them.
     fused_stats: Option<FusedStats>,
     /// Dispatches recorded since creation.
     pub dispatches: u64,
@@ -486,6 +486,7 @@ impl GpuBackend {
     /// Writes raw 32-bit words into a tensor, after everything recorded so far.
     pub fn write_words<T: Pod>(&mut self, t: &GpuTensor, data: &[T]) {
         assert_eq!(data.len(), t.len, "gpu: writing {} words into a tensor of {}", data.len(), t.len);
+        self.fused_stats = None;
         // queue.write_buffer lands before the next submit's commands: submit the recorded
         // ones first so that they still see the old contents.
         self.flush();
@@ -542,6 +543,8 @@ impl Backend for GpuBackend {
         for (_, in_use) in self.scratch.by_size.values_mut() {
             *in_use = 0;
         }
+        // Scratch handed out again may be another tensor at the same place.
+        self.fused_stats = None;
     }
     fn write(&mut self, t: &GpuTensor, data: &[f32]) {
         self.write_words(t, data);
