@@ -161,13 +161,7 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool) -> String {
             }
         }
     }
-    match mode {
-        Mode::Forward => w!(out, "    let b = bias[oc];"),
-        Mode::InputGrad => w!(out, "    let b = 0.0;"),
-    }
-    w!(out, "    for (var t = 0u; t < {IMAGES}u; t++) {{");
-    w!(out, "        let img = first + t;");
-    w!(out, "        let ok = img < p.n;");
+    forward_images(&mut out, mode, "oc");
     declare_rows(&mut out, s);
     if stats {
         w!(out, "        var plane_mean = 0.0;");
@@ -306,13 +300,7 @@ fn forward_source_lane_per_input(s: Shape, mode: Mode, accumulate: bool) -> Stri
             w!(out, "    let w_{kr}_{kc} = select(0.0, weights[(ci * {k}u + {r}u) * {k}u + {c}u], live);");
         }
     }
-    match mode {
-        Mode::Forward => w!(out, "    let b = bias[0];"),
-        Mode::InputGrad => w!(out, "    let b = 0.0;"),
-    }
-    w!(out, "    for (var t = 0u; t < {IMAGES}u; t++) {{");
-    w!(out, "        let img = first + t;");
-    w!(out, "        let ok = img < p.n;");
+    forward_images(&mut out, mode, "0");
     own_rows(&mut out, s);
     w!(out, "        for (var y = 0u; y < {}u; y++) {{", s.h);
     for ox in 0..s.w {
@@ -429,6 +417,19 @@ fn roll_own_rows(out: &mut String, s: Shape) {
             s.pieces()
         );
     }
+}
+
+/// The bias `b` (of output channel `channel`, WGSL; none for the input gradient) and the
+/// opening of the loop over a group's images from `first`: `img`, and `ok` unless past the
+/// batch.
+fn forward_images(out: &mut String, mode: Mode, channel: &str) {
+    match mode {
+        Mode::Forward => w!(out, "    let b = bias[{channel}];"),
+        Mode::InputGrad => w!(out, "    let b = 0.0;"),
+    }
+    w!(out, "    for (var t = 0u; t < {IMAGES}u; t++) {{");
+    w!(out, "        let img = first + t;");
+    w!(out, "        let ok = img < p.n;");
 }
 
 /// Bindings of `conv2d_rows`: input, weights, bias, output (and, where the forward leaves
