@@ -32,8 +32,10 @@ pub enum Error {
     #[error("{flag}: {message}")]
     Config { flag: String, message: String },
 
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    /// A file that could not be opened, read or written. The I/O error is part of the message,
+    /// not a `source`: the CLI prints the whole chain, which would say it twice.
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: std::io::Error },
 
     /// Training produced a NaN or infinity.
     #[error("training diverged at epoch {epoch}, step {step}: {what}")]
@@ -48,6 +50,6 @@ impl Error {
         Error::Config { flag: flag.into(), message: message.into() }
     }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), cause: source }
     }
 }

@@ -232,6 +232,11 @@ fn gpu_backend() -> anyhow::Result<GpuBackend> {
     Ok(gpu)
 }
 
+/// A scoped thread's result; its panic, if it panicked.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// The output directory, refused if it already holds files (checked before any work).
 fn check_out(out: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let stamp = chrono::Local::now().format("%Y-%m-%d_%H-%M-%S").to_string();
@@ -286,8 +291,23 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     if a.limit == Some(0) || a.test_limit == Some(0) {
         return Err(Error::config("--limit", "0 rows leaves nothing to train on").into());
     }
-    // Every input is read and checked before anything is written.
-    let data = load(&a.data, a.limit)?;
+    // Every input is read and checked before anything is written. Meanwhile the GPU compiles
+    // the run's kernels (seconds on a first run through llvmpipe), so a missing file is
+    // reported first, without waiting for that.
+    for path in [&a.data, &a.test] {
+        std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    }
+    let (data, test, gpu) = std::thread::scope(|s| {
+        let gpu = s.spawn(|| {
+            let mut gpu = gpu_backend()?;
+            siamese::train::warm_up(&mut gpu, &cfg);
+            anyhow::Ok(gpu)
+        });
+        let test = s.spawn(|| load(&a.test, a.test_limit));
+        let data = load(&a.data, a.limit);
+        (data, joined(test), joined(gpu))
+    });
+    let data = data?;
     if data.len() < 4 {
         let message = format!("{} images; training needs at least 4", data.len());
         return Err(Error::input(&a.data, "whole file", message).into());
@@ -302,12 +322,12 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             return Err(Error::config("--epochs", message).into());
         }
     }
-    let test = load(&a.test, a.test_limit)?;
+    let test = test?;
     let out = match &a.resume {
         Some(dir) => dir.clone(),
         None => check_out(a.out.clone())?,
     };
-    let mut gpu = gpu_backend()?;
+    let mut gpu = gpu?;
     check_batch_fits(&gpu, &cfg)?;
     create_out(&out)?;
     let (mut trainer, mut reports) = match &resumed {

@@ -227,6 +227,30 @@ impl RunState {
     }
 }
 
+/// Pairs per warm-up batch: kernel choices and specialisations depend on the layer shapes, not
+/// on the batch size.
+pub const WARM_UP_BATCH: usize = 4;
+
+/// Runs one training step and one eval-mode forward of `cfg`'s network on a few blank images,
+/// so that every kernel a run uses is compiled before the run needs it: `train` does this while
+/// it reads the data (a first run on llvmpipe compiles for seconds, mostly at first dispatch).
+/// Leaves nothing on `backend` but compiled pipelines and free scratch; a run's numbers do not
+/// depend on it (tests/train.rs holds them bit for bit).
+pub fn warm_up<B: Backend>(backend: &mut B, cfg: &TrainConfig) {
+    const IMAGES: usize = 16;
+    let blank = Dataset {
+        images: vec![0; IMAGES * IMAGE_PIXELS],
+        labels: (0..IMAGES).map(|i| (i % 2) as u8).collect(),
+        source: "warm-up".into(),
+    };
+    let cfg = TrainConfig { batch_size: WARM_UP_BATCH, val_fraction: 0.25, ..cfg.clone() };
+    let mut trainer = Trainer::new(backend, cfg, &blank);
+    let pairs = trainer.bench_pairs(1);
+    trainer.step(backend, &pairs, 0);
+    trainer.embed_rows(backend, &trainer.train_rows[..WARM_UP_BATCH]);
+    backend.reset_scratch();
+}
+
 /// A model being trained on one dataset, everything it needs resident on the backend.
 pub struct Trainer<B: Backend> {
     pub cfg: TrainConfig,

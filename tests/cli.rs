@@ -136,6 +136,7 @@ fn refused(args: &[&str], parts: &[&str]) {
     for part in parts {
         assert!(lines[0].contains(part), "{args:?}: {:?} does not say {part:?}", lines[0]);
     }
+    assert!(lines[0].matches("(os error").count() <= 1, "{args:?}: says its cause twice: {}", lines[0]);
     assert!(o.stdout.is_empty(), "{args:?} printed {}", text(&o.stdout));
 }
 

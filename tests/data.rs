@@ -49,6 +49,8 @@ fn csv_with_and_without_header_plain_and_gzip() {
         // gzip is recognised by its magic bytes, not its name
         ("d.data", gzip(good_csv(false).as_bytes())),
         ("e.csv", good_csv(true).replace('\n', "\r\n").into_bytes()),
+        // spaces around a number and leading zeros: the general path beside the 1–3 digit one
+        ("f.csv", good_csv(true).replace(",7,8,9,", ", 7,008 ,0009,").into_bytes()),
     ] {
         let got = Dataset::load(&write(dir.path(), name, &bytes)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!((got.images, got.labels), (want.images.clone(), want.labels.clone()), "{name}");

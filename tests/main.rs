@@ -25,3 +25,5 @@ mod robust;
 mod shaders;
 /// The tape: shared weights collect both gradients; eval mode records nothing.
 mod tape;
+/// The training loop on the GPU: warming up leaves no trace.
+mod train;

@@ -39,9 +39,10 @@ pub fn load(path: &Path) -> Result<Dataset> {
             .filter(|&v| v <= 9)
             .ok_or_else(|| field_error(path, line, 0, &record[0], "a label 0–9"))?;
         labels.push(label);
-        for (k, field) in record.iter().enumerate().skip(1) {
-            let v = parse(field).ok_or_else(|| field_error(path, line, k, field, "an integer pixel 0–255"))?;
-            images.push(v);
+        let start = images.len();
+        images.resize(start + IMAGE_PIXELS, 0);
+        for (k, (field, pixel)) in record.iter().skip(1).zip(&mut images[start..]).enumerate() {
+            *pixel = parse(field).ok_or_else(|| field_error(path, line, k + 1, field, "an integer pixel 0–255"))?;
         }
     }
     Ok(Dataset { images, labels, source: path.to_path_buf() })
@@ -49,6 +50,19 @@ pub fn load(path: &Path) -> Result<Dataset> {
 
 /// A non-negative integer that fits a byte, allowing surrounding spaces.
 fn parse(field: &[u8]) -> Option<u8> {
+    // 47 million fields in the training file: plain 1–3 digit fields skip the general path.
+    let plain = || {
+        let digit = |b: u8| b.is_ascii_digit().then(|| u16::from(b - b'0'));
+        match *field {
+            [a] => digit(a),
+            [a, b] => Some(digit(a)? * 10 + digit(b)?),
+            [a, b, c] => Some(digit(a)? * 100 + digit(b)? * 10 + digit(c)?),
+            _ => None,
+        }
+    };
+    if let Some(v) = plain() {
+        return u8::try_from(v).ok();
+    }
     let s = std::str::from_utf8(field).ok()?.trim();
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
