@@ -219,11 +219,7 @@ fn main() -> ExitCode {
 }
 
 fn load(path: &Path, limit: Option<usize>) -> anyhow::Result<Dataset> {
-    let data = Dataset::load(path)?;
-    Ok(match limit {
-        Some(n) => data.truncate(n),
-        None => data,
-    })
+    Ok(Dataset::load_first(path, limit)?)
 }
 
 fn gpu_backend() -> anyhow::Result<GpuBackend> {

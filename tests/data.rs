@@ -195,3 +195,20 @@ fn pairs_are_balanced_correct_and_seeded() {
     assert_eq!(draw(0), pairs, "the same seed and epoch draw the same pairs");
     assert_ne!(draw(1), pairs, "every epoch draws new pairs");
 }
+
+#[test]
+fn a_limit_reads_no_further_and_must_leave_two_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = good_csv(true);
+    let broken = format!("{good}not,a,row\n");
+    for (name, bytes) in [("broken.csv", broken.as_bytes().to_vec()), ("broken.csv.gz", gzip(broken.as_bytes()))] {
+        let path = write(dir.path(), name, &bytes);
+        let first = Dataset::load_first(&path, Some(4)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(first.labels, vec![0, 1, 2, 0], "{name}");
+        assert_eq!(first.image(3)[..2], [21, 22], "{name}");
+        assert!(Dataset::load_first(&path, None).is_err(), "{name}: the bad last row was not read");
+    }
+    let path = write(dir.path(), "good.csv", good.as_bytes());
+    let e = Dataset::load_first(&path, Some(1)).expect_err("one image, one class").to_string();
+    assert!(e.contains("two classes"), "{e}");
+}

@@ -9,12 +9,13 @@ use crate::model::IMAGE_PIXELS;
 
 const FIELDS: usize = 1 + IMAGE_PIXELS;
 
-pub fn load(path: &Path) -> Result<Dataset> {
+/// The first `limit` images of the file at `path`.
+pub fn load(path: &Path, limit: usize) -> Result<Dataset> {
     let mut reader = ::csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(open(path)?);
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     let mut record = ::csv::ByteRecord::new();
     let mut line = 0u64;
-    loop {
+    while labels.len() < limit {
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}

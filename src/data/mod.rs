@@ -36,13 +36,21 @@ impl Dataset {
     /// recognised by its magic bytes), an IDX images file (`*-images-idx3-ubyte[.gz]`, with its
     /// `*-labels-idx1-ubyte[.gz]` beside it), or a directory holding one IDX pair.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_first(path, None)
+    }
+
+    /// Like [`Dataset::load`], keeping only the first `limit` images: a CSV is read no further
+    /// (quick runs start at once, and rows after the limit are not looked at), and the images
+    /// kept must make a dataset on their own (two classes).
+    pub fn load_first(path: &Path, limit: Option<usize>) -> Result<Self> {
+        let limit = limit.unwrap_or(usize::MAX);
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         let data = if meta.is_dir() {
-            idx::load_dir(path)?
+            idx::load_dir(path)?.truncate(limit)
         } else if idx::is_images_file(path) {
-            idx::load(path)?
+            idx::load(path)?.truncate(limit)
         } else {
-            csv::load(path)?
+            csv::load(path, limit)?
         };
         data.check()?;
         Ok(data)
