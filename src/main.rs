@@ -287,9 +287,9 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     if a.limit == Some(0) || a.test_limit == Some(0) {
         return Err(Error::config("--limit", "0 rows leaves nothing to train on").into());
     }
-    // Every input is read and checked before anything is written. Meanwhile the GPU compiles
-    // the run's kernels (seconds on a first run through llvmpipe), so a missing file is
-    // reported first, without waiting for that.
+    // Every input is read and checked before anything is written, while the GPU compiles the
+    // run's kernels on a warm-up step (seconds on a first run through llvmpipe). A missing file
+    // is reported at once, not after that.
     for path in [&a.data, &a.test] {
         std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     }
