@@ -301,7 +301,11 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         });
         let test = s.spawn(|| load(&a.test, a.test_limit));
         let data = load(&a.data, a.limit);
-        (data, joined(test), joined(gpu))
+        let test = joined(test);
+        if data.is_ok() && test.is_ok() && !gpu.is_finished() {
+            eprintln!("waiting for the GPU kernels to compile (slow only on a driver's first run: it caches them) ...");
+        }
+        (data, test, joined(gpu))
     });
     let data = data?;
     if data.len() < 4 {
