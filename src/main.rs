@@ -289,13 +289,18 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     }
     // Every input is read and checked before anything is written, while the GPU compiles the
     // run's kernels on a warm-up step (seconds on a first run through llvmpipe). A missing file
-    // is reported at once, not after that.
+    // or a full output directory is reported at once, not after that.
     for path in [&a.data, &a.test] {
         std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     }
+    let out = match &a.resume {
+        Some(dir) => dir.clone(),
+        None => check_out(a.out.clone())?,
+    };
     let (data, test, gpu) = std::thread::scope(|s| {
         let gpu = s.spawn(|| {
             let mut gpu = gpu_backend()?;
+            check_batch_fits(&gpu, &cfg)?;
             siamese::train::warm_up(&mut gpu, &cfg);
             anyhow::Ok(gpu)
         });
@@ -323,12 +328,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         }
     }
     let test = test?;
-    let out = match &a.resume {
-        Some(dir) => dir.clone(),
-        None => check_out(a.out.clone())?,
-    };
     let mut gpu = gpu?;
-    check_batch_fits(&gpu, &cfg)?;
     create_out(&out)?;
     let (mut trainer, mut reports) = match &resumed {
         Some(state) => (Trainer::resume(&mut gpu, state, &data), state.history.clone()),
