@@ -69,7 +69,7 @@ impl Dataset {
     }
 
     /// The first `n` images (all of them if there are fewer).
-    pub fn truncate(mut self, n: usize) -> Self {
+    fn truncate(mut self, n: usize) -> Self {
         let n = n.min(self.len());
         self.labels.truncate(n);
         self.images.truncate(n * IMAGE_PIXELS);
