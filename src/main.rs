@@ -353,9 +353,16 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         eprintln!("this adapter has no timestamp queries: no profile");
     }
     let steps_before = gpu.dispatches;
+    let mut first_step = true;
     for epoch in reports.len()..cfg.epochs {
         let bar = progress_bar(trainer.steps_per_epoch(), epoch, cfg.epochs);
         let report = trainer.epoch(&mut gpu, epoch, &mut |t, g, step, _| {
+            if std::mem::take(&mut first_step) {
+                // Start-up, shader compilation included: waits for this one step only.
+                g.sync();
+                let line = format!("first step done {:.1} s after launch", started.elapsed().as_secs_f64());
+                bar.as_ref().map_or_else(|| eprintln!("{line}"), |bar| bar.println(&line));
+            }
             if let Some(bar) = &bar {
                 bar.set_position(step as u64 + 1);
                 // Reading a loss waits for the GPU: only now and then.

@@ -55,6 +55,7 @@ fn train_writes_every_output_and_the_loss_goes_down() {
     assert_eq!(text(&o.stdout).lines().last(), Some(out.to_str().unwrap()), "the output directory is printed last");
     let stderr = text(&o.stderr);
     assert!(stderr.contains("adapter: "), "the adapter is printed: {stderr}");
+    assert_eq!(stderr.matches("first step done ").count(), 1, "the start-up time is printed once: {stderr}");
     assert!(!stderr.contains("XDG_RUNTIME_DIR"), "driver noise reached stderr: {stderr}");
 
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
