@@ -7,6 +7,7 @@
 // maxpool_backward_windows  x2, dy, dx2      one invocation per plane (even H and W)
 // maxpool_forward_pairs     x4, y2           one invocation per plane (W a multiple of 4)
 // maxpool_backward_pairs    x4, dy2, dx4     one invocation per plane (even H, W % 4 = 0)
+// batchnorm_maxpool_*       the same, then gamma, beta, saved: MaxPool(BatchNorm(x)) (below)
 //
 // The backward pass recomputes each window's argmax from x instead of saving it: the
 // windows do not overlap, so each decides alone. With an even width a window row is one
@@ -20,12 +21,54 @@ struct MaxPoolParams {
     h: u32,
     w: u32,
     accumulate: u32,
+    // Of the BatchNorm that the batchnorm_maxpool_* kernels read x through.
+    towers: u32,
+    relu_input: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: MaxPoolParams;
+
+// How a kernel reads x: as it is (PLAIN), or through a train-mode BatchNorm, ReLU(x)·a + b or
+// x·a + b with the plane's a and b. The batchnorm_maxpool_* kernels compute
+// MaxPool(BatchNorm(ReLU(x))) that way (src/tape.rs, relu_batchnorm_maxpool), so BatchNorm's
+// output is never written or read back; `on` is a constant in every caller, and the plain
+// kernels compile to what they were.
+struct Through {
+    on: bool,
+    a: f32,
+    b: f32,
+}
+
+const PLAIN = Through(false, 1.0, 0.0);
+
+fn through2(v: vec2<f32>, t: Through) -> vec2<f32> {
+    if !t.on {
+        return v;
+    }
+    return select(v, max(v, vec2(0.0)), p.relu_input != 0u) * t.a + vec2(t.b);
+}
+
+fn through4(v: vec4<f32>, t: Through) -> vec4<f32> {
+    if !t.on {
+        return v;
+    }
+    return select(v, max(v, vec4(0.0)), p.relu_input != 0u) * t.a + vec4(t.b);
+}
+
+// Plane nc's a = invstd·γ and b = β − mean·a, exactly as batchnorm_forward computes them;
+// `saved` holds the means (T, C), then the 1/std (T, C).
+fn through_batchnorm(gamma: f32, beta: f32, mean: f32, invstd: f32) -> Through {
+    let a = invstd * gamma;
+    return Through(true, a, beta - mean * a);
+}
+
+// (channel, its mean's slot, its 1/std's slot) of plane nc.
+fn saved_slots(nc: u32) -> vec3<u32> {
+    let c = nc % p.c;
+    let t = nc / p.c / (p.n / p.towers);
+    return vec3(c, t * p.c + c, (p.towers + t) * p.c + c);
+}
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> x2: array<vec2<f32>>;
@@ -58,13 +101,16 @@ fn window_grad(top: vec2<f32>, bottom: vec2<f32>, g: f32) -> vec4<f32> {
     return select(vec4(0.0), vec4(g), vec4(best) == vec4(0u, 1u, 2u, 3u));
 }
 
-// Window (nc, oh, ow)'s two rows, as vec2s when the width is even.
-fn window_rows(nc: u32, oh: u32, ow: u32) -> array<vec2<f32>, 2> {
+// Window (nc, oh, ow)'s two rows, as vec2s when the width is even, read through `t`.
+fn window_rows(nc: u32, oh: u32, ow: u32, t: Through) -> array<vec2<f32>, 2> {
     let top = (nc * p.h + 2u * oh) * p.w + 2u * ow;
     if p.w % 2u == 0u {
-        return array(x2[top / 2u], x2[(top + p.w) / 2u]);
+        return array(through2(x2[top / 2u], t), through2(x2[(top + p.w) / 2u], t));
     }
-    return array(vec2(x[top], x[top + 1u]), vec2(x[top + p.w], x[top + p.w + 1u]));
+    return array(
+        through2(vec2(x[top], x[top + 1u]), t),
+        through2(vec2(x[top + p.w], x[top + p.w + 1u]), t),
+    );
 }
 
 // Flat input index of the maximum of window (nc, oh, ow), by `first_max`'s rule. Scalar
@@ -81,15 +127,17 @@ fn window_argmax(nc: u32, oh: u32, ow: u32) -> u32 {
 // division, which llvmpipe does lane by lane.
 @compute @workgroup_size(64)
 fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let nc = gid.x;
-    if nc >= p.n * p.c {
-        return;
+    if gid.x < p.n * p.c {
+        forward_windows(gid.x, PLAIN);
     }
+}
+
+fn forward_windows(nc: u32, t: Through) {
     let oh_n = p.h / 2u;
     let ow_n = p.w / 2u;
     for (var oh = 0u; oh < oh_n; oh++) {
         for (var ow = 0u; ow < ow_n; ow++) {
-            let rows = window_rows(nc, oh, ow);
+            let rows = window_rows(nc, oh, ow, t);
             y[(nc * oh_n + oh) * ow_n + ow] = first_max(rows[0], rows[1]).x;
         }
     }
@@ -131,10 +179,12 @@ override ACCUMULATE: u32 = 0u;
 // writes each window's four gradients (its dy at the first maximum, 0 elsewhere).
 @compute @workgroup_size(64)
 fn maxpool_backward_windows(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let nc = gid.x;
-    if nc >= p.n * p.c {
-        return;
+    if gid.x < p.n * p.c {
+        backward_windows(gid.x, PLAIN);
     }
+}
+
+fn backward_windows(nc: u32, t: Through) {
     let oh_n = p.h / 2u;
     let ow_n = p.w / 2u;
     let add = ACCUMULATE == 1u;
@@ -142,7 +192,8 @@ fn maxpool_backward_windows(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var ow = 0u; ow < ow_n; ow++) {
             let top = ((nc * p.h + 2u * oh) * p.w + 2u * ow) / 2u;
             let bottom = top + p.w / 2u;
-            let grad = window_grad(bw_x2[top], bw_x2[bottom], bw_dy[(nc * oh_n + oh) * ow_n + ow]);
+            let g = bw_dy[(nc * oh_n + oh) * ow_n + ow];
+            let grad = window_grad(through2(bw_x2[top], t), through2(bw_x2[bottom], t), g);
             if add {
                 bw_dx2[top] += grad.xy;
                 bw_dx2[bottom] += grad.zw;
@@ -160,18 +211,20 @@ fn maxpool_backward_windows(@builtin(global_invocation_id) gid: vec3<u32>) {
 // Two windows at a time: a vec4 of each of their rows in, a vec2 of maxima out.
 @compute @workgroup_size(64)
 fn maxpool_forward_pairs(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let nc = gid.x;
-    if nc >= p.n * p.c {
-        return;
+    if gid.x < p.n * p.c {
+        forward_pairs(gid.x, PLAIN);
     }
+}
+
+fn forward_pairs(nc: u32, through: Through) {
     let oh_n = p.h / 2u;
     let quads = p.w / 4u;
     for (var oh = 0u; oh < oh_n; oh++) {
         let top = (nc * p.h + 2u * oh) * quads;
         let out = (nc * oh_n + oh) * quads;
         for (var q = 0u; q < quads; q++) {
-            let t = pf_x4[top + q];
-            let b = pf_x4[top + quads + q];
+            let t = through4(pf_x4[top + q], through);
+            let b = through4(pf_x4[top + quads + q], through);
             pf_y2[out + q] = vec2(first_max(t.xy, b.xy).x, first_max(t.zw, b.zw).x);
         }
     }
@@ -184,10 +237,12 @@ fn maxpool_forward_pairs(@builtin(global_invocation_id) gid: vec3<u32>) {
 // Two windows at a time, as maxpool_forward_pairs.
 @compute @workgroup_size(64)
 fn maxpool_backward_pairs(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let nc = gid.x;
-    if nc >= p.n * p.c {
-        return;
+    if gid.x < p.n * p.c {
+        backward_pairs(gid.x, PLAIN);
     }
+}
+
+fn backward_pairs(nc: u32, through: Through) {
     let oh_n = p.h / 2u;
     let quads = p.w / 4u;
     let add = ACCUMULATE == 1u;
@@ -195,8 +250,8 @@ fn maxpool_backward_pairs(@builtin(global_invocation_id) gid: vec3<u32>) {
         let top = (nc * p.h + 2u * oh) * quads;
         let out = (nc * oh_n + oh) * quads;
         for (var q = 0u; q < quads; q++) {
-            let t = pb_x4[top + q];
-            let b = pb_x4[top + quads + q];
+            let t = through4(pb_x4[top + q], through);
+            let b = through4(pb_x4[top + quads + q], through);
             let g = pb_dy2[out + q];
             let left = window_grad(t.xy, b.xy, g.x);
             let right = window_grad(t.zw, b.zw, g.y);
@@ -210,5 +265,51 @@ fn maxpool_backward_pairs(@builtin(global_invocation_id) gid: vec3<u32>) {
                 pb_dx4[top + quads + q] = gb;
             }
         }
+    }
+}
+
+// --- MaxPool(BatchNorm(x)): the kernels above, reading x through the BatchNorm. Its gamma,
+// beta and saved follow the pool's own bindings: three for most, two for the pairs forward,
+// which therefore has declarations of its own.
+
+@group(0) @binding(4) var<storage, read> bn_gamma: array<f32>;
+@group(0) @binding(5) var<storage, read> bn_beta: array<f32>;
+@group(0) @binding(6) var<storage, read> bn_saved: array<f32>;
+
+fn plane_batchnorm(nc: u32) -> Through {
+    let s = saved_slots(nc);
+    return through_batchnorm(bn_gamma[s.x], bn_beta[s.x], bn_saved[s.y], bn_saved[s.z]);
+}
+
+@compute @workgroup_size(64)
+fn batchnorm_maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if gid.x < p.n * p.c {
+        forward_windows(gid.x, plane_batchnorm(gid.x));
+    }
+}
+
+@compute @workgroup_size(64)
+fn batchnorm_maxpool_backward_windows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if gid.x < p.n * p.c {
+        backward_windows(gid.x, plane_batchnorm(gid.x));
+    }
+}
+
+@compute @workgroup_size(64)
+fn batchnorm_maxpool_backward_pairs(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if gid.x < p.n * p.c {
+        backward_pairs(gid.x, plane_batchnorm(gid.x));
+    }
+}
+
+@group(0) @binding(3) var<storage, read> bnf_gamma: array<f32>;
+@group(0) @binding(4) var<storage, read> bnf_beta: array<f32>;
+@group(0) @binding(5) var<storage, read> bnf_saved: array<f32>;
+
+@compute @workgroup_size(64)
+fn batchnorm_maxpool_forward_pairs(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if gid.x < p.n * p.c {
+        let s = saved_slots(gid.x);
+        forward_pairs(gid.x, through_batchnorm(bnf_gamma[s.x], bnf_beta[s.x], bnf_saved[s.y], bnf_saved[s.z]));
     }
 }

@@ -123,6 +123,49 @@ pub trait Backend {
     fn maxpool_forward(&mut self, p: &MaxPoolParams, x: &Self::Tensor, y: &Self::Tensor);
     fn maxpool_backward(&mut self, p: &MaxPoolParams, x: &Self::Tensor, dy: &Self::Tensor, dx: &Self::Tensor);
 
+    // --- batchnorm then maxpool, fused ----------------------------------------------------------
+    /// MaxPool2d(BatchNorm2d(x)) in train mode, BatchNorm's output never kept: the statistics
+    /// go to `saved` and the running statistics as in `batchnorm_forward_train`; y is pooled.
+    /// By default the two ops in turn; the GPU pools straight from x, normalising as it reads.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_maxpool_forward(
+        &mut self,
+        pb: &BatchNormParams,
+        pp: &MaxPoolParams,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        saved: &Self::Tensor,
+        running_mean: &Self::Tensor,
+        running_var: &Self::Tensor,
+        y: &Self::Tensor,
+    ) {
+        let normalised = self.scratch(pb.len());
+        self.batchnorm_forward_train(pb, x, gamma, beta, &normalised, saved, running_mean, running_var);
+        self.maxpool_forward(pp, &normalised, y);
+    }
+    /// Its backward as far as BatchNorm's output: dx is the gradient with respect to it, for
+    /// `batchnorm_backward` to go on from. By default BatchNorm's output is computed again
+    /// (the same statistics, not counted in the running ones) and pooled backward.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_maxpool_backward(
+        &mut self,
+        pb: &BatchNormParams,
+        pp: &MaxPoolParams,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        _saved: &Self::Tensor,
+        dy: &Self::Tensor,
+        dx: &Self::Tensor,
+    ) {
+        let c = pb.c as usize;
+        let (normalised, again) = (self.scratch(pb.len()), self.scratch(pb.saved_len()));
+        let (mean, var) = (self.scratch(c), self.scratch(c));
+        self.batchnorm_forward_train(pb, x, gamma, beta, &normalised, &again, &mean, &var);
+        self.maxpool_backward(pp, &normalised, dy, dx);
+    }
+
     // --- linear ----------------------------------------------------------------------------
     fn linear_forward(
         &mut self,

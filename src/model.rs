@@ -10,7 +10,7 @@ use rand::{RngExt, SeedableRng};
 
 use crate::backend::{Backend, DeviceTensor, VIEW_ALIGN};
 use crate::cpu::Float;
-use crate::tape::{RunningStats, Tape, Var};
+use crate::tape::{Mode, RunningStats, Tape, Var};
 
 /// Image side and flattened size after the feature net (1 channel of 7×7).
 pub const IMAGE_SIDE: usize = 28;
@@ -75,6 +75,10 @@ pub enum Traced {
     /// A ReLU folded into the BatchNorm after it: the output is ReLU of this value and is
     /// never materialised.
     ReluOf(Var),
+    /// A BatchNorm(ReLU(x)) folded into the max-pool after it (in train mode): the output is
+    /// never materialised; it is ReLU(x)·a + b per (tower, channel), with a = γ/std and
+    /// b = β − mean·a from the op's saved statistics (mean (T, C), then 1/std (T, C)).
+    BatchNormOf { x: Var, gamma: Var, beta: Var, saved: Var },
 }
 
 /// Named tensors packed into one flat buffer, each starting at a multiple of [`VIEW_ALIGN`]
@@ -219,12 +223,18 @@ impl SiameseNet {
         let mut h = x;
         let mut outputs = Vec::with_capacity(FEATURE_NET.len());
         for (k, layer) in FEATURE_NET.iter().enumerate() {
-            // A ReLU before a BatchNorm runs inside it (Tape::relu_batchnorm).
+            // A ReLU before a BatchNorm runs inside it (Tape::relu_batchnorm), and in training
+            // such a BatchNorm before a max-pool runs inside the pool (relu_batchnorm_maxpool).
             let fused = *layer == Relu && matches!(FEATURE_NET.get(k + 1), Some(BatchNorm { .. }));
             if fused {
                 outputs.push(Traced::ReluOf(h));
                 continue;
             }
+            if let (Some(Traced::BatchNormOf { .. }), MaxPool) = (outputs.last(), layer) {
+                outputs.push(Traced::Value(h));
+                continue;
+            }
+            let pooled_next = matches!(FEATURE_NET.get(k + 1), Some(MaxPool)) && tape.mode() == Mode::Train;
             h = match layer {
                 Conv { .. } => {
                     let (w, b) = weights.param_pair(tape, &format!("feature_net.{k}"));
@@ -235,10 +245,15 @@ impl SiameseNet {
                     let (gamma, beta) = weights.param_pair(tape, &format!("feature_net.{k}"));
                     let (mean, var) = weights.running(&format!("feature_net.{k}"));
                     let running = RunningStats { mean: &mean, var: &var };
-                    if matches!(outputs.last(), Some(Traced::ReluOf(_))) {
-                        tape.relu_batchnorm(h, gamma, beta, running, towers)
-                    } else {
-                        tape.batchnorm(h, gamma, beta, running, towers)
+                    match outputs.last() {
+                        Some(Traced::ReluOf(_)) if pooled_next => {
+                            let (pooled, saved) = tape.relu_batchnorm_maxpool(h, gamma, beta, running, towers);
+                            outputs.push(Traced::BatchNormOf { x: h, gamma, beta, saved });
+                            h = pooled;
+                            continue;
+                        }
+                        Some(Traced::ReluOf(_)) => tape.relu_batchnorm(h, gamma, beta, running, towers),
+                        _ => tape.batchnorm(h, gamma, beta, running, towers),
                     }
                 }
                 MaxPool => tape.maxpool2d(h),

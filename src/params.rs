@@ -154,12 +154,20 @@ pub struct MaxPoolParams {
     pub h: u32,
     pub w: u32,
     pub accumulate: u32,
-    pub _pad: [u32; 3],
+    /// Of the BatchNorm that a fused MaxPool(BatchNorm(x)) reads x through (else 1 and 0).
+    pub towers: u32,
+    pub relu_input: u32,
+    pub _pad: u32,
 }
 
 impl MaxPoolParams {
     pub fn new(n: usize, c: usize, h: usize, w: usize) -> Self {
-        Self { n: n as u32, c: c as u32, h: h as u32, w: w as u32, accumulate: 0, _pad: [0; 3] }
+        Self { n: n as u32, c: c as u32, h: h as u32, w: w as u32, accumulate: 0, towers: 1, relu_input: 0, _pad: 0 }
+    }
+    /// This pool reading its input through the BatchNorm `bn` (MaxPool(BatchNorm(x))).
+    pub fn through(self, bn: &BatchNormParams) -> Self {
+        assert_eq!((bn.n, bn.c, bn.hw), (self.n, self.c, self.h * self.w), "MaxPool of BatchNorm: shapes differ");
+        Self { towers: bn.towers, relu_input: bn.relu_input, ..self }
     }
     pub fn out_h(&self) -> usize {
         (self.h / 2) as usize

@@ -46,13 +46,15 @@ struct Value<T> {
     is_param: bool,
 }
 
-/// One recorded op: the values it read and wrote, and its shape parameters.
+/// One recorded op: the values it read and wrote, and its shape parameters. BatchNormMaxPool
+/// is MaxPool(BatchNorm(x)) with BatchNorm's output never kept.
 #[derive(Debug)]
 enum Op {
     Conv2d { x: Var, w: Var, b: Var, y: Var, p: Conv2dParams },
     Relu { x: Var, y: Var },
     BatchNorm { x: Var, gamma: Var, beta: Var, y: Var, saved: Var, p: BatchNormParams },
     MaxPool { x: Var, y: Var, p: MaxPoolParams },
+    BatchNormMaxPool { x: Var, gamma: Var, beta: Var, y: Var, saved: Var, pb: BatchNormParams, pp: MaxPoolParams },
     Reshape { x: Var, y: Var },
     Linear { x: Var, w: Var, b: Var, y: Var, p: LinearParams },
     PairDistance { x: Var, d: Var, p: PairDistanceParams },
@@ -255,6 +257,39 @@ impl<'b, B: Backend> Tape<'b, B> {
         y
     }
 
+    /// MaxPool2d(BatchNorm2d(ReLU(x))) in train mode as one op: the pool reads x through the
+    /// ReLU and the normalisation, so neither ReLU(x) nor BatchNorm's output exists as a
+    /// tensor. Returns the pooled output and BatchNorm's saved statistics (mean (T, C), then
+    /// 1/std (T, C)), with which its output can be recomputed (tests compare it to PyTorch's).
+    pub fn relu_batchnorm_maxpool(
+        &mut self,
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        running: RunningStats<B::Tensor>,
+        towers: usize,
+    ) -> (Var, Var) {
+        assert_eq!(self.mode, Mode::Train, "relu_batchnorm_maxpool: eval mode runs the two ops");
+        let s = self.shape(x).to_vec();
+        let pb = BatchNormParams::new(s[0], s[1], s[2] * s[3], towers).with_relu_input(true);
+        let pp = MaxPoolParams::new(s[0], s[1], s[2], s[3]);
+        let y = self.output(&[s[0], s[1], pp.out_h(), pp.out_w()], &[x, gamma, beta]);
+        let saved = self.output(&[pb.saved_len()], &[]);
+        self.backend.batchnorm_maxpool_forward(
+            &pb,
+            &pp,
+            self.values.data(x),
+            self.values.data(gamma),
+            self.values.data(beta),
+            self.values.data(saved),
+            running.mean,
+            running.var,
+            self.values.data(y),
+        );
+        self.record(Op::BatchNormMaxPool { x, gamma, beta, y, saved, pb, pp });
+        (y, saved)
+    }
+
     /// 2×2 max pooling, stride 2.
     pub fn maxpool2d(&mut self, x: Var) -> Var {
         let s = self.shape(x).to_vec();
@@ -377,25 +412,7 @@ impl<'b, B: Backend> Tape<'b, B> {
             }
             Op::BatchNorm { x, gamma, beta, y, saved, p } => {
                 let Some(dy) = self.out_grad(y) else { return };
-                // One kernel family computes dx, dγ and dβ together; a side that needs no
-                // gradient writes into scratch that nobody reads.
-                let (dx, acc_x) =
-                    self.grad_slot(x, ACCUMULATE_INPUT).unwrap_or_else(|| (self.backend.scratch(p.len()), 0));
-                let ((dg, acc_p), (db, _)) = self.param_pair(gamma, beta).unwrap_or_else(|| {
-                    let c = p.c as usize;
-                    ((self.backend.scratch(c), 0), (self.backend.scratch(c), 0))
-                });
-                let p = BatchNormParams { accumulate: acc_x | acc_p, ..p };
-                self.backend.batchnorm_backward(
-                    &p,
-                    self.values.data(x),
-                    &dy,
-                    self.values.data(gamma),
-                    self.values.data(saved),
-                    &dx,
-                    &dg,
-                    &db,
-                );
+                self.batchnorm_backward(x, gamma, beta, saved, p, &dy);
             }
             Op::MaxPool { x, y, p } => {
                 let Some(dy) = self.out_grad(y) else { return };
@@ -403,6 +420,21 @@ impl<'b, B: Backend> Tape<'b, B> {
                     let p = MaxPoolParams { accumulate: acc, ..p };
                     self.backend.maxpool_backward(&p, self.values.data(x), &dy, &dx);
                 }
+            }
+            Op::BatchNormMaxPool { x, gamma, beta, y, saved, pb, pp } => {
+                let Some(dy) = self.out_grad(y) else { return };
+                let dnormalised = self.backend.scratch(pb.len());
+                self.backend.batchnorm_maxpool_backward(
+                    &pb,
+                    &pp,
+                    self.values.data(x),
+                    self.values.data(gamma),
+                    self.values.data(beta),
+                    self.values.data(saved),
+                    &dy,
+                    &dnormalised,
+                );
+                self.batchnorm_backward(x, gamma, beta, saved, pb, &dnormalised);
             }
             Op::Reshape { x, y } => {
                 let Some(dy) = self.out_grad(y) else { return };
@@ -455,6 +487,27 @@ impl<'b, B: Backend> Tape<'b, B> {
                 }
             }
         }
+    }
+
+    /// BatchNorm's backward from dy, the gradient of its output: dx, dγ and dβ come from one
+    /// kernel family together; a side that needs no gradient writes into scratch nobody reads.
+    fn batchnorm_backward(&mut self, x: Var, gamma: Var, beta: Var, saved: Var, p: BatchNormParams, dy: &B::Tensor) {
+        let (dx, acc_x) = self.grad_slot(x, ACCUMULATE_INPUT).unwrap_or_else(|| (self.backend.scratch(p.len()), 0));
+        let ((dg, acc_p), (db, _)) = self.param_pair(gamma, beta).unwrap_or_else(|| {
+            let c = p.c as usize;
+            ((self.backend.scratch(c), 0), (self.backend.scratch(c), 0))
+        });
+        let p = BatchNormParams { accumulate: acc_x | acc_p, ..p };
+        self.backend.batchnorm_backward(
+            &p,
+            self.values.data(x),
+            dy,
+            self.values.data(gamma),
+            self.values.data(saved),
+            &dx,
+            &dg,
+            &db,
+        );
     }
 
     /// Gradient slots of a weight and its bias, which one kernel writes together, so they

@@ -251,6 +251,67 @@ fn maxpool_shapes() {
     maxpool_case("train13", 256, 8, 14, 14, false);
 }
 
+/// MaxPool(BatchNorm(x)) fused, against the two ops in turn: the CPU reference for the pooled
+/// output, and the GPU's own unfused kernels bit for bit (everything, the backward too: the
+/// fused kernels must compute BatchNorm's output exactly as batchnorm_forward writes it).
+fn batchnorm_maxpool_case(name: &str, n: usize, c: usize, h: usize, w: usize, towers: usize) {
+    for relu in [false, true] {
+        let name = format!("{name} relu={relu}");
+        with_gpu(&format!("batchnorm_maxpool {name}"), |gpu| {
+            let mut r = rng((n * 17 + c * 3 + h * w) as u64);
+            let pb = BatchNormParams::new(n, c, h * w, towers).with_relu_input(relu);
+            let pp = MaxPoolParams::new(n, c, h, w);
+            let x: Vec<f32> = randn(&mut r, pb.len()).iter().map(|v| 3.0 * v + 0.5).collect();
+            let (gamma, beta, dy) = (randn(&mut r, c), randn(&mut r, c), randn(&mut r, pp.y_len()));
+            let (rm0, rv0) = (randn(&mut r, c), to_f32(&uniform(&mut r, c, 0.5, 2.0)));
+            let outputs = [vec![f32::NAN; pp.y_len()], vec![0.0; pb.saved_len()], rm0.clone(), rv0.clone()];
+            let outputs: Vec<&[f32]> = outputs.iter().map(Vec::as_slice).collect();
+            let fused = gpu_run(gpu, &[&x, &gamma, &beta], &outputs, |g, i, o| {
+                g.batchnorm_maxpool_forward(&pb, &pp, &i[0], &i[1], &i[2], &o[1], &o[2], &o[3], &o[0])
+            });
+            let apart = gpu_run(gpu, &[&x, &gamma, &beta], &outputs, |g, i, o| {
+                let normalised = g.zeros(pb.len());
+                g.batchnorm_forward_train(&pb, &i[0], &i[1], &i[2], &normalised, &o[1], &o[2], &o[3]);
+                g.maxpool_forward(&pp, &normalised, &o[0]);
+            });
+            for (k, what) in ["y", "saved", "running_mean", "running_var"].iter().enumerate() {
+                assert_close(&format!("batchnorm_maxpool_forward {what} {name}"), &apart[k], &fused[k], 0.0);
+            }
+            let (mut normalised, mut saved, mut rm, mut rv) =
+                (vec![0.0f32; pb.len()], vec![0.0f32; pb.saved_len()], rm0.clone(), rv0.clone());
+            cpu::batchnorm_forward_train(&pb, &x, &gamma, &beta, &mut normalised, &mut saved, &mut rm, &mut rv);
+            let mut y = vec![0.0f32; pp.y_len()];
+            cpu::maxpool_forward(&pp, &normalised, &mut y);
+            assert_close(&format!("batchnorm_maxpool_forward y {name} (CPU)"), &f64s(&y), &fused[0], TOL);
+
+            let saved = to_f32(&fused[1]);
+            for (acc, dx0) in grad_modes(&mut r, pb.len(), ACCUMULATE_INPUT) {
+                let pp = MaxPoolParams { accumulate: acc, ..pp };
+                let fused = gpu_run(gpu, &[&x, &gamma, &beta, &saved, &dy], &[&dx0], |g, i, o| {
+                    g.batchnorm_maxpool_backward(&pb, &pp, &i[0], &i[1], &i[2], &i[3], &i[4], &o[0])
+                });
+                // BatchNorm's output again, from statistics computed again (the same ones).
+                let apart = gpu_run(gpu, &[&x, &gamma, &beta, &dy], &[&dx0], |g, i, o| {
+                    let (normalised, again) = (g.zeros(pb.len()), g.zeros(pb.saved_len()));
+                    let (mean, var) = (g.zeros(c), g.zeros(c));
+                    g.batchnorm_forward_train(&pb, &i[0], &i[1], &i[2], &normalised, &again, &mean, &var);
+                    g.maxpool_backward(&pp, &normalised, &i[3], &o[0]);
+                });
+                assert_close(&format!("batchnorm_maxpool_backward {name} accumulate={acc}"), &apart[0], &fused[0], 0.0);
+            }
+        });
+    }
+}
+
+#[test]
+fn batchnorm_maxpool_shapes() {
+    batchnorm_maxpool_case("tiny", 2, 1, 2, 4, 1);
+    batchnorm_maxpool_case("odd", 3, 5, 7, 9, 1);
+    batchnorm_maxpool_case("even-windows", 4, 3, 6, 10, 2);
+    batchnorm_maxpool_case("train6", 256, 4, 28, 28, 2);
+    batchnorm_maxpool_case("train13", 256, 8, 14, 14, 2);
+}
+
 fn relu_case(name: &str, len: usize) {
     with_gpu(&format!("relu {name}"), |gpu| {
         let mut r = rng(len as u64);

@@ -236,10 +236,27 @@ fn train_step<B: Backend>(
     );
     if step == 1 {
         for (k, &traced) in layers.iter().enumerate() {
-            // A ReLU folded into the BatchNorm after it is checked as ReLU of its input.
+            // A ReLU folded into the BatchNorm after it is checked as ReLU of its input, a
+            // BatchNorm folded into the max-pool after it as its output computed here.
             let a = match traced {
                 Traced::Value(v) => out(&mut tape, v),
                 Traced::ReluOf(v) => out(&mut tape, v).into_iter().map(|x| x.max(0.0)).collect(),
+                Traced::BatchNormOf { x, gamma, beta, saved } => {
+                    let s = tape.shape(x).to_vec();
+                    let (n, c, hw) = (s[0], s[1], s[2] * s[3]);
+                    let (g, b, saved) = (out(&mut tape, gamma), out(&mut tape, beta), out(&mut tape, saved));
+                    let towers = saved.len() / (2 * c);
+                    let x = out(&mut tape, x);
+                    x.iter()
+                        .enumerate()
+                        .map(|(i, v)| {
+                            let (plane, ch) = (i / hw, i / hw % c);
+                            let t = plane / c / (n / towers);
+                            let (mean, invstd) = (saved[t * c + ch], saved[(towers + t) * c + ch]);
+                            (v.max(0.0) - mean) * invstd * g[ch] + b[ch]
+                        })
+                        .collect()
+                }
             };
             let half = a.len() / 2;
             let group = format!("activations ({:?})", FEATURE_NET[k]).replace(" { ", "(").replace(" }", ")");

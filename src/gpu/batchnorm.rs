@@ -31,13 +31,28 @@ pub fn batchnorm_forward_train(
     running_var: &GpuTensor,
 ) {
     check(p, "batchnorm_forward_train", &[x, y]);
-    assert_eq!(saved.len, p.saved_len(), "batchnorm_forward_train: saved");
-    let groups = (planes(p) as u32).div_ceil(SMALL_WORKGROUP);
+    batchnorm_statistics(gpu, p, x, saved, running_mean, running_var);
+    batchnorm_normalise(gpu, p, x, gamma, beta, saved, y);
+}
+
+/// The first half of a train-mode forward: each (tower, channel)'s mean and 1/std into
+/// `saved`, and the running statistics' update.
+pub fn batchnorm_statistics(
+    gpu: &mut GpuBackend,
+    p: &BatchNormParams,
+    x: &GpuTensor,
+    saved: &GpuTensor,
+    running_mean: &GpuTensor,
+    running_var: &GpuTensor,
+) {
+    check(p, "batchnorm_statistics", &[x]);
+    assert_eq!(saved.len, p.saved_len(), "batchnorm_statistics: saved");
     // The conv that wrote x may have computed them already (GpuBackend::fused_stats).
     let plane_stats = match gpu.take_stats(x).filter(|_| p.relu_input != 0) {
         Some(stats) => stats,
         None => {
             let stats = gpu.scratch(2 * planes(p));
+            let groups = (planes(p) as u32).div_ceil(SMALL_WORKGROUP);
             gpu.dispatch(Kernel::BatchNormPlaneStats, p, &[x, &stats], groups);
             stats
         }
@@ -48,6 +63,20 @@ pub fn batchnorm_forward_train(
         &[&plane_stats, saved, running_mean, running_var],
         p.c.div_ceil(SMALL_WORKGROUP),
     );
+}
+
+/// The second half: y = BatchNorm(x) with the statistics in `saved`.
+pub fn batchnorm_normalise(
+    gpu: &mut GpuBackend,
+    p: &BatchNormParams,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    saved: &GpuTensor,
+    y: &GpuTensor,
+) {
+    check(p, "batchnorm_normalise", &[x, y]);
+    let groups = (planes(p) as u32).div_ceil(SMALL_WORKGROUP);
     gpu.dispatch(Kernel::BatchNormForward, p, &[x, gamma, beta, saved, y], groups);
 }
 

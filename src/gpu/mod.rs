@@ -638,6 +638,33 @@ impl Backend for GpuBackend {
     fn maxpool_backward(&mut self, p: &MaxPoolParams, x: &GpuTensor, dy: &GpuTensor, dx: &GpuTensor) {
         maxpool::maxpool_backward(self, p, x, dy, dx)
     }
+    fn batchnorm_maxpool_forward(
+        &mut self,
+        pb: &BatchNormParams,
+        pp: &MaxPoolParams,
+        x: &GpuTensor,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        saved: &GpuTensor,
+        running_mean: &GpuTensor,
+        running_var: &GpuTensor,
+        y: &GpuTensor,
+    ) {
+        maxpool::batchnorm_maxpool_forward(self, pb, pp, x, gamma, beta, saved, running_mean, running_var, y)
+    }
+    fn batchnorm_maxpool_backward(
+        &mut self,
+        pb: &BatchNormParams,
+        pp: &MaxPoolParams,
+        x: &GpuTensor,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        saved: &GpuTensor,
+        dy: &GpuTensor,
+        dx: &GpuTensor,
+    ) {
+        maxpool::batchnorm_maxpool_backward(self, pb, pp, x, gamma, beta, saved, dy, dx)
+    }
 
     fn linear_forward(&mut self, p: &LinearParams, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor, y: &GpuTensor) {
         linear::linear_forward(self, p, x, w, b, y)
