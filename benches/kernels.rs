@@ -201,6 +201,59 @@ fn maxpool(c: &mut Criterion, gpu: &mut GpuBackend) {
     );
 }
 
+/// MaxPool(BatchNorm(ReLU(x))) in training, fused (the pool reads x through the normalisation)
+/// beside the two ops in turn on the same GPU, and the CPU reference (the two in turn).
+fn batchnorm_maxpool(c: &mut Criterion, gpu: &mut GpuBackend) {
+    let pb = BatchNormParams::new(N, 4, 28 * 28, 2).with_relu_input(true);
+    let pp = MaxPoolParams::new(N, 4, 28, 28);
+    let (x, dy, gamma, beta) = (data(pb.len(), 12), data(pp.y_len(), 13), vec![1.0f32; 4], vec![0.0f32; 4]);
+    let (gx, gdy, gg, gb) = (up(gpu, &x), up(gpu, &dy), up(gpu, &gamma), up(gpu, &beta));
+    let (gsaved, grm, grv) = (gpu.zeros(pb.saved_len()), gpu.zeros(4), gpu.zeros(4));
+    let (gnormalised, gy, gdx) = (gpu.zeros(pb.len()), gpu.zeros(pp.y_len()), gpu.zeros(pb.len()));
+    let (mut normalised, mut saved, mut rm, mut rv) =
+        (vec![0.0; pb.len()], vec![0.0; pb.saved_len()], vec![0.0; 4], vec![1.0; 4]);
+    let (mut y, mut dx) = (vec![0.0; pp.y_len()], vec![0.0; pb.len()]);
+    let mut group = c.benchmark_group(format!("batchnorm_maxpool_forward/{N}x4x28x28"));
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    group.bench_function("gpu fused", |b| {
+        b.iter_custom(|iters| {
+            time_gpu(gpu, iters, |g| g.batchnorm_maxpool_forward(&pb, &pp, &gx, &gg, &gb, &gsaved, &grm, &grv, &gy))
+        })
+    });
+    group.bench_function("gpu apart", |b| {
+        b.iter_custom(|iters| {
+            time_gpu(gpu, iters, |g| {
+                g.batchnorm_forward_train(&pb, &gx, &gg, &gb, &gnormalised, &gsaved, &grm, &grv);
+                g.maxpool_forward(&pp, &gnormalised, &gy);
+            })
+        })
+    });
+    group.bench_function("cpu", |b| {
+        b.iter_custom(|iters| {
+            time_cpu(iters, || {
+                cpu::batchnorm_forward_train(&pb, &x, &gamma, &beta, &mut normalised, &mut saved, &mut rm, &mut rv);
+                cpu::maxpool_forward(&pp, &normalised, &mut y);
+            })
+        })
+    });
+    group.finish();
+    let mut group = c.benchmark_group(format!("batchnorm_maxpool_backward/{N}x4x28x28"));
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    group.bench_function("gpu fused", |b| {
+        b.iter_custom(|iters| {
+            time_gpu(gpu, iters, |g| g.batchnorm_maxpool_backward(&pb, &pp, &gx, &gg, &gb, &gsaved, &gdy, &gdx))
+        })
+    });
+    // The two ops in turn keep BatchNorm's output from the forward pass: the pool reads it.
+    group.bench_function("gpu apart", |b| {
+        b.iter_custom(|iters| time_gpu(gpu, iters, |g| g.maxpool_backward(&pp, &gnormalised, &gdy, &gdx)))
+    });
+    group.bench_function("cpu", |b| {
+        b.iter_custom(|iters| time_cpu(iters, || cpu::maxpool_backward(&pp, &normalised, &dy, &mut dx)))
+    });
+    group.finish();
+}
+
 fn linear_and_loss(c: &mut Criterion, gpu: &mut GpuBackend) {
     let p = LinearParams::new(N, 49, 8).with_towers(2);
     let (x, w, b, dy) = (data(N * 49, 12), data(8 * 49, 13), data(8, 14), data(N * 8, 15));
@@ -289,6 +342,7 @@ fn kernels(c: &mut Criterion) {
     batchnorm(c, &mut gpu);
     elementwise(c, &mut gpu);
     maxpool(c, &mut gpu);
+    batchnorm_maxpool(c, &mut gpu);
     linear_and_loss(c, &mut gpu);
     adam(c, &mut gpu);
 }
