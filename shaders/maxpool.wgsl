@@ -38,29 +38,40 @@ struct Through {
     on: bool,
     a: f32,
     b: f32,
+    mean: f32,
+    invstd: f32,
 }
 
-const PLAIN = Through(false, 1.0, 0.0);
+const PLAIN = Through(false, 1.0, 0.0, 0.0, 1.0);
+
+// BatchNorm's input: ReLU(x) when it reads through a ReLU.
+fn relu_in2(v: vec2<f32>) -> vec2<f32> {
+    return select(v, max(v, vec2(0.0)), p.relu_input != 0u);
+}
+
+fn relu_in4(v: vec4<f32>) -> vec4<f32> {
+    return select(v, max(v, vec4(0.0)), p.relu_input != 0u);
+}
 
 fn through2(v: vec2<f32>, t: Through) -> vec2<f32> {
     if !t.on {
         return v;
     }
-    return select(v, max(v, vec2(0.0)), p.relu_input != 0u) * t.a + vec2(t.b);
+    return relu_in2(v) * t.a + vec2(t.b);
 }
 
 fn through4(v: vec4<f32>, t: Through) -> vec4<f32> {
     if !t.on {
         return v;
     }
-    return select(v, max(v, vec4(0.0)), p.relu_input != 0u) * t.a + vec4(t.b);
+    return relu_in4(v) * t.a + vec4(t.b);
 }
 
 // Plane nc's a = invstd·γ and b = β − mean·a, exactly as batchnorm_forward computes them;
 // `saved` holds the means (T, C), then the 1/std (T, C).
 fn through_batchnorm(gamma: f32, beta: f32, mean: f32, invstd: f32) -> Through {
     let a = invstd * gamma;
-    return Through(true, a, beta - mean * a);
+    return Through(true, a, beta - mean * a, mean, invstd);
 }
 
 // (channel, its mean's slot, its 1/std's slot) of plane nc.
@@ -180,20 +191,29 @@ override ACCUMULATE: u32 = 0u;
 @compute @workgroup_size(64)
 fn maxpool_backward_windows(@builtin(global_invocation_id) gid: vec3<u32>) {
     if gid.x < p.n * p.c {
-        backward_windows(gid.x, PLAIN);
+        _ = backward_windows(gid.x, PLAIN);
     }
 }
 
-fn backward_windows(nc: u32, t: Through) {
+// Returns the plane's (Σdx, Σdx·x̂) of the gradient it writes, for a BatchNorm backward to take
+// (x̂ as batchnorm_backward_plane computes it; the plain kernel drops them).
+fn backward_windows(nc: u32, t: Through) -> vec2<f32> {
     let oh_n = p.h / 2u;
     let ow_n = p.w / 2u;
     let add = ACCUMULATE == 1u;
+    var s2 = vec2(0.0);
+    var sx2 = vec2(0.0);
     for (var oh = 0u; oh < oh_n; oh++) {
         for (var ow = 0u; ow < ow_n; ow++) {
             let top = ((nc * p.h + 2u * oh) * p.w + 2u * ow) / 2u;
             let bottom = top + p.w / 2u;
+            let xt = bw_x2[top];
+            let xb = bw_x2[bottom];
             let g = bw_dy[(nc * oh_n + oh) * ow_n + ow];
-            let grad = window_grad(through2(bw_x2[top], t), through2(bw_x2[bottom], t), g);
+            let grad = window_grad(through2(xt, t), through2(xb, t), g);
+            s2 += grad.xy + grad.zw;
+            sx2 += grad.xy * (relu_in2(xt) - vec2(t.mean)) * t.invstd;
+            sx2 += grad.zw * (relu_in2(xb) - vec2(t.mean)) * t.invstd;
             if add {
                 bw_dx2[top] += grad.xy;
                 bw_dx2[bottom] += grad.zw;
@@ -203,6 +223,7 @@ fn backward_windows(nc: u32, t: Through) {
             }
         }
     }
+    return vec2(s2.x + s2.y, sx2.x + sx2.y);
 }
 
 @group(0) @binding(1) var<storage, read> pf_x4: array<vec4<f32>>;
@@ -238,25 +259,33 @@ fn forward_pairs(nc: u32, through: Through) {
 @compute @workgroup_size(64)
 fn maxpool_backward_pairs(@builtin(global_invocation_id) gid: vec3<u32>) {
     if gid.x < p.n * p.c {
-        backward_pairs(gid.x, PLAIN);
+        _ = backward_pairs(gid.x, PLAIN);
     }
 }
 
-fn backward_pairs(nc: u32, through: Through) {
+// Returns the plane's (Σdx, Σdx·x̂), as backward_windows.
+fn backward_pairs(nc: u32, through: Through) -> vec2<f32> {
     let oh_n = p.h / 2u;
     let quads = p.w / 4u;
     let add = ACCUMULATE == 1u;
+    var s4 = vec4(0.0);
+    var sx4 = vec4(0.0);
     for (var oh = 0u; oh < oh_n; oh++) {
         let top = (nc * p.h + 2u * oh) * quads;
         let out = (nc * oh_n + oh) * quads;
         for (var q = 0u; q < quads; q++) {
-            let t = through4(pb_x4[top + q], through);
-            let b = through4(pb_x4[top + quads + q], through);
+            let xt = pb_x4[top + q];
+            let xb = pb_x4[top + quads + q];
+            let t = through4(xt, through);
+            let b = through4(xb, through);
             let g = pb_dy2[out + q];
             let left = window_grad(t.xy, b.xy, g.x);
             let right = window_grad(t.zw, b.zw, g.y);
             let gt = vec4(left.xy, right.xy);
             let gb = vec4(left.zw, right.zw);
+            s4 += gt + gb;
+            sx4 += gt * (relu_in4(xt) - vec4(through.mean)) * through.invstd;
+            sx4 += gb * (relu_in4(xb) - vec4(through.mean)) * through.invstd;
             if add {
                 pb_dx4[top + q] += gt;
                 pb_dx4[top + quads + q] += gb;
@@ -266,6 +295,7 @@ fn backward_pairs(nc: u32, through: Through) {
             }
         }
     }
+    return vec2(s4.x + s4.y + s4.z + s4.w, sx4.x + sx4.y + sx4.z + sx4.w);
 }
 
 // --- MaxPool(BatchNorm(x)): the kernels above, reading x through the BatchNorm. Its gamma,
@@ -288,17 +318,21 @@ fn batchnorm_maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
+// The backward ones also write each plane's (Σdx, Σdx·x̂) of the gradient they write, for
+// batchnorm_backward in place of its batchnorm_backward_plane (src/gpu/maxpool.rs).
+@group(0) @binding(7) var<storage, read_write> bn_planes: array<vec2<f32>>;
+
 @compute @workgroup_size(64)
 fn batchnorm_maxpool_backward_windows(@builtin(global_invocation_id) gid: vec3<u32>) {
     if gid.x < p.n * p.c {
-        backward_windows(gid.x, plane_batchnorm(gid.x));
+        bn_planes[gid.x] = backward_windows(gid.x, plane_batchnorm(gid.x));
     }
 }
 
 @compute @workgroup_size(64)
 fn batchnorm_maxpool_backward_pairs(@builtin(global_invocation_id) gid: vec3<u32>) {
     if gid.x < p.n * p.c {
-        backward_pairs(gid.x, plane_batchnorm(gid.x));
+        bn_planes[gid.x] = backward_pairs(gid.x, plane_batchnorm(gid.x));
     }
 }
 

@@ -299,6 +299,31 @@ fn batchnorm_maxpool_case(name: &str, n: usize, c: usize, h: usize, w: usize, to
                 });
                 assert_close(&format!("batchnorm_maxpool_backward {name} accumulate={acc}"), &apart[0], &fused[0], 0.0);
             }
+
+            // On into BatchNorm's backward, which takes the plane sums the pool left (one
+            // dispatch fewer) where a pool kernel reads through it: against the CPU reference.
+            let mut dnormalised = vec![0.0f32; pb.len()];
+            cpu::maxpool_backward(&pp, &normalised, &dy, &mut dnormalised);
+            let (mut dx, mut dg, mut db) = (vec![0.0f32; pb.len()], vec![0.0f32; c], vec![0.0f32; c]);
+            cpu::batchnorm_backward(&pb, &x, &dnormalised, &gamma, &saved, &mut dx, &mut dg, &mut db);
+            let mut dispatches = 0;
+            let got = gpu_run(gpu, &[&x, &gamma, &beta, &saved, &dy], &[&dx, &dg, &db], |g, i, o| {
+                let dnormalised = g.scratch(pb.len());
+                g.batchnorm_maxpool_backward(&pb, &pp, &i[0], &i[1], &i[2], &i[3], &i[4], &dnormalised);
+                let before = g.dispatches;
+                g.batchnorm_backward(&pb, &i[0], &dnormalised, &i[1], &i[3], &o[0], &o[1], &o[2]);
+                dispatches = g.dispatches - before;
+            });
+            for (k, (what, want)) in [("dx", &dx), ("dgamma", &dg), ("dbeta", &db)].into_iter().enumerate() {
+                assert_close(
+                    &format!("batchnorm_maxpool then batchnorm_backward {what} {name}"),
+                    &f64s(want),
+                    &got[k],
+                    TOL,
+                );
+            }
+            let read_through = h % 2 == 0 && w % 2 == 0;
+            assert_eq!(dispatches, if read_through { 2 } else { 3 }, "BatchNorm backward dispatches {name}");
         });
     }
 }

@@ -1,7 +1,7 @@
 //! Launchers of shaders/batchnorm.wgsl: train forward (plane statistics, tower statistics,
 //! normalise), eval forward, and backward (plane sums, tower sums, input gradient).
 
-use super::{GpuBackend, GpuTensor, Kernel};
+use super::{GpuBackend, GpuTensor, Kernel, PlaneStats};
 use crate::backend::Backend;
 use crate::params::{ACCUMULATE_INPUT, BatchNormParams};
 
@@ -48,7 +48,7 @@ pub fn batchnorm_statistics(
     check(p, "batchnorm_statistics", &[x]);
     assert_eq!(saved.len, p.saved_len(), "batchnorm_statistics: saved");
     // The conv that wrote x may have computed them already (GpuBackend::fused_stats).
-    let plane_stats = match gpu.take_stats(x).filter(|_| p.relu_input != 0) {
+    let plane_stats = match gpu.take_stats(PlaneStats::ReluMoments, x).filter(|_| p.relu_input != 0) {
         Some(stats) => stats,
         None => {
             let stats = gpu.scratch(2 * planes(p));
@@ -109,10 +109,17 @@ pub fn batchnorm_backward(
     dbeta: &GpuTensor,
 ) {
     check(p, "batchnorm_backward", &[x, dy, dx]);
-    let plane_sums = gpu.scratch(2 * planes(p));
-    let sums = gpu.scratch(p.saved_len());
     let groups = (planes(p) as u32).div_ceil(SMALL_WORKGROUP);
-    gpu.dispatch(Kernel::BatchNormBackwardPlane, p, &[x, dy, saved, &plane_sums], groups);
+    // The max-pool backward that wrote dy may have summed its planes already.
+    let plane_sums = match gpu.take_stats(PlaneStats::GradientSums, dy) {
+        Some(sums) => sums,
+        None => {
+            let sums = gpu.scratch(2 * planes(p));
+            gpu.dispatch(Kernel::BatchNormBackwardPlane, p, &[x, dy, saved, &sums], groups);
+            sums
+        }
+    };
+    let sums = gpu.scratch(p.saved_len());
     gpu.dispatch(
         Kernel::BatchNormBackwardReduce,
         p,

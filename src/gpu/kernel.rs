@@ -155,9 +155,9 @@ kernels! {
     BatchNormMaxPoolForward => MaxPool::"batchnorm_maxpool_forward"(Read, Read, ReadWrite, Read, Read, Read);
     BatchNormMaxPoolForwardPairs => MaxPool::"batchnorm_maxpool_forward_pairs"(Read, ReadWrite, Read, Read, Read);
     BatchNormMaxPoolBackwardWindows =>
-        MaxPool::"batchnorm_maxpool_backward_windows"(Read, Read, ReadWrite, Read, Read, Read) [ACCUMULATE];
+        MaxPool::"batchnorm_maxpool_backward_windows"(Read, Read, ReadWrite, Read, Read, Read, ReadWrite) [ACCUMULATE];
     BatchNormMaxPoolBackwardPairs =>
-        MaxPool::"batchnorm_maxpool_backward_pairs"(Read, Read, ReadWrite, Read, Read, Read) [ACCUMULATE];
+        MaxPool::"batchnorm_maxpool_backward_pairs"(Read, Read, ReadWrite, Read, Read, Read, ReadWrite) [ACCUMULATE];
     LinearForward => Linear::"linear_forward"(Read, Read, Read, ReadWrite);
     LinearBackwardInput => Linear::"linear_backward_input"(Read, Read, ReadWrite);
     LinearBackwardWeight => Linear::"linear_backward_weight"(Read, Read, ReadWrite, ReadWrite);

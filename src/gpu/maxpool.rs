@@ -2,7 +2,7 @@
 //! BatchNorm's output that is never written (MaxPool(BatchNorm(x)), read through from x).
 
 use super::batchnorm::{batchnorm_normalise, batchnorm_statistics};
-use super::{GpuBackend, GpuTensor, Kernel};
+use super::{GpuBackend, GpuTensor, Kernel, PlaneStats};
 use crate::backend::Backend;
 use crate::params::{ACCUMULATE_INPUT, BatchNormParams, MaxPoolParams};
 
@@ -91,5 +91,11 @@ pub fn batchnorm_maxpool_backward(
         batchnorm_normalise(gpu, pb, x, gamma, beta, saved, &normalised);
         return maxpool_backward(gpu, &p, &normalised, dy, dx);
     };
-    gpu.dispatch_specialized(kernel, &[accumulate], &p, &[x, dy, dx, gamma, beta, saved], plane_groups(&p));
+    let plane_sums = gpu.scratch(2 * (p.n * p.c) as usize);
+    let bindings = [x, dy, dx, gamma, beta, saved, &plane_sums];
+    gpu.dispatch_specialized(kernel, &[accumulate], &p, &bindings, plane_groups(&p));
+    // Sums of what this call wrote: they are dx's own only where it was not added to.
+    if accumulate == 0 {
+        gpu.leave_stats(PlaneStats::GradientSums, dx, plane_sums);
+    }
 }

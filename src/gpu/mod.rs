@@ -78,22 +78,34 @@ pub struct GpuImages {
     count: usize,
 }
 
-/// Statistics a dispatch left for the next (see `GpuBackend::fused_stats`).
+/// Per-plane statistics of a tensor that a dispatch left for the next (see
+/// `GpuBackend::fused_stats`).
 struct FusedStats {
+    kind: PlaneStats,
     y: (wgpu::Buffer, usize, usize),
     stats: GpuTensor,
 }
 
+/// What the statistics are, so that one kind is never taken for the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PlaneStats {
+    /// (mean, M2) of ReLU(y), for a BatchNorm(ReLU(y)) forward (from a conv that wrote y).
+    ReluMoments,
+    /// (Σy, Σy·x̂) of a gradient y, for the BatchNorm backward that takes y as its dy (from a
+    /// max-pool backward that wrote y reading through that BatchNorm).
+    GradientSums,
+}
+
 impl GpuBackend {
-    /// Leaves `stats` for a BatchNorm(ReLU(y)) recorded next.
-    fn leave_stats(&mut self, y: &GpuTensor, stats: GpuTensor) {
-        self.fused_stats = Some(FusedStats { y: (y.buffer.clone(), y.offset, y.len), stats });
+    /// Leaves `stats` of y, which the last dispatch wrote, for the next dispatch.
+    fn leave_stats(&mut self, kind: PlaneStats, y: &GpuTensor, stats: GpuTensor) {
+        self.fused_stats = Some(FusedStats { kind, y: (y.buffer.clone(), y.offset, y.len), stats });
     }
 
-    /// The plane statistics of ReLU(x) the last dispatch left, if it wrote x.
-    fn take_stats(&mut self, x: &GpuTensor) -> Option<GpuTensor> {
+    /// The statistics of `kind` of x that the last dispatch left, if it wrote x.
+    fn take_stats(&mut self, kind: PlaneStats, x: &GpuTensor) -> Option<GpuTensor> {
         let key = (x.buffer.clone(), x.offset, x.len);
-        self.fused_stats.take().filter(|f| f.y == key).map(|f| f.stats)
+        self.fused_stats.take().filter(|f| f.kind == kind && f.y == key).map(|f| f.stats)
     }
 }
 
@@ -206,9 +218,11 @@ pub struct GpuBackend {
     /// cover the shape; on by default where subgroups are 8 lanes. Tests turn it off to hold
     /// the other kernels to the reference too.
     pub subgroup_convs: bool,
-    /// Plane statistics of ReLU(y) that the last dispatch, a subgroup conv forward, computed
-    /// beside its output y: a BatchNorm(ReLU(y)) recorded next takes them instead of reading y
-    /// again (src/gpu/batchnorm.rs). Any other dispatch, a write or a scratch reset drops them.
+    /// Per-plane statistics that the last dispatch computed beside its output y: a subgroup
+    /// conv forward leaves those of ReLU(y) for the BatchNorm(ReLU(y)) recorded next, a
+    /// max-pool backward through a BatchNorm leaves the sums of its gradient y for that
+    /// BatchNorm's backward; each takes them instead of reading y again (src/gpu/batchnorm.rs).
+    /// Any other dispatch, a write or a scratch reset drops them.
     fused_stats: Option<FusedStats>,
     /// Dispatches recorded since creation.
     pub dispatches: u64,
