@@ -322,7 +322,7 @@ fn batchnorm_maxpool_case(name: &str, n: usize, c: usize, h: usize, w: usize, to
                     TOL,
                 );
             }
-            let read_through = h % 2 == 0 && w % 2 == 0;
+            let read_through = h.is_multiple_of(2) && w.is_multiple_of(2);
             assert_eq!(dispatches, if read_through { 2 } else { 3 }, "BatchNorm backward dispatches {name}");
         });
     }
