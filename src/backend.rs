@@ -146,7 +146,9 @@ pub trait Backend {
     }
     /// Its backward as far as BatchNorm's output: dx is the gradient with respect to it, for
     /// `batchnorm_backward` to go on from. By default BatchNorm's output is computed again
-    /// (the same statistics, not counted in the running ones) and pooled backward.
+    /// (the same statistics, not counted in the running ones) and pooled backward; the GPU
+    /// reads x through the normalisation again, and sums dx's planes on the way for the
+    /// `batchnorm_backward` that follows.
     #[allow(clippy::too_many_arguments)]
     fn batchnorm_maxpool_backward(
         &mut self,
