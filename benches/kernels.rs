@@ -209,7 +209,7 @@ fn batchnorm_maxpool(c: &mut Criterion, gpu: &mut GpuBackend) {
     let (x, dy, gamma, beta) = (data(pb.len(), 12), data(pp.y_len(), 13), vec![1.0f32; 4], vec![0.0f32; 4]);
     let (gx, gdy, gg, gb) = (up(gpu, &x), up(gpu, &dy), up(gpu, &gamma), up(gpu, &beta));
     let (gsaved, grm, grv) = (gpu.zeros(pb.saved_len()), gpu.zeros(4), gpu.zeros(4));
-    let (gnormalised, gy, gdx) = (gpu.zeros(pb.len()), gpu.zeros(pp.y_len()), gpu.zeros(pb.len()));
+    let (gnormalised, gy) = (gpu.zeros(pb.len()), gpu.zeros(pp.y_len()));
     let (mut normalised, mut saved, mut rm, mut rv) =
         (vec![0.0; pb.len()], vec![0.0; pb.saved_len()], vec![0.0; 4], vec![1.0; 4]);
     let (mut y, mut dx) = (vec![0.0; pp.y_len()], vec![0.0; pb.len()]);
@@ -237,19 +237,35 @@ fn batchnorm_maxpool(c: &mut Criterion, gpu: &mut GpuBackend) {
         })
     });
     group.finish();
+    // Backward through both ops, BatchNorm's included: the fused pool hands BatchNorm its
+    // gradient's plane sums; the two ops in turn keep BatchNorm's output from the forward pass.
+    let (gdn, gdxb, gdg, gdb) = (gpu.zeros(pb.len()), gpu.zeros(pb.len()), gpu.zeros(4), gpu.zeros(4));
+    let (mut dxb, mut dg, mut db) = (vec![0.0; pb.len()], vec![0.0; 4], vec![0.0; 4]);
     let mut group = c.benchmark_group(format!("batchnorm_maxpool_backward/{N}x4x28x28"));
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
     group.bench_function("gpu fused", |b| {
         b.iter_custom(|iters| {
-            time_gpu(gpu, iters, |g| g.batchnorm_maxpool_backward(&pb, &pp, &gx, &gg, &gb, &gsaved, &gdy, &gdx))
+            time_gpu(gpu, iters, |g| {
+                g.batchnorm_maxpool_backward(&pb, &pp, &gx, &gg, &gb, &gsaved, &gdy, &gdn);
+                g.batchnorm_backward(&pb, &gx, &gdn, &gg, &gsaved, &gdxb, &gdg, &gdb);
+            })
         })
     });
-    // The two ops in turn keep BatchNorm's output from the forward pass: the pool reads it.
     group.bench_function("gpu apart", |b| {
-        b.iter_custom(|iters| time_gpu(gpu, iters, |g| g.maxpool_backward(&pp, &gnormalised, &gdy, &gdx)))
+        b.iter_custom(|iters| {
+            time_gpu(gpu, iters, |g| {
+                g.maxpool_backward(&pp, &gnormalised, &gdy, &gdn);
+                g.batchnorm_backward(&pb, &gx, &gdn, &gg, &gsaved, &gdxb, &gdg, &gdb);
+            })
+        })
     });
     group.bench_function("cpu", |b| {
-        b.iter_custom(|iters| time_cpu(iters, || cpu::maxpool_backward(&pp, &normalised, &dy, &mut dx)))
+        b.iter_custom(|iters| {
+            time_cpu(iters, || {
+                cpu::maxpool_backward(&pp, &normalised, &dy, &mut dx);
+                cpu::batchnorm_backward(&pb, &x, &dx, &gamma, &saved, &mut dxb, &mut dg, &mut db);
+            })
+        })
     });
     group.finish();
 }
