@@ -7,7 +7,8 @@
 // maxpool_backward_windows  x2, dy, dx2      one invocation per plane (even H and W)
 // maxpool_forward_pairs     x4, y2           one invocation per plane (W a multiple of 4)
 // maxpool_backward_pairs    x4, dy2, dx4     one invocation per plane (even H, W % 4 = 0)
-// batchnorm_maxpool_*       the same, then gamma, beta, saved: MaxPool(BatchNorm(x)) (below)
+// batchnorm_maxpool_*       the same, then gamma, beta, saved (backward: and plane sums out):
+//                           MaxPool(BatchNorm(x)) without BatchNorm's output (below)
 //
 // The backward pass recomputes each window's argmax from x instead of saving it: the
 // windows do not overlap, so each decides alone. With an even width a window row is one
