@@ -18,6 +18,11 @@ fn planes(p: &BatchNormParams) -> usize {
     (p.n * p.c) as usize
 }
 
+/// Workgroups of the one-invocation-per-plane kernels.
+fn plane_groups(p: &BatchNormParams) -> u32 {
+    (planes(p) as u32).div_ceil(SMALL_WORKGROUP)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_forward_train(
     gpu: &mut GpuBackend,
@@ -52,8 +57,7 @@ pub fn batchnorm_statistics(
         Some(stats) => stats,
         None => {
             let stats = gpu.scratch(2 * planes(p));
-            let groups = (planes(p) as u32).div_ceil(SMALL_WORKGROUP);
-            gpu.dispatch(Kernel::BatchNormPlaneStats, p, &[x, &stats], groups);
+            gpu.dispatch(Kernel::BatchNormPlaneStats, p, &[x, &stats], plane_groups(p));
             stats
         }
     };
@@ -76,8 +80,7 @@ pub fn batchnorm_normalise(
     y: &GpuTensor,
 ) {
     check(p, "batchnorm_normalise", &[x, y]);
-    let groups = (planes(p) as u32).div_ceil(SMALL_WORKGROUP);
-    gpu.dispatch(Kernel::BatchNormForward, p, &[x, gamma, beta, saved, y], groups);
+    gpu.dispatch(Kernel::BatchNormForward, p, &[x, gamma, beta, saved, y], plane_groups(p));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -92,8 +95,8 @@ pub fn batchnorm_forward_eval(
     y: &GpuTensor,
 ) {
     check(p, "batchnorm_forward_eval", &[x, y]);
-    let groups = (planes(p) as u32).div_ceil(SMALL_WORKGROUP);
-    gpu.dispatch(Kernel::BatchNormForwardEval, p, &[x, gamma, beta, running_mean, running_var, y], groups);
+    let bindings = [x, gamma, beta, running_mean, running_var, y];
+    gpu.dispatch(Kernel::BatchNormForwardEval, p, &bindings, plane_groups(p));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -109,7 +112,7 @@ pub fn batchnorm_backward(
     dbeta: &GpuTensor,
 ) {
     check(p, "batchnorm_backward", &[x, dy, dx]);
-    let groups = (planes(p) as u32).div_ceil(SMALL_WORKGROUP);
+    let groups = plane_groups(p);
     // The max-pool backward that wrote dy may have summed its planes already.
     let plane_sums = match gpu.take_stats(PlaneStats::GradientSums, dy) {
         Some(sums) => sums,
