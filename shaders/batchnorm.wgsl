@@ -310,11 +310,17 @@ fn batchnorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = plane_channel(plane);
     let t = plane_tower(plane);
     let m = f32(tower_n() * p.hw);
-    let invstd = bi_saved[saved_invstd(t, c)];
-    let mean = bi_saved[saved_mean(t, c)];
-    let k = bi_gamma[c] * invstd;
-    let u = -k * invstd * bi_sums[saved_invstd(t, c)] / m;
-    let v = -k * bi_sums[saved_mean(t, c)] / m - u * mean;
+    let kuv = batchnorm_input_grad_coefficients(
+        bi_gamma[c],
+        bi_saved[saved_mean(t, c)],
+        bi_saved[saved_invstd(t, c)],
+        bi_sums[saved_mean(t, c)],
+        bi_sums[saved_invstd(t, c)],
+        m,
+    );
+    let k = kuv.x;
+    let u = kuv.y;
+    let v = kuv.z;
     let add = ACCUMULATE == 1u;
     if p.hw % 4u == 0u {
         for (var j = plane * p.hw / 4u; j < (plane + 1u) * p.hw / 4u; j++) {

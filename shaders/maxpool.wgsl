@@ -7,8 +7,12 @@
 // maxpool_backward_windows  x2, dy, dx2      one invocation per plane (even H and W)
 // maxpool_forward_pairs     x4, y2           one invocation per plane (W a multiple of 4)
 // maxpool_backward_pairs    x4, dy2, dx4     one invocation per plane (even H, W % 4 = 0)
-// batchnorm_maxpool_*       the same, then gamma, beta, saved (backward: and plane sums out):
-//                           MaxPool(BatchNorm(x)) without BatchNorm's output (below)
+// batchnorm_maxpool_forward[_pairs]             the same, then gamma, beta, saved:
+//                                               MaxPool(BatchNorm(x)) from x (below)
+// batchnorm_maxpool_backward_sums_{windows,pairs}   x, dy, dx (unused), gamma, beta, saved,
+//                                               planes: BatchNorm's backward plane sums
+// batchnorm_maxpool_backward_input_{windows,pairs}  x, dy, dx, gamma, beta, saved, sums:
+//                                               the gradient of BatchNorm's input
 //
 // The backward pass recomputes each window's argmax from x instead of saving it: the
 // windows do not overlap, so each decides alone. With an even width a window row is one
@@ -106,6 +110,12 @@ fn is_nan(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
 }
 
+// What a backward loop does with each window's gradient (`window_grad`); a constant in every
+// caller, so each kernel compiles to its own loop.
+const WRITE_GRAD = 0u;      // write (or add) it: the pool's dx
+const SUM_GRAD = 1u;        // only sum it, Σg and Σg·x̂ over the plane: a BatchNorm's dy's sums
+const BATCHNORM_GRAD = 2u;  // write (or add) g·k + x·u + v: the BatchNorm's dx (common.wgsl)
+
 // The gradients of window (top, bottom) whose dy is g: g at the first maximum, 0 elsewhere,
 // as (top row, bottom row).
 fn window_grad(top: vec2<f32>, bottom: vec2<f32>, g: f32) -> vec4<f32> {
@@ -192,13 +202,23 @@ override ACCUMULATE: u32 = 0u;
 @compute @workgroup_size(64)
 fn maxpool_backward_windows(@builtin(global_invocation_id) gid: vec3<u32>) {
     if gid.x < p.n * p.c {
-        _ = backward_windows(gid.x, PLAIN);
+        _ = backward_windows(gid.x, PLAIN, WRITE_GRAD, vec3(0.0));
     }
 }
 
-// Returns the plane's (Σdx, Σdx·x̂) of the gradient it writes, for a BatchNorm backward to take
-// (x̂ as batchnorm_backward_plane computes it; the plain kernel drops them).
-fn backward_windows(nc: u32, t: Through) -> vec2<f32> {
+// BatchNorm's input gradient where its output's is g, as batchnorm_backward_input computes it
+// (through a ReLU input, 0 where x ≤ 0); kuv from batchnorm_input_grad_coefficients.
+fn batchnorm_grad2(g: vec2<f32>, x: vec2<f32>, kuv: vec3<f32>) -> vec2<f32> {
+    return select(vec2(0.0), g * kuv.x + relu_in2(x) * kuv.y + vec2(kuv.z), x > vec2(0.0) | vec2(p.relu_input == 0u));
+}
+
+fn batchnorm_grad4(g: vec4<f32>, x: vec4<f32>, kuv: vec3<f32>) -> vec4<f32> {
+    return select(vec4(0.0), g * kuv.x + relu_in4(x) * kuv.y + vec4(kuv.z), x > vec4(0.0) | vec4(p.relu_input == 0u));
+}
+
+// Does `what` with the plane's window gradients; SUM_GRAD returns their (Σg, Σg·x̂), x̂ as
+// batchnorm_backward_plane computes it (the other modes return zeros).
+fn backward_windows(nc: u32, t: Through, what: u32, kuv: vec3<f32>) -> vec2<f32> {
     let oh_n = p.h / 2u;
     let ow_n = p.w / 2u;
     let add = ACCUMULATE == 1u;
@@ -212,15 +232,24 @@ fn backward_windows(nc: u32, t: Through) -> vec2<f32> {
             let xb = bw_x2[bottom];
             let g = bw_dy[(nc * oh_n + oh) * ow_n + ow];
             let grad = window_grad(through2(xt, t), through2(xb, t), g);
-            s2 += grad.xy + grad.zw;
-            sx2 += grad.xy * (relu_in2(xt) - vec2(t.mean)) * t.invstd;
-            sx2 += grad.zw * (relu_in2(xb) - vec2(t.mean)) * t.invstd;
+            if what == SUM_GRAD {
+                s2 += grad.xy + grad.zw;
+                sx2 += grad.xy * (relu_in2(xt) - vec2(t.mean)) * t.invstd;
+                sx2 += grad.zw * (relu_in2(xb) - vec2(t.mean)) * t.invstd;
+                continue;
+            }
+            var gt = grad.xy;
+            var gb = grad.zw;
+            if what == BATCHNORM_GRAD {
+                gt = batchnorm_grad2(gt, xt, kuv);
+                gb = batchnorm_grad2(gb, xb, kuv);
+            }
             if add {
-                bw_dx2[top] += grad.xy;
-                bw_dx2[bottom] += grad.zw;
+                bw_dx2[top] += gt;
+                bw_dx2[bottom] += gb;
             } else {
-                bw_dx2[top] = grad.xy;
-                bw_dx2[bottom] = grad.zw;
+                bw_dx2[top] = gt;
+                bw_dx2[bottom] = gb;
             }
         }
     }
@@ -260,12 +289,12 @@ fn forward_pairs(nc: u32, through: Through) {
 @compute @workgroup_size(64)
 fn maxpool_backward_pairs(@builtin(global_invocation_id) gid: vec3<u32>) {
     if gid.x < p.n * p.c {
-        _ = backward_pairs(gid.x, PLAIN);
+        _ = backward_pairs(gid.x, PLAIN, WRITE_GRAD, vec3(0.0));
     }
 }
 
-// Returns the plane's (Σdx, Σdx·x̂), as backward_windows.
-fn backward_pairs(nc: u32, through: Through) -> vec2<f32> {
+// As backward_windows, two windows at a time.
+fn backward_pairs(nc: u32, through: Through, what: u32, kuv: vec3<f32>) -> vec2<f32> {
     let oh_n = p.h / 2u;
     let quads = p.w / 4u;
     let add = ACCUMULATE == 1u;
@@ -282,11 +311,18 @@ fn backward_pairs(nc: u32, through: Through) -> vec2<f32> {
             let g = pb_dy2[out + q];
             let left = window_grad(t.xy, b.xy, g.x);
             let right = window_grad(t.zw, b.zw, g.y);
-            let gt = vec4(left.xy, right.xy);
-            let gb = vec4(left.zw, right.zw);
-            s4 += gt + gb;
-            sx4 += gt * (relu_in4(xt) - vec4(through.mean)) * through.invstd;
-            sx4 += gb * (relu_in4(xb) - vec4(through.mean)) * through.invstd;
+            var gt = vec4(left.xy, right.xy);
+            var gb = vec4(left.zw, right.zw);
+            if what == SUM_GRAD {
+                s4 += gt + gb;
+                sx4 += gt * (relu_in4(xt) - vec4(through.mean)) * through.invstd;
+                sx4 += gb * (relu_in4(xb) - vec4(through.mean)) * through.invstd;
+                continue;
+            }
+            if what == BATCHNORM_GRAD {
+                gt = batchnorm_grad4(gt, xt, kuv);
+                gb = batchnorm_grad4(gb, xb, kuv);
+            }
             if add {
                 pb_dx4[top + q] += gt;
                 pb_dx4[top + quads + q] += gb;
@@ -319,21 +355,49 @@ fn batchnorm_maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-// The backward ones also write each plane's (Σdx, Σdx·x̂) of the gradient they write, for
-// batchnorm_backward in place of its batchnorm_backward_plane (src/gpu/maxpool.rs).
+// The backward is BatchNorm's, in two passes over x and the pool's dy, BatchNorm's dy never
+// written: first each plane's (Σdy, Σdy·x̂) of it, as batchnorm_backward_plane would sum the
+// written one (batchnorm_backward_reduce then sums the towers' planes), then BatchNorm's dx.
+// The loops bind dx in both (the first does not write it): WGSL sees every variable a
+// function names, taken branch or not.
 @group(0) @binding(7) var<storage, read_write> bn_planes: array<vec2<f32>>;
 
 @compute @workgroup_size(64)
-fn batchnorm_maxpool_backward_windows(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn batchnorm_maxpool_backward_sums_windows(@builtin(global_invocation_id) gid: vec3<u32>) {
     if gid.x < p.n * p.c {
-        bn_planes[gid.x] = backward_windows(gid.x, plane_batchnorm(gid.x));
+        bn_planes[gid.x] = backward_windows(gid.x, plane_batchnorm(gid.x), SUM_GRAD, vec3(0.0));
     }
 }
 
 @compute @workgroup_size(64)
-fn batchnorm_maxpool_backward_pairs(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn batchnorm_maxpool_backward_sums_pairs(@builtin(global_invocation_id) gid: vec3<u32>) {
     if gid.x < p.n * p.c {
-        bn_planes[gid.x] = backward_pairs(gid.x, plane_batchnorm(gid.x));
+        bn_planes[gid.x] = backward_pairs(gid.x, plane_batchnorm(gid.x), SUM_GRAD, vec3(0.0));
+    }
+}
+
+// The towers' sums, laid out as `saved`: Σdy (T, C), then Σdy·x̂ (T, C).
+@group(0) @binding(7) var<storage, read> bn_sums: array<f32>;
+
+fn plane_grad_coefficients(nc: u32, t: Through) -> vec3<f32> {
+    let s = saved_slots(nc);
+    let m = f32(p.n / p.towers * p.h * p.w);
+    return batchnorm_input_grad_coefficients(bn_gamma[s.x], t.mean, t.invstd, bn_sums[s.y], bn_sums[s.z], m);
+}
+
+@compute @workgroup_size(64)
+fn batchnorm_maxpool_backward_input_windows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if gid.x < p.n * p.c {
+        let t = plane_batchnorm(gid.x);
+        _ = backward_windows(gid.x, t, BATCHNORM_GRAD, plane_grad_coefficients(gid.x, t));
+    }
+}
+
+@compute @workgroup_size(64)
+fn batchnorm_maxpool_backward_input_pairs(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if gid.x < p.n * p.c {
+        let t = plane_batchnorm(gid.x);
+        _ = backward_pairs(gid.x, t, BATCHNORM_GRAD, plane_grad_coefficients(gid.x, t));
     }
 }
 

@@ -144,11 +144,12 @@ pub trait Backend {
         self.batchnorm_forward_train(pb, x, gamma, beta, &normalised, saved, running_mean, running_var);
         self.maxpool_forward(pp, &normalised, y);
     }
-    /// Its backward as far as BatchNorm's output: dx is the gradient with respect to it, for
-    /// `batchnorm_backward` to go on from. By default BatchNorm's output is computed again
-    /// (the same statistics, not counted in the running ones) and pooled backward; the GPU
-    /// reads x through the normalisation again, and sums dx's planes on the way for the
-    /// `batchnorm_backward` that follows.
+    /// Its backward, BatchNorm's included: dy is the pooled output's gradient, and dx, dgamma
+    /// and dbeta are BatchNorm's, written or added as `pb.accumulate` says (as in
+    /// `batchnorm_backward`; `pp.accumulate` is not read). By default BatchNorm's output is
+    /// computed again (the same statistics, not counted in the running ones), pooled backward,
+    /// and BatchNorm's backward goes on from its gradient; the GPU writes neither, reading x
+    /// through the normalisation in both of its passes.
     #[allow(clippy::too_many_arguments)]
     fn batchnorm_maxpool_backward(
         &mut self,
@@ -157,15 +158,19 @@ pub trait Backend {
         x: &Self::Tensor,
         gamma: &Self::Tensor,
         beta: &Self::Tensor,
-        _saved: &Self::Tensor,
+        saved: &Self::Tensor,
         dy: &Self::Tensor,
         dx: &Self::Tensor,
+        dgamma: &Self::Tensor,
+        dbeta: &Self::Tensor,
     ) {
         let c = pb.c as usize;
         let (normalised, again) = (self.scratch(pb.len()), self.scratch(pb.saved_len()));
         let (mean, var) = (self.scratch(c), self.scratch(c));
         self.batchnorm_forward_train(pb, x, gamma, beta, &normalised, &again, &mean, &var);
-        self.maxpool_backward(pp, &normalised, dy, dx);
+        let dnormalised = self.scratch(pb.len());
+        self.maxpool_backward(&MaxPoolParams { accumulate: 0, ..*pp }, &normalised, dy, &dnormalised);
+        self.batchnorm_backward(pb, x, &dnormalised, gamma, saved, dx, dgamma, dbeta);
     }
 
     // --- linear ----------------------------------------------------------------------------

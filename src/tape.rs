@@ -423,18 +423,10 @@ impl<'b, B: Backend> Tape<'b, B> {
             }
             Op::BatchNormMaxPool { x, gamma, beta, y, saved, pb, pp } => {
                 let Some(dy) = self.out_grad(y) else { return };
-                let dnormalised = self.backend.scratch(pb.len());
-                self.backend.batchnorm_maxpool_backward(
-                    &pb,
-                    &pp,
-                    self.values.data(x),
-                    self.values.data(gamma),
-                    self.values.data(beta),
-                    self.values.data(saved),
-                    &dy,
-                    &dnormalised,
-                );
-                self.batchnorm_backward(x, gamma, beta, saved, pb, &dnormalised);
+                let (pb, dx, dg, db) = self.batchnorm_grads(x, gamma, beta, pb);
+                let data = |v| self.values.data(v);
+                let (x, gamma, beta, saved) = (data(x), data(gamma), data(beta), data(saved));
+                self.backend.batchnorm_maxpool_backward(&pb, &pp, x, gamma, beta, saved, &dy, &dx, &dg, &db);
             }
             Op::Reshape { x, y } => {
                 let Some(dy) = self.out_grad(y) else { return };
@@ -492,22 +484,26 @@ impl<'b, B: Backend> Tape<'b, B> {
     /// BatchNorm's backward from dy, the gradient of its output: dx, dγ and dβ come from one
     /// kernel family together; a side that needs no gradient writes into scratch nobody reads.
     fn batchnorm_backward(&mut self, x: Var, gamma: Var, beta: Var, saved: Var, p: BatchNormParams, dy: &B::Tensor) {
+        let (p, dx, dg, db) = self.batchnorm_grads(x, gamma, beta, p);
+        let data = |v| self.values.data(v);
+        self.backend.batchnorm_backward(&p, data(x), dy, data(gamma), data(saved), &dx, &dg, &db);
+    }
+
+    /// Where a BatchNorm's backward writes dx, dgamma and dbeta (scratch for those that need
+    /// no gradient), and its params with the accumulate bits they take.
+    fn batchnorm_grads(
+        &mut self,
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        p: BatchNormParams,
+    ) -> (BatchNormParams, B::Tensor, B::Tensor, B::Tensor) {
         let (dx, acc_x) = self.grad_slot(x, ACCUMULATE_INPUT).unwrap_or_else(|| (self.backend.scratch(p.len()), 0));
         let ((dg, acc_p), (db, _)) = self.param_pair(gamma, beta).unwrap_or_else(|| {
             let c = p.c as usize;
             ((self.backend.scratch(c), 0), (self.backend.scratch(c), 0))
         });
-        let p = BatchNormParams { accumulate: acc_x | acc_p, ..p };
-        self.backend.batchnorm_backward(
-            &p,
-            self.values.data(x),
-            dy,
-            self.values.data(gamma),
-            self.values.data(saved),
-            &dx,
-            &dg,
-            &db,
-        );
+        (BatchNormParams { accumulate: acc_x | acc_p, ..p }, dx, dg, db)
     }
 
     /// Gradient slots of a weight and its bias, which one kernel writes together, so they

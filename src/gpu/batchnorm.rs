@@ -1,7 +1,7 @@
 //! Launchers of shaders/batchnorm.wgsl: train forward (plane statistics, tower statistics,
 //! normalise), eval forward, and backward (plane sums, tower sums, input gradient).
 
-use super::{GpuBackend, GpuTensor, Kernel, PlaneStats};
+use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::Backend;
 use crate::params::{ACCUMULATE_INPUT, BatchNormParams};
 
@@ -52,8 +52,8 @@ pub fn batchnorm_statistics(
 ) {
     check(p, "batchnorm_statistics", &[x]);
     assert_eq!(saved.len, p.saved_len(), "batchnorm_statistics: saved");
-    // The conv that wrote x may have computed them already (GpuBackend::fused_stats).
-    let plane_stats = match gpu.take_stats(PlaneStats::ReluMoments, x).filter(|_| p.relu_input != 0) {
+    // The conv that wrote x may have computed them already (GpuBackend::relu_moments).
+    let plane_stats = match gpu.take_relu_moments(x).filter(|_| p.relu_input != 0) {
         Some(stats) => stats,
         None => {
             let stats = gpu.scratch(2 * planes(p));
@@ -112,29 +112,34 @@ pub fn batchnorm_backward(
     dbeta: &GpuTensor,
 ) {
     check(p, "batchnorm_backward", &[x, dy, dx]);
-    let groups = plane_groups(p);
-    // The max-pool backward that wrote dy may have summed its planes already.
-    let plane_sums = match gpu.take_stats(PlaneStats::GradientSums, dy) {
-        Some(sums) => sums,
-        None => {
-            let sums = gpu.scratch(2 * planes(p));
-            gpu.dispatch(Kernel::BatchNormBackwardPlane, p, &[x, dy, saved, &sums], groups);
-            sums
-        }
-    };
-    let sums = gpu.scratch(p.saved_len());
-    gpu.dispatch(
-        Kernel::BatchNormBackwardReduce,
-        p,
-        &[&plane_sums, &sums, dgamma, dbeta],
-        p.c.div_ceil(SMALL_WORKGROUP),
-    );
+    let plane_sums = gpu.scratch(2 * planes(p));
+    gpu.dispatch(Kernel::BatchNormBackwardPlane, p, &[x, dy, saved, &plane_sums], plane_groups(p));
+    let sums = batchnorm_backward_sums(gpu, p, &plane_sums, dgamma, dbeta);
     let accumulate = (p.accumulate & ACCUMULATE_INPUT != 0) as u32;
     gpu.dispatch_specialized(
         Kernel::BatchNormBackwardInput,
         &[accumulate],
         p,
         &[x, dy, gamma, saved, &sums, dx],
-        groups,
+        plane_groups(p),
     );
+}
+
+/// The middle of a backward: the towers' (Σdy, Σdy·x̂) from the planes' (laid out as `saved`),
+/// and dgamma, dbeta from them.
+pub fn batchnorm_backward_sums(
+    gpu: &mut GpuBackend,
+    p: &BatchNormParams,
+    plane_sums: &GpuTensor,
+    dgamma: &GpuTensor,
+    dbeta: &GpuTensor,
+) -> GpuTensor {
+    let sums = gpu.scratch(p.saved_len());
+    gpu.dispatch(
+        Kernel::BatchNormBackwardReduce,
+        p,
+        &[plane_sums, &sums, dgamma, dbeta],
+        p.c.div_ceil(SMALL_WORKGROUP),
+    );
+    sums
 }

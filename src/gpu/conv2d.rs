@@ -7,7 +7,7 @@
 //! channels in and out, K ≤ 5); the plain one-output-per-invocation kernels.
 
 use super::conv2d_rows::{IMAGES, Mode, Shape};
-use super::{GpuBackend, GpuTensor, Kernel, PlaneStats, Work};
+use super::{GpuBackend, GpuTensor, Kernel, Work};
 use crate::backend::Backend;
 use crate::params::Conv2dParams;
 
@@ -78,7 +78,7 @@ fn conv2d_rows(gpu: &mut GpuBackend, p: &Conv2dParams, s: Shape, mode: Mode, buf
     let [x, w, b, y] = bufs;
     gpu.dispatch_work(Kernel::Conv2dRows, &spec, p, &[x, w, b, y, &stats], groups, flops);
     if with_stats {
-        gpu.leave_stats(PlaneStats::ReluMoments, y, stats);
+        gpu.leave_relu_moments(y, stats);
     }
 }
 

@@ -154,10 +154,14 @@ kernels! {
     MaxPoolBackwardPairs => MaxPool::"maxpool_backward_pairs"(Read, Read, ReadWrite) [ACCUMULATE];
     BatchNormMaxPoolForward => MaxPool::"batchnorm_maxpool_forward"(Read, Read, ReadWrite, Read, Read, Read);
     BatchNormMaxPoolForwardPairs => MaxPool::"batchnorm_maxpool_forward_pairs"(Read, ReadWrite, Read, Read, Read);
-    BatchNormMaxPoolBackwardWindows =>
-        MaxPool::"batchnorm_maxpool_backward_windows"(Read, Read, ReadWrite, Read, Read, Read, ReadWrite) [ACCUMULATE];
-    BatchNormMaxPoolBackwardPairs =>
-        MaxPool::"batchnorm_maxpool_backward_pairs"(Read, Read, ReadWrite, Read, Read, Read, ReadWrite) [ACCUMULATE];
+    BatchNormMaxPoolBackwardSumsWindows =>
+        MaxPool::"batchnorm_maxpool_backward_sums_windows"(Read, Read, ReadWrite, Read, Read, Read, ReadWrite);
+    BatchNormMaxPoolBackwardSumsPairs =>
+        MaxPool::"batchnorm_maxpool_backward_sums_pairs"(Read, Read, ReadWrite, Read, Read, Read, ReadWrite);
+    BatchNormMaxPoolBackwardInputWindows =>
+        MaxPool::"batchnorm_maxpool_backward_input_windows"(Read, Read, ReadWrite, Read, Read, Read, Read) [ACCUMULATE];
+    BatchNormMaxPoolBackwardInputPairs =>
+        MaxPool::"batchnorm_maxpool_backward_input_pairs"(Read, Read, ReadWrite, Read, Read, Read, Read) [ACCUMULATE];
     LinearForward => Linear::"linear_forward"(Read, Read, Read, ReadWrite);
     LinearBackwardInput => Linear::"linear_backward_input"(Read, Read, ReadWrite);
     LinearBackwardWeight => Linear::"linear_backward_weight"(Read, Read, ReadWrite, ReadWrite);

@@ -1,8 +1,9 @@
 //! Launchers of shaders/maxpool.wgsl: 2×2 max pooling, forward and backward, also of a
-//! BatchNorm's output that is never written (MaxPool(BatchNorm(x)), read through from x).
+//! BatchNorm's output that is never written (MaxPool(BatchNorm(x)), read through from x,
+//! whose backward is BatchNorm's too).
 
-use super::batchnorm::{batchnorm_normalise, batchnorm_statistics};
-use super::{GpuBackend, GpuTensor, Kernel, PlaneStats};
+use super::batchnorm::{batchnorm_backward, batchnorm_backward_sums, batchnorm_normalise, batchnorm_statistics};
+use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::Backend;
 use crate::params::{ACCUMULATE_INPUT, BatchNormParams, MaxPoolParams};
 
@@ -64,8 +65,9 @@ pub fn batchnorm_maxpool_forward(
     }
 }
 
-/// The gradient of MaxPool(BatchNorm(x)) with respect to BatchNorm's (unwritten) output, for
-/// `batchnorm_backward` to take on from.
+/// The backward of MaxPool(BatchNorm(x)), BatchNorm's included, in two passes that read x
+/// through the normalisation (BatchNorm's output and its gradient are never written): the
+/// planes' sums of BatchNorm's dy, their reduction over the towers (dgamma, dbeta), then dx.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_maxpool_backward(
     gpu: &mut GpuBackend,
@@ -77,25 +79,25 @@ pub fn batchnorm_maxpool_backward(
     saved: &GpuTensor,
     dy: &GpuTensor,
     dx: &GpuTensor,
+    dgamma: &GpuTensor,
+    dbeta: &GpuTensor,
 ) {
-    let p = p.through(pb);
+    let p = MaxPoolParams { accumulate: 0, ..p.through(pb) };
     assert_eq!((x.len, dy.len, dx.len), (p.x_len(), p.y_len(), p.x_len()), "batchnorm_maxpool_backward: {p:?}");
-    let accumulate = (p.accumulate & ACCUMULATE_INPUT != 0) as u32;
-    let kernel = if pairs(&p) {
-        Kernel::BatchNormMaxPoolBackwardPairs
+    let (sum, input) = if pairs(&p) {
+        (Kernel::BatchNormMaxPoolBackwardSumsPairs, Kernel::BatchNormMaxPoolBackwardInputPairs)
     } else if p.h.is_multiple_of(2) && p.w.is_multiple_of(2) {
-        Kernel::BatchNormMaxPoolBackwardWindows
+        (Kernel::BatchNormMaxPoolBackwardSumsWindows, Kernel::BatchNormMaxPoolBackwardInputWindows)
     } else {
-        // Odd sizes: the per-element kernel has no BatchNorm reading; write the output after all.
-        let normalised = gpu.scratch(p.x_len());
+        // Odd sizes: the per-element kernel has no BatchNorm reading; the two ops in turn.
+        let (normalised, dnormalised) = (gpu.scratch(p.x_len()), gpu.scratch(p.x_len()));
         batchnorm_normalise(gpu, pb, x, gamma, beta, saved, &normalised);
-        return maxpool_backward(gpu, &p, &normalised, dy, dx);
+        maxpool_backward(gpu, &p, &normalised, dy, &dnormalised);
+        return batchnorm_backward(gpu, pb, x, &dnormalised, gamma, saved, dx, dgamma, dbeta);
     };
     let plane_sums = gpu.scratch(2 * (p.n * p.c) as usize);
-    let bindings = [x, dy, dx, gamma, beta, saved, &plane_sums];
-    gpu.dispatch_specialized(kernel, &[accumulate], &p, &bindings, plane_groups(&p));
-    // Sums of what this call wrote: they are dx's own only where it was not added to.
-    if accumulate == 0 {
-        gpu.leave_stats(PlaneStats::GradientSums, dx, plane_sums);
-    }
+    gpu.dispatch(sum, &p, &[x, dy, dx, gamma, beta, saved, &plane_sums], plane_groups(&p));
+    let sums = batchnorm_backward_sums(gpu, pb, &plane_sums, dgamma, dbeta);
+    let accumulate = (pb.accumulate & ACCUMULATE_INPUT != 0) as u32;
+    gpu.dispatch_specialized(input, &[accumulate], &p, &[x, dy, dx, gamma, beta, saved, &sums], plane_groups(&p));
 }

@@ -78,34 +78,23 @@ pub struct GpuImages {
     count: usize,
 }
 
-/// Per-plane statistics of a tensor that a dispatch left for the next (see
-/// `GpuBackend::fused_stats`).
-struct FusedStats {
-    kind: PlaneStats,
+/// The (mean, M2) of ReLU(y) per plane, which a dispatch computed beside its output y (see
+/// `GpuBackend::relu_moments`).
+struct ReluMoments {
     y: (wgpu::Buffer, usize, usize),
     stats: GpuTensor,
 }
 
-/// What the statistics are, so that one kind is never taken for the other.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PlaneStats {
-    /// (mean, M2) of ReLU(y), for a BatchNorm(ReLU(y)) forward (from a conv that wrote y).
-    ReluMoments,
-    /// (Σy, Σy·x̂) of a gradient y, for the BatchNorm backward that takes y as its dy (from a
-    /// max-pool backward that wrote y reading through that BatchNorm).
-    GradientSums,
-}
-
 impl GpuBackend {
-    /// Leaves `stats` of y, which the last dispatch wrote, for the next dispatch.
-    fn leave_stats(&mut self, kind: PlaneStats, y: &GpuTensor, stats: GpuTensor) {
-        self.fused_stats = Some(FusedStats { kind, y: (y.buffer.clone(), y.offset, y.len), stats });
+    /// Leaves the plane moments of ReLU(y), which the last dispatch wrote, for the next one.
+    fn leave_relu_moments(&mut self, y: &GpuTensor, stats: GpuTensor) {
+        self.relu_moments = Some(ReluMoments { y: (y.buffer.clone(), y.offset, y.len), stats });
     }
 
-    /// The statistics of `kind` of x that the last dispatch left, if it wrote x.
-    fn take_stats(&mut self, kind: PlaneStats, x: &GpuTensor) -> Option<GpuTensor> {
+    /// The plane moments of ReLU(x) that the last dispatch left, if it wrote x.
+    fn take_relu_moments(&mut self, x: &GpuTensor) -> Option<GpuTensor> {
         let key = (x.buffer.clone(), x.offset, x.len);
-        self.fused_stats.take().filter(|f| f.kind == kind && f.y == key).map(|f| f.stats)
+        self.relu_moments.take().filter(|f| f.y == key).map(|f| f.stats)
     }
 }
 
@@ -218,12 +207,11 @@ pub struct GpuBackend {
     /// cover the shape; on by default where subgroups are 8 lanes. Tests turn it off to hold
     /// the other kernels to the reference too.
     pub subgroup_convs: bool,
-    /// Per-plane statistics that the last dispatch computed beside its output y: a subgroup
-    /// conv forward leaves those of ReLU(y) for the BatchNorm(ReLU(y)) recorded next, a
-    /// max-pool backward through a BatchNorm leaves the sums of its gradient y for that
-    /// BatchNorm's backward; each takes them instead of reading y again (src/gpu/batchnorm.rs).
-    /// Any other dispatch, a write or a scratch reset drops them.
-    fused_stats: Option<FusedStats>,
+    /// Plane statistics that the last dispatch computed beside its output y: a subgroup conv
+    /// forward leaves those of ReLU(y) for the BatchNorm(ReLU(y)) recorded next, which takes
+    /// them instead of reading y again (src/gpu/batchnorm.rs). Any other dispatch, a write or
+    /// a scratch reset drops them.
+    relu_moments: Option<ReluMoments>,
     /// Dispatches recorded since creation.
     pub dispatches: u64,
     /// Submits since creation.
@@ -239,7 +227,7 @@ impl GpuBackend {
     pub fn with_context(ctx: GpuContext) -> Self {
         Self {
             subgroup_convs: ctx.subgroups_of_8,
-            fused_stats: None,
+            relu_moments: None,
             ctx,
             pipelines: Pipelines::default(),
             scratch: ScratchPool::default(),
@@ -284,7 +272,7 @@ impl GpuBackend {
         work: Option<Work>,
     ) {
         assert_eq!(buffers.len(), kernel.bindings().len(), "{kernel:?}: wrong number of buffers");
-        self.fused_stats = None;
+        self.relu_moments = None;
         assert!(workgroups > 0, "{kernel:?}: no work");
         let uniform = self.uniform(bytemuck::bytes_of(params));
         let key = BindKey {
@@ -500,7 +488,7 @@ impl GpuBackend {
     /// Writes raw 32-bit words into a tensor, after everything recorded so far.
     pub fn write_words<T: Pod>(&mut self, t: &GpuTensor, data: &[T]) {
         assert_eq!(data.len(), t.len, "gpu: writing {} words into a tensor of {}", data.len(), t.len);
-        self.fused_stats = None;
+        self.relu_moments = None;
         // queue.write_buffer lands before the next submit's commands: submit the recorded
         // ones first so that they still see the old contents.
         self.flush();
@@ -558,7 +546,7 @@ impl Backend for GpuBackend {
             *in_use = 0;
         }
         // Scratch handed out again may be another tensor at the same place.
-        self.fused_stats = None;
+        self.relu_moments = None;
     }
     fn write(&mut self, t: &GpuTensor, data: &[f32]) {
         self.write_words(t, data);
@@ -676,8 +664,10 @@ impl Backend for GpuBackend {
         saved: &GpuTensor,
         dy: &GpuTensor,
         dx: &GpuTensor,
+        dgamma: &GpuTensor,
+        dbeta: &GpuTensor,
     ) {
-        maxpool::batchnorm_maxpool_backward(self, pb, pp, x, gamma, beta, saved, dy, dx)
+        maxpool::batchnorm_maxpool_backward(self, pb, pp, x, gamma, beta, saved, dy, dx, dgamma, dbeta)
     }
 
     fn linear_forward(&mut self, p: &LinearParams, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor, y: &GpuTensor) {
