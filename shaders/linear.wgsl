@@ -113,3 +113,106 @@ fn linear_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builti
         }
     }
 }
+
+// --- Narrow layers (D_OUT ≤ NARROW, the model's 49 → z): the same sums in the same order
+// (so the same bits), arranged for llvmpipe. The shape is in `override` constants, so the
+// loops over the outputs unroll, their sums stay in registers, and every weight load has the
+// same address in all lanes, which llvmpipe loads once instead of lane by lane: each
+// invocation loads one row of x or dy (one column of x for the weights). The kernels above
+// load a row of x and one of w per output, a lane at a time. Workgroups of 16: llvmpipe runs
+// each on one thread, and the weight gradient has only D_IN + 1 invocations to share out.
+//
+// linear_forward_narrow          x, w, b, y      one invocation per row of the batch
+// linear_backward_input_narrow   dy, w, dx       one invocation per row of the batch
+// linear_backward_weight_narrow  x, dy, dw, db   one invocation per input column, one for the bias
+
+override D_IN: u32 = 1u;
+override D_OUT: u32 = 1u;
+const NARROW = 16u;
+
+@compute @workgroup_size(16)
+fn linear_forward_narrow(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x;
+    if n >= p.n {
+        return;
+    }
+    var acc: array<f32, NARROW>;
+    for (var o = 0u; o < D_OUT; o++) {
+        acc[o] = fb[o];
+    }
+    for (var k = 0u; k < D_IN; k++) {
+        let v = fx[n * D_IN + k];
+        for (var o = 0u; o < D_OUT; o++) {
+            acc[o] += v * fw[o * D_IN + k];
+        }
+    }
+    for (var o = 0u; o < D_OUT; o++) {
+        fy[n * D_OUT + o] = acc[o];
+    }
+}
+
+@compute @workgroup_size(16)
+fn linear_backward_input_narrow(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x;
+    if n >= p.n {
+        return;
+    }
+    var dy: array<f32, NARROW>;
+    for (var o = 0u; o < D_OUT; o++) {
+        dy[o] = bi_dy[n * D_OUT + o];
+    }
+    for (var k = 0u; k < D_IN; k++) {
+        var acc = 0.0;
+        for (var o = 0u; o < D_OUT; o++) {
+            acc += dy[o] * bi_w[o * D_IN + k];
+        }
+        if (p.accumulate & ACCUMULATE_INPUT) != 0u {
+            bi_dx[n * D_IN + k] += acc;
+        } else {
+            bi_dx[n * D_IN + k] = acc;
+        }
+    }
+}
+
+// Invocation k < D_IN sums column k of x against dy for dw[·, k]; invocation D_IN sums dy
+// alone for db. Per tower, then the towers' sums, as batch_sum.
+@compute @workgroup_size(16)
+fn linear_backward_weight_narrow(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k = gid.x;
+    if k > D_IN {
+        return;
+    }
+    let weight = k < D_IN;
+    let tower_n = p.n / p.towers;
+    var acc: array<f32, NARROW>;
+    for (var o = 0u; o < D_OUT; o++) {
+        acc[o] = 0.0;
+    }
+    for (var t = 0u; t < p.towers; t++) {
+        var s: array<f32, NARROW>;
+        for (var o = 0u; o < D_OUT; o++) {
+            s[o] = 0.0;
+        }
+        for (var n = t * tower_n; n < (t + 1u) * tower_n; n++) {
+            let v = select(1.0, bw_x[n * D_IN + min(k, D_IN - 1u)], weight);
+            for (var o = 0u; o < D_OUT; o++) {
+                s[o] += bw_dy[n * D_OUT + o] * v;
+            }
+        }
+        for (var o = 0u; o < D_OUT; o++) {
+            acc[o] += s[o];
+        }
+    }
+    let add = (p.accumulate & ACCUMULATE_PARAMS) != 0u;
+    for (var o = 0u; o < D_OUT; o++) {
+        if weight && add {
+            bw_dw[o * D_IN + k] += acc[o];
+        } else if weight {
+            bw_dw[o * D_IN + k] = acc[o];
+        } else if add {
+            bw_db[o] += acc[o];
+        } else {
+            bw_db[o] = acc[o];
+        }
+    }
+}

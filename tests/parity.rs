@@ -389,6 +389,8 @@ fn linear_shapes() {
     linear_case("odd-towers", 9, 49, 3, 3);
     linear_case("batch1", 1, 49, 8, 1);
     linear_case("train", 256, 49, 8, 2);
+    // More outputs than the narrow kernels hold: the general ones.
+    linear_case("wide", 6, 5, 17, 2);
 }
 
 fn distance_and_loss_case(name: &str, n: usize, d: usize) {

@@ -165,6 +165,9 @@ kernels! {
     LinearForward => Linear::"linear_forward"(Read, Read, Read, ReadWrite);
     LinearBackwardInput => Linear::"linear_backward_input"(Read, Read, ReadWrite);
     LinearBackwardWeight => Linear::"linear_backward_weight"(Read, Read, ReadWrite, ReadWrite);
+    LinearForwardNarrow => Linear::"linear_forward_narrow"(Read, Read, Read, ReadWrite) [D_IN, D_OUT];
+    LinearBackwardInputNarrow => Linear::"linear_backward_input_narrow"(Read, Read, ReadWrite) [D_IN, D_OUT];
+    LinearBackwardWeightNarrow => Linear::"linear_backward_weight_narrow"(Read, Read, ReadWrite, ReadWrite) [D_IN, D_OUT];
     PairDistanceForward => Distance::"pair_distance_forward"(Read, ReadWrite);
     PairDistanceBackward => Distance::"pair_distance_backward"(Read, Read, Read, ReadWrite);
     ContrastiveForward => Contrastive::"contrastive_forward"(Read, Read, ReadWrite);
