@@ -49,7 +49,9 @@ pub fn linear_backward_input(gpu: &mut GpuBackend, p: &LinearParams, dy: &GpuTen
     let (x_len, w_len, y_len) = sizes(p);
     assert_eq!((dy.len, w.len, dx.len), (y_len, w_len, x_len), "linear_backward_input: {p:?}");
     match narrow(p) {
-        Some(spec) => gpu.dispatch_specialized(Kernel::LinearBackwardInputNarrow, &spec, p, &[dy, w, dx], row_groups(p)),
+        Some(spec) => {
+            gpu.dispatch_specialized(Kernel::LinearBackwardInputNarrow, &spec, p, &[dy, w, dx], row_groups(p))
+        }
         None => gpu.dispatch(Kernel::LinearBackwardInput, p, &[dy, w, dx], GpuBackend::groups_for(x_len)),
     }
 }
@@ -74,6 +76,8 @@ pub fn linear_backward_weight(
             let groups = (p.d_in + 1).div_ceil(NARROW_WORKGROUP);
             gpu.dispatch_specialized(Kernel::LinearBackwardWeightNarrow, &spec, p, &bindings, groups)
         }
-        None => gpu.dispatch(Kernel::LinearBackwardWeight, p, &bindings, GpuBackend::groups_for(w_len + p.d_out as usize)),
+        None => {
+            gpu.dispatch(Kernel::LinearBackwardWeight, p, &bindings, GpuBackend::groups_for(w_len + p.d_out as usize))
+        }
     }
 }
