@@ -173,6 +173,62 @@ pub trait Backend {
         self.batchnorm_backward(pb, x, &dnormalised, gamma, saved, dx, dgamma, dbeta);
     }
 
+    // --- batchnorm then conv, fused -------------------------------------------------------------
+    /// Conv2d(BatchNorm2d(x)) in train mode, BatchNorm's output never kept: the statistics go
+    /// to `saved` and the running statistics as in `batchnorm_forward_train`; y is the conv's.
+    /// By default the two ops in turn; the GPU's subgroup kernels convolve straight from x,
+    /// normalising as they load it.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_conv2d_forward(
+        &mut self,
+        pb: &BatchNormParams,
+        pc: &Conv2dParams,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        saved: &Self::Tensor,
+        running_mean: &Self::Tensor,
+        running_var: &Self::Tensor,
+        w: &Self::Tensor,
+        b: &Self::Tensor,
+        y: &Self::Tensor,
+    ) {
+        let normalised = self.scratch(pb.len());
+        self.batchnorm_forward_train(pb, x, gamma, beta, &normalised, saved, running_mean, running_var);
+        self.conv2d_forward(pc, &normalised, w, b, y);
+    }
+    /// Its backward, BatchNorm's included: dy is the conv output's gradient; dw and db are
+    /// written or added as `pc.accumulate` says, dx, dgamma and dbeta as `pb.accumulate` says.
+    /// By default BatchNorm's output is computed again (the same statistics, not counted in
+    /// the running ones) for the conv's weight gradient; the GPU's subgroup kernels read x
+    /// through the normalisation again instead.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_conv2d_backward(
+        &mut self,
+        pb: &BatchNormParams,
+        pc: &Conv2dParams,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        saved: &Self::Tensor,
+        w: &Self::Tensor,
+        dy: &Self::Tensor,
+        dx: &Self::Tensor,
+        dgamma: &Self::Tensor,
+        dbeta: &Self::Tensor,
+        dw: &Self::Tensor,
+        db: &Self::Tensor,
+    ) {
+        let c = pb.c as usize;
+        let (normalised, again) = (self.scratch(pb.len()), self.scratch(pb.saved_len()));
+        let (mean, var) = (self.scratch(c), self.scratch(c));
+        self.batchnorm_forward_train(pb, x, gamma, beta, &normalised, &again, &mean, &var);
+        let dnormalised = self.scratch(pb.len());
+        self.conv2d_backward_input(&Conv2dParams { accumulate: 0, ..*pc }, dy, w, &dnormalised);
+        self.conv2d_backward_weight(pc, &normalised, dy, dw, db);
+        self.batchnorm_backward(pb, x, &dnormalised, gamma, saved, dx, dgamma, dbeta);
+    }
+
     // --- linear ----------------------------------------------------------------------------
     fn linear_forward(
         &mut self,

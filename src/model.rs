@@ -75,8 +75,8 @@ pub enum Traced {
     /// A ReLU folded into the BatchNorm after it: the output is ReLU of this value and is
     /// never materialised.
     ReluOf(Var),
-    /// A BatchNorm(ReLU(x)) folded into the max-pool after it (in train mode): the output is
-    /// never materialised; it is ReLU(x)·a + b per (tower, channel), with a = γ/std and
+    /// A BatchNorm(ReLU(x)) folded into the max-pool or conv after it (in train mode): the
+    /// output is never materialised; it is ReLU(x)·a + b per (tower, channel), with a = γ/std and
     /// b = β − mean·a from the op's saved statistics (mean (T, C), then 1/std (T, C)).
     BatchNormOf { x: Var, gamma: Var, beta: Var, saved: Var },
 }
@@ -224,17 +224,20 @@ impl SiameseNet {
         let mut outputs = Vec::with_capacity(FEATURE_NET.len());
         for (k, layer) in FEATURE_NET.iter().enumerate() {
             // A ReLU before a BatchNorm runs inside it (Tape::relu_batchnorm), and in training
-            // such a BatchNorm before a max-pool runs inside the pool (relu_batchnorm_maxpool).
+            // such a BatchNorm runs inside the max-pool or conv after it, which reads through
+            // it (relu_batchnorm_maxpool, relu_batchnorm_conv2d): the next layer's output is
+            // then already in h.
             let fused = *layer == Relu && matches!(FEATURE_NET.get(k + 1), Some(BatchNorm { .. }));
             if fused {
                 outputs.push(Traced::ReluOf(h));
                 continue;
             }
-            if let (Some(Traced::BatchNormOf { .. }), MaxPool) = (outputs.last(), layer) {
+            if let Some(Traced::BatchNormOf { .. }) = outputs.last() {
                 outputs.push(Traced::Value(h));
                 continue;
             }
-            let pooled_next = matches!(FEATURE_NET.get(k + 1), Some(MaxPool)) && tape.mode() == Mode::Train;
+            let train = tape.mode() == Mode::Train;
+            let next = FEATURE_NET.get(k + 1);
             h = match layer {
                 Conv { .. } => {
                     let (w, b) = weights.param_pair(tape, &format!("feature_net.{k}"));
@@ -245,14 +248,21 @@ impl SiameseNet {
                     let (gamma, beta) = weights.param_pair(tape, &format!("feature_net.{k}"));
                     let (mean, var) = weights.running(&format!("feature_net.{k}"));
                     let running = RunningStats { mean: &mean, var: &var };
-                    match outputs.last() {
-                        Some(Traced::ReluOf(_)) if pooled_next => {
+                    match (outputs.last(), next) {
+                        (Some(Traced::ReluOf(_)), Some(MaxPool)) if train => {
                             let (pooled, saved) = tape.relu_batchnorm_maxpool(h, gamma, beta, running, towers);
                             outputs.push(Traced::BatchNormOf { x: h, gamma, beta, saved });
                             h = pooled;
                             continue;
                         }
-                        Some(Traced::ReluOf(_)) => tape.relu_batchnorm(h, gamma, beta, running, towers),
+                        (Some(Traced::ReluOf(_)), Some(Conv { .. })) if train => {
+                            let (w, b) = weights.param_pair(tape, &format!("feature_net.{}", k + 1));
+                            let (y, saved) = tape.relu_batchnorm_conv2d(h, gamma, beta, running, w, b, towers);
+                            outputs.push(Traced::BatchNormOf { x: h, gamma, beta, saved });
+                            h = y;
+                            continue;
+                        }
+                        (Some(Traced::ReluOf(_)), _) => tape.relu_batchnorm(h, gamma, beta, running, towers),
                         _ => tape.batchnorm(h, gamma, beta, running, towers),
                     }
                 }

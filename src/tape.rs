@@ -50,15 +50,72 @@ struct Value<T> {
 /// is MaxPool(BatchNorm(x)) with BatchNorm's output never kept.
 #[derive(Debug)]
 enum Op {
-    Conv2d { x: Var, w: Var, b: Var, y: Var, p: Conv2dParams },
-    Relu { x: Var, y: Var },
-    BatchNorm { x: Var, gamma: Var, beta: Var, y: Var, saved: Var, p: BatchNormParams },
-    MaxPool { x: Var, y: Var, p: MaxPoolParams },
-    BatchNormMaxPool { x: Var, gamma: Var, beta: Var, y: Var, saved: Var, pb: BatchNormParams, pp: MaxPoolParams },
-    Reshape { x: Var, y: Var },
-    Linear { x: Var, w: Var, b: Var, y: Var, p: LinearParams },
-    PairDistance { x: Var, d: Var, p: PairDistanceParams },
-    Contrastive { d: Var, t: Var, loss: Var, p: ContrastiveParams },
+    Conv2d {
+        x: Var,
+        w: Var,
+        b: Var,
+        y: Var,
+        p: Conv2dParams,
+    },
+    Relu {
+        x: Var,
+        y: Var,
+    },
+    BatchNorm {
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        y: Var,
+        saved: Var,
+        p: BatchNormParams,
+    },
+    MaxPool {
+        x: Var,
+        y: Var,
+        p: MaxPoolParams,
+    },
+    BatchNormMaxPool {
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        y: Var,
+        saved: Var,
+        pb: BatchNormParams,
+        pp: MaxPoolParams,
+    },
+    BatchNormConv2d {
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        saved: Var,
+        w: Var,
+        b: Var,
+        y: Var,
+        pb: BatchNormParams,
+        pc: Conv2dParams,
+    },
+    Reshape {
+        x: Var,
+        y: Var,
+    },
+    Linear {
+        x: Var,
+        w: Var,
+        b: Var,
+        y: Var,
+        p: LinearParams,
+    },
+    PairDistance {
+        x: Var,
+        d: Var,
+        p: PairDistanceParams,
+    },
+    Contrastive {
+        d: Var,
+        t: Var,
+        loss: Var,
+        p: ContrastiveParams,
+    },
 }
 
 /// The values on a tape, kept apart from the backend so that an op can read them while the
@@ -290,6 +347,45 @@ impl<'b, B: Backend> Tape<'b, B> {
         (y, saved)
     }
 
+    /// Conv2d(BatchNorm2d(ReLU(x))) in train mode as one op: the conv reads x through the ReLU
+    /// and the normalisation, so neither ReLU(x) nor BatchNorm's output exists as a tensor.
+    /// Returns the conv's output and BatchNorm's saved statistics, as `relu_batchnorm_maxpool`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn relu_batchnorm_conv2d(
+        &mut self,
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        running: RunningStats<B::Tensor>,
+        w: Var,
+        b: Var,
+        towers: usize,
+    ) -> (Var, Var) {
+        assert_eq!(self.mode, Mode::Train, "relu_batchnorm_conv2d: eval mode runs the two ops");
+        let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
+        assert!(xs.len() == 4 && ws.len() == 4 && xs[1] == ws[1] && ws[2] == ws[3], "conv2d: x {xs:?}, w {ws:?}");
+        let pb = BatchNormParams::new(xs[0], xs[1], xs[2] * xs[3], towers).with_relu_input(true);
+        let pc = Conv2dParams::same(xs[0], xs[1], xs[2], xs[3], ws[0], ws[2]).with_towers(towers);
+        let y = self.output(&[xs[0], ws[0], pc.out_h(), pc.out_w()], &[x, gamma, beta, w, b]);
+        let saved = self.output(&[pb.saved_len()], &[]);
+        let data = |v| self.values.data(v);
+        self.backend.batchnorm_conv2d_forward(
+            &pb,
+            &pc,
+            data(x),
+            data(gamma),
+            data(beta),
+            data(saved),
+            running.mean,
+            running.var,
+            data(w),
+            data(b),
+            data(y),
+        );
+        self.record(Op::BatchNormConv2d { x, gamma, beta, saved, w, b, y, pb, pc });
+        (y, saved)
+    }
+
     /// 2×2 max pooling, stride 2.
     pub fn maxpool2d(&mut self, x: Var) -> Var {
         let s = self.shape(x).to_vec();
@@ -427,6 +523,19 @@ impl<'b, B: Backend> Tape<'b, B> {
                 let data = |v| self.values.data(v);
                 let (x, gamma, beta, saved) = (data(x), data(gamma), data(beta), data(saved));
                 self.backend.batchnorm_maxpool_backward(&pb, &pp, x, gamma, beta, saved, &dy, &dx, &dg, &db);
+            }
+            Op::BatchNormConv2d { x, gamma, beta, saved, w, b, y, pb, pc } => {
+                let Some(dy) = self.out_grad(y) else { return };
+                let (pb, dx, dg, dbeta) = self.batchnorm_grads(x, gamma, beta, pb);
+                let ((dw, acc), (db, _)) = self.param_pair(w, b).unwrap_or_else(|| {
+                    let mut scratch = |len| (self.backend.scratch(len), 0);
+                    (scratch(pc.w_len()), scratch(pc.c_out as usize))
+                });
+                let pc = Conv2dParams { accumulate: acc, ..pc };
+                let data = |v| self.values.data(v);
+                let (x, gamma, beta, saved, w) = (data(x), data(gamma), data(beta), data(saved), data(w));
+                self.backend
+                    .batchnorm_conv2d_backward(&pb, &pc, x, gamma, beta, saved, w, &dy, &dx, &dg, &dbeta, &dw, &db);
             }
             Op::Reshape { x, y } => {
                 let Some(dy) = self.out_grad(y) else { return };

@@ -5,6 +5,7 @@
 
 use siamese::backend::Backend;
 use siamese::cpu;
+use siamese::gpu::conv2d_rows::Shape;
 use siamese::gpu::{GpuBackend, GpuTensor};
 use siamese::params::*;
 
@@ -321,6 +322,125 @@ fn batchnorm_maxpool_shapes() {
     batchnorm_maxpool_case("even-windows", 4, 3, 6, 10, 2);
     batchnorm_maxpool_case("train6", 256, 4, 28, 28, 2);
     batchnorm_maxpool_case("train13", 256, 8, 14, 14, 2);
+}
+
+/// Conv2d(BatchNorm(x)) fused, against the two ops in turn: the GPU's own unfused kernels bit
+/// for bit (the conv must load exactly what batchnorm_forward writes), and the CPU reference;
+/// on the subgroup kernels (one dispatch fewer each way where they read x through the
+/// normalisation) and on the others (which write BatchNorm's output out).
+fn batchnorm_conv2d_case(name: &str, n: usize, c_in: usize, hw: (usize, usize), c_out: usize, towers: usize) {
+    for (subgroups, relu) in [(true, true), (true, false), (false, true)] {
+        let name = format!("{name} subgroups={subgroups} relu={relu}");
+        with_gpu(&format!("batchnorm_conv2d {name}"), |gpu| {
+            let available = gpu.ctx.subgroups_of_8;
+            gpu.subgroup_convs = subgroups && available;
+            let shape = Shape { ic: c_in as u32, oc: c_out as u32, h: hw.0 as u32, w: hw.1 as u32, k: 3 };
+            let through = gpu.subgroup_convs && c_out != 1 && (n / towers).is_multiple_of(8) && shape.supported();
+            batchnorm_conv2d_case_on(gpu, &name, n, c_in, hw, c_out, towers, relu, through);
+            gpu.subgroup_convs = available;
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn batchnorm_conv2d_case_on(
+    gpu: &mut GpuBackend,
+    name: &str,
+    n: usize,
+    c_in: usize,
+    (h, w): (usize, usize),
+    c_out: usize,
+    towers: usize,
+    relu: bool,
+    through: bool,
+) {
+    let mut r = rng((n * 31 + c_in * 7 + c_out + h * w) as u64);
+    let pb = BatchNormParams::new(n, c_in, h * w, towers).with_relu_input(relu);
+    let pc = Conv2dParams::same(n, c_in, h, w, c_out, 3).with_towers(towers);
+    let x: Vec<f32> = randn(&mut r, pb.len()).iter().map(|v| 2.0 * v + 0.3).collect();
+    let (gamma, beta) = (randn(&mut r, c_in), randn(&mut r, c_in));
+    let (wt, bias, dy) = (randn(&mut r, pc.w_len()), randn(&mut r, c_out), randn(&mut r, pc.y_len()));
+    let (rm0, rv0) = (randn(&mut r, c_in), to_f32(&uniform(&mut r, c_in, 0.5, 2.0)));
+    let inputs = [&x, &gamma, &beta, &wt, &bias].map(Vec::as_slice);
+    let outputs = [vec![f32::NAN; pc.y_len()], vec![0.0; pb.saved_len()], rm0.clone(), rv0.clone()];
+    let outputs: Vec<&[f32]> = outputs.iter().map(Vec::as_slice).collect();
+    let (mut fused_dispatches, mut apart_dispatches) = (0, 0);
+    let fused = gpu_run(gpu, &inputs, &outputs, |g, i, o| {
+        let before = g.dispatches;
+        g.batchnorm_conv2d_forward(&pb, &pc, &i[0], &i[1], &i[2], &o[1], &o[2], &o[3], &i[3], &i[4], &o[0]);
+        fused_dispatches = g.dispatches - before;
+    });
+    let apart = gpu_run(gpu, &inputs, &outputs, |g, i, o| {
+        let before = g.dispatches;
+        let normalised = g.zeros(pb.len());
+        g.batchnorm_forward_train(&pb, &i[0], &i[1], &i[2], &normalised, &o[1], &o[2], &o[3]);
+        g.conv2d_forward(&pc, &normalised, &i[3], &i[4], &o[0]);
+        apart_dispatches = g.dispatches - before;
+    });
+    for (k, what) in ["y", "saved", "running_mean", "running_var"].iter().enumerate() {
+        assert_close(&format!("batchnorm_conv2d_forward {what} {name}"), &apart[k], &fused[k], 0.0);
+    }
+    assert_eq!(fused_dispatches + through as u64, apart_dispatches, "batchnorm_conv2d_forward dispatches {name}");
+    let (mut normalised, mut saved, mut rm, mut rv) =
+        (vec![0.0f32; pb.len()], vec![0.0f32; pb.saved_len()], rm0.clone(), rv0.clone());
+    cpu::batchnorm_forward_train(&pb, &x, &gamma, &beta, &mut normalised, &mut saved, &mut rm, &mut rv);
+    let mut y = vec![0.0f32; pc.y_len()];
+    cpu::conv2d_forward(&pc, &normalised, &wt, &bias, &mut y);
+    assert_close(&format!("batchnorm_conv2d_forward y {name} (CPU)"), &f64s(&y), &fused[0], TOL);
+
+    // The backward, writing and adding: BatchNorm's gradients by pb.accumulate, the conv's by
+    // pc.accumulate.
+    let saved = to_f32(&fused[1]);
+    let mut dnormalised = vec![0.0f32; pb.len()];
+    cpu::conv2d_backward_input(&pc, &dy, &wt, &mut dnormalised);
+    for acc in [0, ACCUMULATE_INPUT | ACCUMULATE_PARAMS] {
+        let (pb, pc) =
+            (BatchNormParams { accumulate: acc, ..pb }, Conv2dParams { accumulate: acc & ACCUMULATE_PARAMS, ..pc });
+        let start = |r: &mut _, len| if acc != 0 { randn(r, len) } else { vec![f32::NAN; len] };
+        let starts = [pb.len(), c_in, c_in, pc.w_len(), c_out].map(|len| start(&mut r, len));
+        let mut want = starts.clone();
+        let [dx, dg, db, dw, dbias] = &mut want;
+        cpu::conv2d_backward_weight(&pc, &normalised, &dy, dw, dbias);
+        cpu::batchnorm_backward(&pb, &x, &dnormalised, &gamma, &saved, dx, dg, db);
+        let inputs = [&x, &gamma, &beta, &saved, &wt, &dy].map(Vec::as_slice);
+        let outputs: Vec<&[f32]> = starts.iter().map(Vec::as_slice).collect();
+        let fused = gpu_run(gpu, &inputs, &outputs, |g, i, o| {
+            let before = g.dispatches;
+            g.batchnorm_conv2d_backward(
+                &pb, &pc, &i[0], &i[1], &i[2], &i[3], &i[4], &i[5], &o[0], &o[1], &o[2], &o[3], &o[4],
+            );
+            fused_dispatches = g.dispatches - before;
+        });
+        let apart = gpu_run(gpu, &inputs, &outputs, |g, i, o| {
+            let before = g.dispatches;
+            let (normalised, again, mean, var) =
+                (g.zeros(pb.len()), g.zeros(pb.saved_len()), g.zeros(c_in), g.zeros(c_in));
+            g.batchnorm_forward_train(&pb, &i[0], &i[1], &i[2], &normalised, &again, &mean, &var);
+            let counted = g.dispatches;
+            let dnormalised = g.zeros(pb.len());
+            g.conv2d_backward_input(&Conv2dParams { accumulate: 0, ..pc }, &i[5], &i[4], &dnormalised);
+            g.conv2d_backward_weight(&pc, &normalised, &i[5], &o[3], &o[4]);
+            g.batchnorm_backward(&pb, &i[0], &dnormalised, &i[1], &i[3], &o[0], &o[1], &o[2]);
+            // The statistics again are the tests' own: the fused op uses the saved ones.
+            apart_dispatches = g.dispatches - before - (counted - before - 1);
+        });
+        for (k, what) in ["dx", "dgamma", "dbeta", "dw", "db"].iter().enumerate() {
+            let what = format!("batchnorm_conv2d_backward {what} {name} accumulate={acc}");
+            assert_close(&what, &apart[k], &fused[k], 0.0);
+            assert_close(&format!("{what} (CPU)"), &f64s(&want[k]), &fused[k], TOL);
+        }
+        assert_eq!(fused_dispatches + through as u64, apart_dispatches, "batchnorm_conv2d_backward dispatches {name}");
+    }
+}
+
+#[test]
+fn batchnorm_conv2d_shapes() {
+    batchnorm_conv2d_case("train2", 256, 4, (28, 28), 4, 2);
+    batchnorm_conv2d_case("train4", 256, 8, (14, 14), 8, 2);
+    batchnorm_conv2d_case("pieces-of-2", 16, 3, (6, 10), 4, 2);
+    // Towers of 12 images (lane groups take 8) and one output channel: BatchNorm written out.
+    batchnorm_conv2d_case("odd-towers", 24, 4, (14, 14), 8, 2);
+    batchnorm_conv2d_case("one-out", 8, 8, (7, 7), 1, 2);
 }
 
 fn relu_case(name: &str, len: usize) {

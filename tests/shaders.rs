@@ -2,7 +2,7 @@
 //! generated kernel at every layer shape of the model parses and validates with naga, and every
 //! kernel the Rust side launches names an entry point that exists.
 
-use siamese::gpu::conv2d_rows::{self, Shape};
+use siamese::gpu::conv2d_rows::{self, Shape, Through};
 use siamese::gpu::{Access, Kernel, Shader};
 
 fn validator() -> naga::valid::Validator {
@@ -36,14 +36,23 @@ fn generated_specs(kernel: Kernel) -> Vec<Vec<u32>> {
         match kernel {
             Kernel::Conv2dRows => {
                 if fwd.supported() {
-                    specs.push(vec![c_in, c_out, h, w, k, 0, 0]);
+                    specs.push(vec![c_in, c_out, h, w, k, 0, 0, 0]);
+                    if c_out != 1 {
+                        specs.push(vec![c_in, c_out, h, w, k, 0, 0, Through::BatchNorm as u32]);
+                        specs.push(vec![c_in, c_out, h, w, k, 0, 0, Through::BatchNormOfRelu as u32]);
+                    }
                 }
                 if bwd.supported() {
-                    specs.push(vec![c_out, c_in, h, w, k, 1, 0]);
-                    specs.push(vec![c_out, c_in, h, w, k, 1, 1]);
+                    specs.push(vec![c_out, c_in, h, w, k, 1, 0, 0]);
+                    specs.push(vec![c_out, c_in, h, w, k, 1, 1, 0]);
                 }
             }
-            Kernel::Conv2dBackwardWeightRows if fwd.supported() => specs.push(vec![c_in, c_out, h, w, k]),
+            Kernel::Conv2dBackwardWeightRows if fwd.supported() => {
+                specs.push(vec![c_in, c_out, h, w, k, 0]);
+                if c_out != 1 {
+                    specs.push(vec![c_in, c_out, h, w, k, Through::BatchNormOfRelu as u32]);
+                }
+            }
             _ => {}
         }
     }

@@ -5,11 +5,15 @@
 //! src/gpu/conv2d_rows.rs (8-lane subgroups, 4 or 8 output channels, "same" padding); the
 //! tiled kernels, specialised per shape (planes of a multiple of 4 pixels, at most 8
 //! channels in and out, K ≤ 5); the plain one-output-per-invocation kernels.
+//!
+//! Also Conv2d(BatchNorm(x)) in training, whose subgroup kernels read x through the
+//! normalisation, so that BatchNorm's output is never written (other tiers write it).
 
-use super::conv2d_rows::{IMAGES, Mode, Shape};
+use super::batchnorm::{batchnorm_backward, batchnorm_normalise, batchnorm_statistics};
+use super::conv2d_rows::{IMAGES, Mode, Shape, Through};
 use super::{GpuBackend, GpuTensor, Kernel, Work};
 use crate::backend::Backend;
-use crate::params::Conv2dParams;
+use crate::params::{BatchNormParams, Conv2dParams};
 
 /// Images per partial sum in the plain weight-gradient kernel: small enough for many
 /// parallel partial sums, large enough to keep the second stage short. Chunks stay within
@@ -66,17 +70,52 @@ fn rows_shape(gpu: &GpuBackend, p: &Conv2dParams, transpose: bool) -> Option<Sha
     (gpu.subgroup_convs && p.pad == p.k / 2 && shape.supported()).then_some(shape)
 }
 
+/// A train-mode BatchNorm whose output a conv reads from its input, normalising as it loads.
+#[derive(Clone, Copy)]
+struct ReadThrough<'a> {
+    gamma: &'a GpuTensor,
+    beta: &'a GpuTensor,
+    saved: &'a GpuTensor,
+    relu: bool,
+}
+
+impl ReadThrough<'_> {
+    fn spec(through: Option<Self>) -> u32 {
+        match through {
+            None => Through::Plain as u32,
+            Some(t) if t.relu => Through::BatchNormOfRelu as u32,
+            Some(_) => Through::BatchNorm as u32,
+        }
+    }
+}
+
+/// The subgroup kernels' shape for a conv that reads its input through a BatchNorm, if they
+/// cover it: several output channels, and towers of whole lane groups of images (each group
+/// takes one tower's normalisation).
+fn through_shape(gpu: &GpuBackend, p: &Conv2dParams) -> Option<Shape> {
+    rows_shape(gpu, p, false).filter(|s| s.oc != 1 && (p.n / p.towers).is_multiple_of(IMAGES))
+}
+
 /// `conv2d_rows`: one subgroup per `8 / OC` groups of [`IMAGES`] images. The forward of 4 or 8
 /// output channels also leaves the plane statistics of ReLU(y) for a BatchNorm that reads y.
-fn conv2d_rows(gpu: &mut GpuBackend, p: &Conv2dParams, s: Shape, mode: Mode, bufs: [&GpuTensor; 4]) {
+fn conv2d_rows(
+    gpu: &mut GpuBackend,
+    p: &Conv2dParams,
+    s: Shape,
+    mode: Mode,
+    bufs: [&GpuTensor; 4],
+    through: Option<ReadThrough>,
+) {
     let accumulate = mode == Mode::InputGrad && (p.accumulate & crate::params::ACCUMULATE_INPUT) != 0;
-    let spec = [s.ic, s.oc, s.h, s.w, s.k, mode as u32, accumulate as u32];
+    let spec = [s.ic, s.oc, s.h, s.w, s.k, mode as u32, accumulate as u32, ReadThrough::spec(through)];
     let groups = p.n.div_ceil(IMAGES).div_ceil(s.groups());
     let flops = Some(Work::Flops(2.0 * p.macs() as f64));
     let with_stats = mode == Mode::Forward && s.oc != 1;
     let stats = gpu.scratch(if with_stats { 2 * (p.n * s.oc) as usize } else { 1 });
     let [x, w, b, y] = bufs;
-    gpu.dispatch_work(Kernel::Conv2dRows, &spec, p, &[x, w, b, y, &stats], groups, flops);
+    // Without a BatchNorm its three bindings hold anything: the kernel declares none.
+    let bn = through.map_or([w, w, w], |t| [t.gamma, t.beta, t.saved]);
+    gpu.dispatch_work(Kernel::Conv2dRows, &spec, p, &[x, w, b, y, &stats, bn[0], bn[1], bn[2]], groups, flops);
     if with_stats {
         gpu.leave_relu_moments(y, stats);
     }
@@ -96,7 +135,7 @@ pub fn conv2d_forward(
         "conv2d_forward: {p:?}"
     );
     if let Some(shape) = rows_shape(gpu, p, false) {
-        conv2d_rows(gpu, p, shape, Mode::Forward, [x, w, b, y]);
+        conv2d_rows(gpu, p, shape, Mode::Forward, [x, w, b, y], None);
     } else if tiled(p) {
         conv2d_tile(gpu, p, false, x, w, b, y);
     } else {
@@ -109,7 +148,7 @@ pub fn conv2d_backward_input(gpu: &mut GpuBackend, p: &Conv2dParams, dy: &GpuTen
     assert_eq!((dy.len, w.len, dx.len), (p.y_len(), p.w_len(), p.x_len()), "conv2d_backward_input: {p:?}");
     if let Some(shape) = rows_shape(gpu, p, true) {
         // No bias in the input gradient; `w` fills the unused bias binding.
-        conv2d_rows(gpu, p, shape, Mode::InputGrad, [dy, w, w, dx]);
+        conv2d_rows(gpu, p, shape, Mode::InputGrad, [dy, w, w, dx], None);
     } else if tiled(p) {
         conv2d_tile(gpu, p, true, dy, w, w, dx);
     } else {
@@ -127,20 +166,40 @@ pub fn conv2d_backward_weight(
     dw: &GpuTensor,
     db: &GpuTensor,
 ) {
+    conv2d_backward_weight_of(gpu, p, x, None, dy, dw, db)
+}
+
+/// The weight gradient of a conv of x, or of BatchNorm(x) read through (on the subgroup
+/// kernels only: `through_shape`).
+fn conv2d_backward_weight_of(
+    gpu: &mut GpuBackend,
+    p: &Conv2dParams,
+    x: &GpuTensor,
+    through: Option<ReadThrough>,
+    dy: &GpuTensor,
+    dw: &GpuTensor,
+    db: &GpuTensor,
+) {
     assert_eq!(
         (x.len, dy.len, dw.len, db.len),
         (p.x_len(), p.y_len(), p.w_len(), p.c_out as usize),
         "conv2d_backward_weight: {p:?}"
+    );
+    assert!(
+        through.is_none() || through_shape(gpu, p).is_some(),
+        "conv2d_backward_weight: no BatchNorm reading for {p:?}"
     );
     let taps = p.w_len() + p.c_out as usize;
     let p = if let Some(shape) = rows_shape(gpu, p, false) {
         let p = Conv2dParams { chunk: IMAGES, ..*p };
         let chunks = p.towers * (p.n / p.towers).div_ceil(IMAGES);
         let partial = gpu.scratch(chunks as usize * taps);
-        let spec = [shape.ic, shape.oc, shape.h, shape.w, shape.k];
+        let spec = [shape.ic, shape.oc, shape.h, shape.w, shape.k, ReadThrough::spec(through)];
         let flops = Some(Work::Flops(2.0 * p.macs() as f64));
         let groups = chunks.div_ceil(shape.groups());
-        gpu.dispatch_work(Kernel::Conv2dBackwardWeightRows, &spec, &p, &[x, dy, &partial], groups, flops);
+        let bn = through.map_or([dy, dy, dy], |t| [t.gamma, t.beta, t.saved]);
+        let bindings = [x, dy, &partial, bn[0], bn[1], bn[2]];
+        gpu.dispatch_work(Kernel::Conv2dBackwardWeightRows, &spec, &p, &bindings, groups, flops);
         (p, partial)
     } else if tiled(p) {
         let p = Conv2dParams { chunk: 1, ..*p };
@@ -161,4 +220,70 @@ pub fn conv2d_backward_weight(
     };
     let (p, partial) = p;
     gpu.dispatch(Kernel::Conv2dBackwardWeightReduce, &p, &[&partial, dw, db], GpuBackend::groups_for(taps));
+}
+
+/// Conv2d(BatchNorm(x)) in train mode: BatchNorm's statistics (into `saved`, with the running
+/// statistics' update), then the conv reading x through the normalisation where the subgroup
+/// kernels take the shape, else of BatchNorm's output written out.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_conv2d_forward(
+    gpu: &mut GpuBackend,
+    pb: &BatchNormParams,
+    p: &Conv2dParams,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    saved: &GpuTensor,
+    running_mean: &GpuTensor,
+    running_var: &GpuTensor,
+    w: &GpuTensor,
+    b: &GpuTensor,
+    y: &GpuTensor,
+) {
+    batchnorm_statistics(gpu, pb, x, saved, running_mean, running_var);
+    match through_shape(gpu, p) {
+        Some(shape) => {
+            let through = ReadThrough { gamma, beta, saved, relu: pb.relu_input != 0 };
+            conv2d_rows(gpu, p, shape, Mode::Forward, [x, w, b, y], Some(through));
+        }
+        None => {
+            let normalised = gpu.scratch(pb.len());
+            batchnorm_normalise(gpu, pb, x, gamma, beta, saved, &normalised);
+            conv2d_forward(gpu, p, &normalised, w, b, y);
+        }
+    }
+}
+
+/// Its backward: the conv's input gradient (BatchNorm's dy), its weight gradient reading x
+/// through the normalisation again (or BatchNorm's output written out again), then
+/// BatchNorm's backward. `p.accumulate` applies to dw and db, `pb.accumulate` to dx, dgamma
+/// and dbeta.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_conv2d_backward(
+    gpu: &mut GpuBackend,
+    pb: &BatchNormParams,
+    p: &Conv2dParams,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    saved: &GpuTensor,
+    w: &GpuTensor,
+    dy: &GpuTensor,
+    dx: &GpuTensor,
+    dgamma: &GpuTensor,
+    dbeta: &GpuTensor,
+    dw: &GpuTensor,
+    db: &GpuTensor,
+) {
+    let dnormalised = gpu.scratch(pb.len());
+    conv2d_backward_input(gpu, &Conv2dParams { accumulate: 0, ..*p }, dy, w, &dnormalised);
+    if through_shape(gpu, p).is_some() {
+        let through = ReadThrough { gamma, beta, saved, relu: pb.relu_input != 0 };
+        conv2d_backward_weight_of(gpu, p, x, Some(through), dy, dw, db);
+    } else {
+        let normalised = gpu.scratch(pb.len());
+        batchnorm_normalise(gpu, pb, x, gamma, beta, saved, &normalised);
+        conv2d_backward_weight(gpu, p, &normalised, dy, dw, db);
+    }
+    batchnorm_backward(gpu, pb, x, &dnormalised, gamma, saved, dx, dgamma, dbeta);
 }

@@ -52,6 +52,29 @@ pub enum Mode {
     InputGrad = 1,
 }
 
+/// How a launch reads its input `src` (the forward's x, the weight gradient's x; its `THROUGH`
+/// value): as it is, or as the output of a train-mode BatchNorm of it, ReLU(x)·a + b or
+/// x·a + b with its (tower, channel)'s a = γ·invstd and b = β − mean·a, computed as
+/// batchnorm_forward computes them. That BatchNorm's output is then never written
+/// (src/gpu/conv2d.rs, batchnorm_conv2d_*).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Through {
+    Plain = 0,
+    BatchNorm = 1,
+    BatchNormOfRelu = 2,
+}
+
+impl Through {
+    fn from_spec(v: u32) -> Self {
+        match v {
+            0 => Through::Plain,
+            1 => Through::BatchNorm,
+            2 => Through::BatchNormOfRelu,
+            _ => panic!("conv2d_rows: THROUGH = {v}"),
+        }
+    }
+}
+
 /// The shape of one launch: `ic` channels are read and broadcast, `oc` (one per lane of a
 /// group) are produced. For the input gradient, `ic` is the conv's output channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,19 +138,24 @@ impl Shape {
 pub fn source(kernel: Kernel, spec: &[u32]) -> String {
     let shape = |s: &[u32]| Shape { ic: s[0], oc: s[1], h: s[2], w: s[3], k: s[4] };
     match (kernel, spec) {
-        (Kernel::Conv2dRows, [.., mode, accumulate]) => {
+        (Kernel::Conv2dRows, [.., mode, accumulate, through]) => {
             let mode = if *mode == Mode::InputGrad as u32 { Mode::InputGrad } else { Mode::Forward };
-            forward_source(shape(spec), mode, *accumulate != 0)
+            forward_source(shape(spec), mode, *accumulate != 0, Through::from_spec(*through))
         }
-        (Kernel::Conv2dBackwardWeightRows, _) => backward_weight_source(shape(spec)),
+        (Kernel::Conv2dBackwardWeightRows, [.., through]) => {
+            backward_weight_source(shape(spec), Through::from_spec(*through))
+        }
         _ => panic!("{kernel:?} is not a generated kernel"),
     }
 }
 
 /// The WGSL of `conv2d_rows` for `shape` and `mode`; `accumulate` adds to the output
 /// instead of writing it (a separate kernel, so that plain writes load nothing).
-pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool) -> String {
+/// Reading through a BatchNorm takes 4 or 8 output channels, and images of one tower per
+/// lane group (the launcher's to check).
+pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool, through: Through) -> String {
     if shape.oc == 1 {
+        assert_eq!(through, Through::Plain, "conv2d_rows: one output channel reads its input as it is");
         return forward_source_lane_per_input(shape, mode, accumulate);
     }
     let s = shape;
@@ -139,7 +167,8 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool) -> String {
     if stats {
         w!(out, "@group(0) @binding(5) var<storage, read_write> stats: array<vec2<f32>>;");
     }
-    out.push_str(&row_loader(s, "src", "load_row_piece", s.ic));
+    batchnorm_bindings(&mut out, through, 6);
+    out.push_str(&row_loader(s, "src", "load_row_piece", s.ic, through));
     w!(out, "");
     w!(out, "@compute @workgroup_size({LANES})");
     w!(out, "fn conv2d_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
@@ -147,6 +176,7 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool) -> String {
     w!(out, "    let oc = lane % {oc}u;");
     w!(out, "    let group = lane / {oc}u;");
     w!(out, "    let first = ((wg.y * nwg.x + wg.x) * {}u + group) * {IMAGES}u;", s.groups());
+    batchnorm_of_slots(&mut out, s, through, "first / (p.n / p.towers)");
     for ci in 0..ic {
         for kr in 0..k {
             for kc in 0..k {
@@ -162,7 +192,7 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool) -> String {
         }
     }
     forward_images(&mut out, mode, "oc");
-    declare_rows(&mut out, s);
+    declare_rows(&mut out, s, through);
     if stats {
         w!(out, "        var plane_mean = 0.0;");
         w!(out, "        var plane_m2 = 0.0;");
@@ -188,7 +218,7 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool) -> String {
         w!(out, "                dst[o{j}] = {value};");
     }
     w!(out, "            }}");
-    roll_rows(&mut out, s);
+    roll_rows(&mut out, s, through);
     w!(out, "        }}");
     if stats {
         w!(out, "        if ok {{");
@@ -218,9 +248,11 @@ fn plane_stats_of_row(out: &mut String, s: Shape) {
 
 /// The WGSL of `conv2d_backward_weight_rows` for `shape` (`ic` = the conv's input channels,
 /// `oc` its output channels): partial[chunk · taps + tap] as `conv2d_backward_weight_reduce`
-/// reads it, with p.chunk = [`IMAGES`].
-pub fn backward_weight_source(shape: Shape) -> String {
+/// reads it, with p.chunk = [`IMAGES`]. A chunk is of one tower, so any BatchNorm it reads x
+/// through has one (a, b) per channel in it.
+pub fn backward_weight_source(shape: Shape, through: Through) -> String {
     if shape.oc == 1 {
+        assert_eq!(through, Through::Plain, "conv2d_backward_weight_rows: one output channel reads x as it is");
         return backward_weight_source_lane_per_input(shape);
     }
     let s = shape;
@@ -228,8 +260,9 @@ pub fn backward_weight_source(shape: Shape) -> String {
     let (ic, oc, k) = (s.ic, s.oc, s.k);
     let pad = k / 2;
     weight_bindings(&mut out, s);
-    out.push_str(&row_loader(s, "src", "load_row_piece", s.ic));
-    out.push_str(&row_loader(s, "dy", "load_dy_piece", s.oc));
+    batchnorm_bindings(&mut out, through, 4);
+    out.push_str(&row_loader(s, "src", "load_row_piece", s.ic, through));
+    out.push_str(&row_loader(s, "dy", "load_dy_piece", s.oc, Through::Plain));
     w!(out, "");
     w!(out, "@compute @workgroup_size({LANES})");
     w!(
@@ -240,6 +273,7 @@ pub fn backward_weight_source(shape: Shape) -> String {
     w!(out, "    let oc = lane % {oc}u;");
     w!(out, "    let group = lane / {oc}u;");
     weight_chunk(&mut out, &format!("(wg.y * nwg.x + wg.x) * {}u + group", s.groups()));
+    batchnorm_of_slots(&mut out, s, through, "tower");
     for ci in 0..ic {
         for kr in 0..k {
             for kc in 0..k {
@@ -249,7 +283,7 @@ pub fn backward_weight_source(shape: Shape) -> String {
     }
     w!(out, "    var gb = 0.0;");
     weight_chunk_images(&mut out);
-    declare_rows(&mut out, s);
+    declare_rows(&mut out, s, through);
     w!(out, "        for (var y = 0u; y < {}u; y++) {{", s.h);
     dy_row(&mut out, s, "oc");
     broadcast_taps(&mut out, s, |out, ci, kr, kc, col, v| {
@@ -258,7 +292,7 @@ pub fn backward_weight_source(shape: Shape) -> String {
             w!(out, "                g_{ci}_{kr}_{kc} = fma(d{ox}, {v}, g_{ci}_{kr}_{kc});");
         }
     });
-    roll_rows(&mut out, s);
+    roll_rows(&mut out, s, through);
     w!(out, "        }}");
     w!(out, "    }}");
     w!(out, "    if in_range {{");
@@ -285,7 +319,7 @@ fn forward_source_lane_per_input(s: Shape, mode: Mode, accumulate: bool) -> Stri
     let (ic, k) = (s.ic, s.k);
     let pad = k / 2;
     forward_bindings(&mut out, s);
-    out.push_str(&row_loader(s, "src", "load_row_piece", ic));
+    out.push_str(&row_loader(s, "src", "load_row_piece", ic, Through::Plain));
     w!(out, "");
     w!(out, "@compute @workgroup_size({LANES})");
     w!(out, "fn conv2d_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
@@ -342,8 +376,8 @@ fn backward_weight_source_lane_per_input(s: Shape) -> String {
     let (ic, k) = (s.ic, s.k);
     let pad = k / 2;
     weight_bindings(&mut out, s);
-    out.push_str(&row_loader(s, "src", "load_row_piece", ic));
-    out.push_str(&row_loader(s, "dy", "load_dy_piece", 1));
+    out.push_str(&row_loader(s, "src", "load_row_piece", ic, Through::Plain));
+    out.push_str(&row_loader(s, "dy", "load_dy_piece", 1, Through::Plain));
     w!(out, "");
     w!(out, "@compute @workgroup_size({LANES})");
     w!(
@@ -491,18 +525,31 @@ fn prelude(s: Shape) -> String {
 
 /// A loader of row pieces of `buffer` (`channels` planes per image): piece `piece` (channel
 /// piece / P, column piece % P) of row `row` of image `img`, zero outside the image or past
-/// the batch.
-fn row_loader(s: Shape, buffer: &str, name: &str, channels: u32) -> String {
+/// the batch. Through a BatchNorm it takes the piece's channel's (a, b) too: the padding
+/// stays zero, as around BatchNorm's output.
+fn row_loader(s: Shape, buffer: &str, name: &str, channels: u32, through: Through) -> String {
     let ty = s.vec_type();
     let (ic, h, pieces) = (channels, s.h, s.pieces());
     let mut out = String::new();
+    let index = format!("((img * {ic}u + piece / {pieces}u) * {h}u + u32(row)) * {pieces}u + piece % {pieces}u");
     w!(out, "");
-    w!(out, "fn {name}(img: u32, ok: bool, row: i32, piece: u32) -> {ty} {{");
-    w!(out, "    if ok && row >= 0 && row < {h} {{");
-    w!(
-        out,
-        "        return {buffer}[((img * {ic}u + piece / {pieces}u) * {h}u + u32(row)) * {pieces}u + piece % {pieces}u];"
-    );
+    match through {
+        Through::Plain => {
+            w!(out, "fn {name}(img: u32, ok: bool, row: i32, piece: u32) -> {ty} {{");
+            w!(out, "    if ok && row >= 0 && row < {h} {{");
+            w!(out, "        return {buffer}[{index}];");
+        }
+        Through::BatchNorm | Through::BatchNormOfRelu => {
+            let v = if through == Through::BatchNormOfRelu {
+                format!("max({buffer}[{index}], {ty}(0.0))")
+            } else {
+                format!("{buffer}[{index}]")
+            };
+            w!(out, "fn {name}(img: u32, ok: bool, row: i32, piece: u32, a: f32, b: f32) -> {ty} {{");
+            w!(out, "    if ok && row >= 0 && row < {h} {{");
+            w!(out, "        return {v} * a + {ty}(b);");
+        }
+    }
     w!(out, "    }}");
     w!(out, "    return {ty}(0.0);");
     w!(out, "}}");
@@ -512,30 +559,58 @@ fn row_loader(s: Shape, buffer: &str, name: &str, channels: u32) -> String {
 /// The K input rows around output row 0: x{r}_{slot} holds input row y - pad + r, slot by
 /// slot; lane `oc` of a group loads pieces oc, oc + OC, oc + 2·OC, … (the last piece again
 /// where the pieces run out).
-fn declare_rows(out: &mut String, s: Shape) {
-    let last = s.ic * s.pieces() - 1;
+fn declare_rows(out: &mut String, s: Shape, through: Through) {
     for r in 0..s.k {
         for slot in 0..s.slots() {
             let row = r as i32 - (s.k / 2) as i32;
-            w!(out, "        var x{r}_{slot} = load_row_piece(img, ok, {row}, min({}u + oc, {last}u));", slot * s.oc);
+            w!(out, "        var x{r}_{slot} = {};", slot_load(s, through, slot, &row.to_string()));
         }
     }
 }
 
 /// Moves the rows up one and loads the new bottom row.
-fn roll_rows(out: &mut String, s: Shape) {
-    let last = s.ic * s.pieces() - 1;
+fn roll_rows(out: &mut String, s: Shape, through: Through) {
     for slot in 0..s.slots() {
         for r in 0..s.k - 1 {
             w!(out, "            x{r}_{slot} = x{}_{slot};", r + 1);
         }
-        w!(
-            out,
-            "            x{}_{slot} = load_row_piece(img, ok, i32(y) + {}, min({}u + oc, {last}u));",
-            s.k - 1,
-            s.k / 2 + 1,
-            slot * s.oc
-        );
+        let row = format!("i32(y) + {}", s.k / 2 + 1);
+        w!(out, "            x{}_{slot} = {};", s.k - 1, slot_load(s, through, slot, &row));
+    }
+}
+
+/// The piece of `row` (WGSL) that a lane holds in `slot`.
+fn slot_load(s: Shape, through: Through, slot: u32, row: &str) -> String {
+    let piece = format!("min({}u + oc, {}u)", slot * s.oc, s.ic * s.pieces() - 1);
+    match through {
+        Through::Plain => format!("load_row_piece(img, ok, {row}, {piece})"),
+        _ => format!("load_row_piece(img, ok, {row}, {piece}, bn_a{slot}, bn_b{slot})"),
+    }
+}
+
+/// The bindings of the BatchNorm a kernel reads its input through, from `first` on: γ, β and
+/// its saved statistics (mean (T, C), then 1/std (T, C)).
+fn batchnorm_bindings(out: &mut String, through: Through, first: u32) {
+    if through == Through::Plain {
+        return;
+    }
+    w!(out, "@group(0) @binding({first}) var<storage, read> bn_gamma: array<f32>;");
+    w!(out, "@group(0) @binding({}) var<storage, read> bn_beta: array<f32>;", first + 1);
+    w!(out, "@group(0) @binding({}) var<storage, read> bn_saved: array<f32>;", first + 2);
+}
+
+/// bn_a{slot} and bn_b{slot}: the BatchNorm's a and b for the channel of the pieces a lane
+/// holds in each slot, in tower `tower` (WGSL), as batchnorm_forward computes them.
+fn batchnorm_of_slots(out: &mut String, s: Shape, through: Through, tower: &str) {
+    if through == Through::Plain {
+        return;
+    }
+    w!(out, "    let bn_tower = min({tower}, p.towers - 1u);");
+    for slot in 0..s.slots() {
+        let c = format!("bn_c{slot}");
+        w!(out, "    let {c} = min({}u + oc, {}u) / {}u;", slot * s.oc, s.ic * s.pieces() - 1, s.pieces());
+        w!(out, "    let bn_a{slot} = bn_saved[(p.towers + bn_tower) * {}u + {c}] * bn_gamma[{c}];", s.ic);
+        w!(out, "    let bn_b{slot} = bn_beta[{c}] - bn_saved[bn_tower * {}u + {c}] * bn_a{slot};", s.ic);
     }
 }
 

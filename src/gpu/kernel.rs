@@ -138,8 +138,10 @@ kernels! {
     Conv2dPackWeights => Conv2d::"conv2d_pack_weights"(Read, ReadWrite) [IC, OC, K, TRANSPOSE];
     Conv2dTile => Conv2d::"conv2d_tile"(Read, Read, Read, Read, ReadWrite, Uniform) [IC, OC, H, W, K, TRANSPOSE];
     Conv2dBackwardWeightTile => Conv2d::"conv2d_backward_weight_tile"(Read, Read, Read, Read, ReadWrite) [IC, OC, H, W, K];
-    Conv2dRows => Conv2dRows::"conv2d_rows"(Read, Read, Read, ReadWrite, ReadWrite) [IC, OC, H, W, K, MODE, ACCUMULATE];
-    Conv2dBackwardWeightRows => Conv2dRows::"conv2d_backward_weight_rows"(Read, Read, ReadWrite) [IC, OC, H, W, K];
+    Conv2dRows =>
+        Conv2dRows::"conv2d_rows"(Read, Read, Read, ReadWrite, ReadWrite, Read, Read, Read) [IC, OC, H, W, K, MODE, ACCUMULATE, THROUGH];
+    Conv2dBackwardWeightRows =>
+        Conv2dRows::"conv2d_backward_weight_rows"(Read, Read, ReadWrite, Read, Read, Read) [IC, OC, H, W, K, THROUGH];
     BatchNormPlaneStats => BatchNorm::"batchnorm_plane_stats"(Read, ReadWrite);
     BatchNormStats => BatchNorm::"batchnorm_stats"(Read, ReadWrite, ReadWrite, ReadWrite);
     BatchNormForward => BatchNorm::"batchnorm_forward"(Read, Read, Read, Read, ReadWrite);

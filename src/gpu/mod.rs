@@ -670,6 +670,41 @@ impl Backend for GpuBackend {
         maxpool::batchnorm_maxpool_backward(self, pb, pp, x, gamma, beta, saved, dy, dx, dgamma, dbeta)
     }
 
+    fn batchnorm_conv2d_forward(
+        &mut self,
+        pb: &BatchNormParams,
+        pc: &Conv2dParams,
+        x: &GpuTensor,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        saved: &GpuTensor,
+        running_mean: &GpuTensor,
+        running_var: &GpuTensor,
+        w: &GpuTensor,
+        b: &GpuTensor,
+        y: &GpuTensor,
+    ) {
+        conv2d::batchnorm_conv2d_forward(self, pb, pc, x, gamma, beta, saved, running_mean, running_var, w, b, y)
+    }
+    fn batchnorm_conv2d_backward(
+        &mut self,
+        pb: &BatchNormParams,
+        pc: &Conv2dParams,
+        x: &GpuTensor,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        saved: &GpuTensor,
+        w: &GpuTensor,
+        dy: &GpuTensor,
+        dx: &GpuTensor,
+        dgamma: &GpuTensor,
+        dbeta: &GpuTensor,
+        dw: &GpuTensor,
+        db: &GpuTensor,
+    ) {
+        conv2d::batchnorm_conv2d_backward(self, pb, pc, x, gamma, beta, saved, w, dy, dx, dgamma, dbeta, dw, db)
+    }
+
     fn linear_forward(&mut self, p: &LinearParams, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor, y: &GpuTensor) {
         linear::linear_forward(self, p, x, w, b, y)
     }
