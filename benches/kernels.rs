@@ -269,6 +269,60 @@ fn batchnorm_maxpool(c: &mut Criterion, gpu: &mut GpuBackend) {
     group.finish();
 }
 
+/// Conv2d(BatchNorm(ReLU(x))) in training, fused (the conv reads x through the normalisation)
+/// beside the two ops in turn on the same GPU, at the model's second conv (4 → 4 on 28×28).
+fn batchnorm_conv2d(c: &mut Criterion, gpu: &mut GpuBackend) {
+    let pb = BatchNormParams::new(N, 4, 28 * 28, 2).with_relu_input(true);
+    let pc = Conv2dParams::same(N, 4, 28, 28, 4, 3).with_towers(2);
+    let (gx, gdy) = (up(gpu, &data(pb.len(), 16)), up(gpu, &data(pc.y_len(), 17)));
+    let (gg, gb) = (up(gpu, &[1.0f32; 4]), up(gpu, &[0.0f32; 4]));
+    let (gw, gbias) = (up(gpu, &data(pc.w_len(), 18)), up(gpu, &data(4, 19)));
+    let (gsaved, grm, grv) = (gpu.zeros(pb.saved_len()), gpu.zeros(4), gpu.zeros(4));
+    let (gnormalised, gy) = (gpu.zeros(pb.len()), gpu.zeros(pc.y_len()));
+    let mut group = c.benchmark_group(format!("batchnorm_conv2d_forward/{N}x4x28x28"));
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    group.bench_function("gpu fused", |b| {
+        b.iter_custom(|iters| {
+            time_gpu(gpu, iters, |g| {
+                g.batchnorm_conv2d_forward(&pb, &pc, &gx, &gg, &gb, &gsaved, &grm, &grv, &gw, &gbias, &gy)
+            })
+        })
+    });
+    group.bench_function("gpu apart", |b| {
+        b.iter_custom(|iters| {
+            time_gpu(gpu, iters, |g| {
+                g.batchnorm_forward_train(&pb, &gx, &gg, &gb, &gnormalised, &gsaved, &grm, &grv);
+                g.conv2d_forward(&pc, &gnormalised, &gw, &gbias, &gy);
+            })
+        })
+    });
+    group.finish();
+    // Backward through both ops; the two ops in turn keep BatchNorm's output from the forward.
+    let (gdn, gdx, gdg, gdb) = (gpu.zeros(pb.len()), gpu.zeros(pb.len()), gpu.zeros(4), gpu.zeros(4));
+    let (gdw, gdbias) = (gpu.zeros(pc.w_len()), gpu.zeros(4));
+    let mut group = c.benchmark_group(format!("batchnorm_conv2d_backward/{N}x4x28x28"));
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    group.bench_function("gpu fused", |b| {
+        b.iter_custom(|iters| {
+            time_gpu(gpu, iters, |g| {
+                g.batchnorm_conv2d_backward(
+                    &pb, &pc, &gx, &gg, &gb, &gsaved, &gw, &gdy, &gdx, &gdg, &gdb, &gdw, &gdbias,
+                )
+            })
+        })
+    });
+    group.bench_function("gpu apart", |b| {
+        b.iter_custom(|iters| {
+            time_gpu(gpu, iters, |g| {
+                g.conv2d_backward_input(&pc, &gdy, &gw, &gdn);
+                g.conv2d_backward_weight(&pc, &gnormalised, &gdy, &gdw, &gdbias);
+                g.batchnorm_backward(&pb, &gx, &gdn, &gg, &gsaved, &gdx, &gdg, &gdb);
+            })
+        })
+    });
+    group.finish();
+}
+
 fn linear_and_loss(c: &mut Criterion, gpu: &mut GpuBackend) {
     let p = LinearParams::new(N, 49, 8).with_towers(2);
     let (x, w, b, dy) = (data(N * 49, 12), data(8 * 49, 13), data(8, 14), data(N * 8, 15));
@@ -358,6 +412,7 @@ fn kernels(c: &mut Criterion) {
     elementwise(c, &mut gpu);
     maxpool(c, &mut gpu);
     batchnorm_maxpool(c, &mut gpu);
+    batchnorm_conv2d(c, &mut gpu);
     linear_and_loss(c, &mut gpu);
     adam(c, &mut gpu);
 }
