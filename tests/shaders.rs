@@ -2,7 +2,7 @@
 //! generated kernel at every layer shape of the model parses and validates with naga, and every
 //! kernel the Rust side launches names an entry point that exists.
 
-use siamese::gpu::conv2d_rows::{self, Shape, Through};
+use siamese::gpu::conv2d_rows::{self, Mode, Shape, Through};
 use siamese::gpu::{Access, Kernel, Shader};
 
 fn validator() -> naga::valid::Validator {
@@ -45,6 +45,11 @@ fn generated_specs(kernel: Kernel) -> Vec<Vec<u32>> {
                 if bwd.supported() {
                     specs.push(vec![c_out, c_in, h, w, k, 1, 0, 0]);
                     specs.push(vec![c_out, c_in, h, w, k, 1, 1, 0]);
+                    if c_in != 1 && w % 2 == 0 && (h * w) % 4 == 0 {
+                        for through in [Through::BatchNorm, Through::BatchNormOfRelu] {
+                            specs.push(vec![c_out, c_in, h, w, k, Mode::InputGradSums as u32, 0, through as u32]);
+                        }
+                    }
                 }
             }
             Kernel::Conv2dBackwardWeightRows if fwd.supported() => {

@@ -114,7 +114,26 @@ pub fn batchnorm_backward(
     check(p, "batchnorm_backward", &[x, dy, dx]);
     let plane_sums = gpu.scratch(2 * planes(p));
     gpu.dispatch(Kernel::BatchNormBackwardPlane, p, &[x, dy, saved, &plane_sums], plane_groups(p));
-    let sums = batchnorm_backward_sums(gpu, p, &plane_sums, dgamma, dbeta);
+    batchnorm_backward_from_planes(gpu, p, x, dy, gamma, saved, &plane_sums, dx, dgamma, dbeta);
+}
+
+/// The rest of a backward whose per-plane (Σdy, Σdy·x̂) some earlier kernel left, as
+/// batchnorm_backward_plane writes them.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_backward_from_planes(
+    gpu: &mut GpuBackend,
+    p: &BatchNormParams,
+    x: &GpuTensor,
+    dy: &GpuTensor,
+    gamma: &GpuTensor,
+    saved: &GpuTensor,
+    plane_sums: &GpuTensor,
+    dx: &GpuTensor,
+    dgamma: &GpuTensor,
+    dbeta: &GpuTensor,
+) {
+    assert_eq!(plane_sums.len, 2 * planes(p), "batchnorm_backward: plane sums");
+    let sums = batchnorm_backward_sums(gpu, p, plane_sums, dgamma, dbeta);
     let accumulate = (p.accumulate & ACCUMULATE_INPUT != 0) as u32;
     gpu.dispatch_specialized(
         Kernel::BatchNormBackwardInput,

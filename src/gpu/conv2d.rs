@@ -9,7 +9,7 @@
 //! Also Conv2d(BatchNorm(x)) in training, whose subgroup kernels read x through the
 //! normalisation, so that BatchNorm's output is never written (other tiers write it).
 
-use super::batchnorm::{batchnorm_backward, batchnorm_normalise, batchnorm_statistics};
+use super::batchnorm::{batchnorm_backward, batchnorm_backward_from_planes, batchnorm_normalise, batchnorm_statistics};
 use super::conv2d_rows::{IMAGES, Mode, Shape, Through};
 use super::{GpuBackend, GpuTensor, Kernel, Work};
 use crate::backend::Backend;
@@ -106,7 +106,7 @@ fn conv2d_rows(
     bufs: [&GpuTensor; 4],
     through: Option<ReadThrough>,
 ) {
-    let accumulate = mode == Mode::InputGrad && (p.accumulate & crate::params::ACCUMULATE_INPUT) != 0;
+    let accumulate = mode != Mode::Forward && (p.accumulate & crate::params::ACCUMULATE_INPUT) != 0;
     let spec = [s.ic, s.oc, s.h, s.w, s.k, mode as u32, accumulate as u32, ReadThrough::spec(through)];
     let groups = p.n.div_ceil(IMAGES).div_ceil(s.groups());
     let flops = Some(Work::Flops(2.0 * p.macs() as f64));
@@ -119,6 +119,34 @@ fn conv2d_rows(
     if with_stats {
         gpu.leave_relu_moments(y, stats);
     }
+}
+
+/// The input gradient dx of a conv that reads BatchNorm(x) (so dx is BatchNorm's dy), written,
+/// with the per-plane sums BatchNorm's backward takes from it, where the subgroup kernels
+/// cover the shape (`InputGradSums`); None where they do not (dx is not written then).
+fn conv2d_backward_input_sums(
+    gpu: &mut GpuBackend,
+    p: &Conv2dParams,
+    dy: &GpuTensor,
+    w: &GpuTensor,
+    dx: &GpuTensor,
+    x: &GpuTensor,
+    saved: &GpuTensor,
+    relu: bool,
+) -> Option<GpuTensor> {
+    let s = rows_shape(gpu, p, true)?;
+    let covered = s.oc != 1 && s.w.is_multiple_of(2) && (s.h * s.w).is_multiple_of(4);
+    if !covered || !(p.n / p.towers).is_multiple_of(IMAGES) {
+        return None;
+    }
+    let through = if relu { Through::BatchNormOfRelu } else { Through::BatchNorm };
+    let spec = [s.ic, s.oc, s.h, s.w, s.k, Mode::InputGradSums as u32, 0, through as u32];
+    let groups = p.n.div_ceil(IMAGES).div_ceil(s.groups());
+    let flops = Some(Work::Flops(2.0 * p.macs() as f64));
+    let sums = gpu.scratch(2 * (p.n * s.oc) as usize);
+    // The bias binding and BatchNorm's third are unused.
+    gpu.dispatch_work(Kernel::Conv2dRows, &spec, p, &[dy, w, w, dx, &sums, x, w, saved], groups, flops);
+    Some(sums)
 }
 
 pub fn conv2d_forward(
@@ -276,7 +304,12 @@ pub fn batchnorm_conv2d_backward(
     db: &GpuTensor,
 ) {
     let dnormalised = gpu.scratch(pb.len());
-    conv2d_backward_input(gpu, &Conv2dParams { accumulate: 0, ..*p }, dy, w, &dnormalised);
+    let pi = Conv2dParams { accumulate: 0, ..*p };
+    let relu = pb.relu_input != 0;
+    let plane_sums = conv2d_backward_input_sums(gpu, &pi, dy, w, &dnormalised, x, saved, relu);
+    if plane_sums.is_none() {
+        conv2d_backward_input(gpu, &pi, dy, w, &dnormalised);
+    }
     if through_shape(gpu, p).is_some() {
         let through = ReadThrough { gamma, beta, saved, relu: pb.relu_input != 0 };
         conv2d_backward_weight_of(gpu, p, x, Some(through), dy, dw, db);
@@ -285,5 +318,10 @@ pub fn batchnorm_conv2d_backward(
         batchnorm_normalise(gpu, pb, x, gamma, beta, saved, &normalised);
         conv2d_backward_weight(gpu, p, &normalised, dy, dw, db);
     }
-    batchnorm_backward(gpu, pb, x, &dnormalised, gamma, saved, dx, dgamma, dbeta);
+    match plane_sums {
+        Some(planes) => {
+            batchnorm_backward_from_planes(gpu, pb, x, &dnormalised, gamma, saved, &planes, dx, dgamma, dbeta)
+        }
+        None => batchnorm_backward(gpu, pb, x, &dnormalised, gamma, saved, dx, dgamma, dbeta),
+    }
 }

@@ -50,6 +50,23 @@ pub enum Mode {
     Forward = 0,
     /// dx = conv(dy, flipped and transposed w), written or added by `p.accumulate`.
     InputGrad = 1,
+    /// dx written as by InputGrad, and beside it, from registers, the plane sums (Σdx, Σdx·x̂)
+    /// that the backward of a BatchNorm whose output's gradient dx is takes (x̂ of its input,
+    /// read by the kernel; `THROUGH` says whether through a ReLU), summed in the order of
+    /// batchnorm_backward_plane, so to the same bits. Planes of a multiple of 4 elements and
+    /// an even width; images of one tower per lane group.
+    InputGradSums = 2,
+}
+
+impl Mode {
+    fn from_spec(v: u32) -> Self {
+        match v {
+            0 => Mode::Forward,
+            1 => Mode::InputGrad,
+            2 => Mode::InputGradSums,
+            _ => panic!("conv2d_rows: MODE = {v}"),
+        }
+    }
 }
 
 /// How a launch reads its input `src` (the forward's x, the weight gradient's x; its `THROUGH`
@@ -139,8 +156,7 @@ pub fn source(kernel: Kernel, spec: &[u32]) -> String {
     let shape = |s: &[u32]| Shape { ic: s[0], oc: s[1], h: s[2], w: s[3], k: s[4] };
     match (kernel, spec) {
         (Kernel::Conv2dRows, [.., mode, accumulate, through]) => {
-            let mode = if *mode == Mode::InputGrad as u32 { Mode::InputGrad } else { Mode::Forward };
-            forward_source(shape(spec), mode, *accumulate != 0, Through::from_spec(*through))
+            forward_source(shape(spec), Mode::from_spec(*mode), *accumulate != 0, Through::from_spec(*through))
         }
         (Kernel::Conv2dBackwardWeightRows, [.., through]) => {
             backward_weight_source(shape(spec), Through::from_spec(*through))
@@ -164,10 +180,20 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool, through: Throu
     let pad = k / 2;
     forward_bindings(&mut out, s);
     let stats = mode == Mode::Forward;
-    if stats {
+    let sums = mode == Mode::InputGradSums;
+    // With sums, `through` is the BatchNorm whose gradient this is: dy is read as it is.
+    let (through, bn_relu) = if sums { (Through::Plain, through) } else { (through, Through::Plain) };
+    if stats || sums {
         w!(out, "@group(0) @binding(5) var<storage, read_write> stats: array<vec2<f32>>;");
     }
-    batchnorm_bindings(&mut out, through, 6);
+    if sums {
+        assert!(!accumulate && bn_relu != Through::Plain, "conv2d_rows: sums of a written BatchNorm gradient");
+        assert!(s.w.is_multiple_of(2) && (s.h * s.w).is_multiple_of(4), "conv2d_rows: sums of {s:?}");
+        w!(out, "@group(0) @binding(6) var<storage, read> bn_x: array<{}>;", s.vec_type());
+        w!(out, "@group(0) @binding(8) var<storage, read> bn_saved: array<f32>;");
+    } else {
+        batchnorm_bindings(&mut out, through, 6);
+    }
     out.push_str(&row_loader(s, "src", "load_row_piece", s.ic, through));
     w!(out, "");
     w!(out, "@compute @workgroup_size({LANES})");
@@ -176,14 +202,20 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool, through: Throu
     w!(out, "    let oc = lane % {oc}u;");
     w!(out, "    let group = lane / {oc}u;");
     w!(out, "    let first = ((wg.y * nwg.x + wg.x) * {}u + group) * {IMAGES}u;", s.groups());
-    batchnorm_of_slots(&mut out, s, through, "first / (p.n / p.towers)");
+    if sums {
+        w!(out, "    let bn_tower = min(first / (p.n / p.towers), p.towers - 1u);");
+        w!(out, "    let bn_mean = bn_saved[bn_tower * {oc}u + oc];");
+        w!(out, "    let bn_invstd = bn_saved[(p.towers + bn_tower) * {oc}u + oc];");
+    } else {
+        batchnorm_of_slots(&mut out, s, through, "first / (p.n / p.towers)");
+    }
     for ci in 0..ic {
         for kr in 0..k {
             for kc in 0..k {
                 let index = match mode {
                     Mode::Forward => format!("((oc * {ic}u + {ci}u) * {k}u + {kr}u) * {k}u + {kc}u"),
                     // The forward conv read `oc` channels and wrote `ic`: transpose, flip.
-                    Mode::InputGrad => {
+                    Mode::InputGrad | Mode::InputGradSums => {
                         format!("(({ci}u * {oc}u + oc) * {k}u + {}u) * {k}u + {}u", k - 1 - kr, k - 1 - kc)
                     }
                 };
@@ -196,6 +228,10 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool, through: Throu
     if stats {
         w!(out, "        var plane_mean = 0.0;");
         w!(out, "        var plane_m2 = 0.0;");
+    }
+    if sums {
+        w!(out, "        var sum_dx = vec4(0.0);");
+        w!(out, "        var sum_dx_xhat = vec4(0.0);");
     }
     w!(out, "        for (var y = 0u; y < {}u; y++) {{", s.h);
     for ox in 0..s.w {
@@ -210,6 +246,9 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool, through: Throu
     if stats {
         plane_stats_of_row(&mut out, s);
     }
+    if sums {
+        plane_sums_of_row(&mut out, s, bn_relu);
+    }
     w!(out, "            if ok {{");
     for j in 0..s.pieces() {
         let value = pack(s, |e| format!("a{}", j * s.piece() + e));
@@ -223,6 +262,15 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool, through: Throu
     if stats {
         w!(out, "        if ok {{");
         w!(out, "            stats[img * {oc}u + oc] = vec2(plane_mean, plane_m2);");
+        w!(out, "        }}");
+    }
+    if sums {
+        w!(out, "        if ok {{");
+        w!(out, "            let s = sum_dx.x + sum_dx.y + sum_dx.z + sum_dx.w;");
+        w!(
+            out,
+            "            stats[img * {oc}u + oc] = vec2(s, sum_dx_xhat.x + sum_dx_xhat.y + sum_dx_xhat.z + sum_dx_xhat.w);"
+        );
         w!(out, "        }}");
     }
     w!(out, "    }}");
@@ -244,6 +292,37 @@ fn plane_stats_of_row(out: &mut String, s: Shape) {
     w!(out, "            let delta = row_mean - plane_mean;");
     w!(out, "            plane_mean += delta * ({w}.0 / (seen + {w}.0));");
     w!(out, "            plane_m2 += row_m2 + delta * delta * (seen * {w}.0 / (seen + {w}.0));");
+}
+
+/// The input gradient's by-product for the BatchNorm whose output's gradient it is: the
+/// row's (dx, dx·x̂) added into the plane's vec4 sums where batchnorm_backward_plane adds them,
+/// element f of the plane into component f % 4 (with a width of 2 mod 4, odd rows start at
+/// component 2: the sums turn by two around them).
+fn plane_sums_of_row(out: &mut String, s: Shape, through: Through) {
+    let turn = s.w % 4 == 2;
+    if turn {
+        w!(out, "            if y % 2u == 1u {{");
+        w!(out, "                sum_dx = sum_dx.zwxy;");
+        w!(out, "                sum_dx_xhat = sum_dx_xhat.zwxy;");
+        w!(out, "            }}");
+    }
+    for j in 0..s.pieces() {
+        w!(out, "            let bx{j} = bn_x[((img * {}u + oc) * {}u + y) * {}u + {j}u];", s.oc, s.h, s.pieces());
+        for e in 0..s.piece() {
+            let col = j * s.piece() + e;
+            let c = ["x", "y", "z", "w"][(col % 4) as usize];
+            let x = component(s, &format!("bx{j}"), e);
+            let x = if through == Through::BatchNormOfRelu { format!("max({x}, 0.0)") } else { x };
+            w!(out, "            sum_dx.{c} += a{col};");
+            w!(out, "            sum_dx_xhat.{c} += a{col} * ({x} - bn_mean) * bn_invstd;");
+        }
+    }
+    if turn {
+        w!(out, "            if y % 2u == 1u {{");
+        w!(out, "                sum_dx = sum_dx.zwxy;");
+        w!(out, "                sum_dx_xhat = sum_dx_xhat.zwxy;");
+        w!(out, "            }}");
+    }
 }
 
 /// The WGSL of `conv2d_backward_weight_rows` for `shape` (`ic` = the conv's input channels,
@@ -459,7 +538,7 @@ fn roll_own_rows(out: &mut String, s: Shape) {
 fn forward_images(out: &mut String, mode: Mode, channel: &str) {
     match mode {
         Mode::Forward => w!(out, "    let b = bias[{channel}];"),
-        Mode::InputGrad => w!(out, "    let b = 0.0;"),
+        Mode::InputGrad | Mode::InputGradSums => w!(out, "    let b = 0.0;"),
     }
     w!(out, "    for (var t = 0u; t < {IMAGES}u; t++) {{");
     w!(out, "        let img = first + t;");
