@@ -339,7 +339,7 @@ fn batchnorm_conv2d_case(name: &str, n: usize, c_in: usize, hw: (usize, usize), 
             let through = gpu.subgroup_convs && c_out != 1 && towers_of_groups && shape.supported();
             // The input gradient's kernel sums BatchNorm's planes where it covers the shape.
             let back = Shape { ic: shape.oc, oc: shape.ic, ..shape };
-            let even = hw.1 % 2 == 0 && (hw.0 * hw.1) % 4 == 0;
+            let even = hw.1.is_multiple_of(2) && (hw.0 * hw.1).is_multiple_of(4);
             let sums = gpu.subgroup_convs && c_in != 1 && towers_of_groups && even && back.supported();
             batchnorm_conv2d_case_on(gpu, &name, n, c_in, hw, c_out, towers, relu, (through, sums));
             gpu.subgroup_convs = available;

@@ -45,7 +45,7 @@ fn generated_specs(kernel: Kernel) -> Vec<Vec<u32>> {
                 if bwd.supported() {
                     specs.push(vec![c_out, c_in, h, w, k, 1, 0, 0]);
                     specs.push(vec![c_out, c_in, h, w, k, 1, 1, 0]);
-                    if c_in != 1 && w % 2 == 0 && (h * w) % 4 == 0 {
+                    if c_in != 1 && w.is_multiple_of(2) && (h * w).is_multiple_of(4) {
                         for through in [Through::BatchNorm, Through::BatchNormOfRelu] {
                             specs.push(vec![c_out, c_in, h, w, k, Mode::InputGradSums as u32, 0, through as u32]);
                         }

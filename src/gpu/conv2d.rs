@@ -124,6 +124,7 @@ fn conv2d_rows(
 /// The input gradient dx of a conv that reads BatchNorm(x) (so dx is BatchNorm's dy), written,
 /// with the per-plane sums BatchNorm's backward takes from it, where the subgroup kernels
 /// cover the shape (`InputGradSums`); None where they do not (dx is not written then).
+#[allow(clippy::too_many_arguments)]
 fn conv2d_backward_input_sums(
     gpu: &mut GpuBackend,
     p: &Conv2dParams,
