@@ -16,9 +16,8 @@
 //! computing output channel `oc` of one image, a whole output row at a time, while the K input
 //! rows it reads roll down the image. A group takes [`IMAGES`] images one after another. With
 //! two groups each takes its own image's piece in one `subgroupShuffle` from a per-lane source
-//! (one permute per component on llvmpipe; 25–35% faster than two broadcasts and a select in
-//! the forward and input-gradient kernels, measured side by side, but slower in the weight
-//! gradient's, which keeps them).
+//! (one permute per component on llvmpipe; measured side by side, 25–35% faster than two
+//! broadcasts and a select).
 //! The weight gradient runs the same loops with the roles swapped: each lane loads its own
 //! output-gradient row and accumulates the weight taps of its output channel, per
 //! [`IMAGES`]-image chunk of one tower (the chunks are then summed in order by
@@ -242,7 +241,7 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool, through: Throu
     for ox in 0..s.w {
         w!(out, "            var a{ox} = b;");
     }
-    broadcast_taps(&mut out, s, Share::Shuffle, |out, ci, kr, kc, col, v| {
+    broadcast_taps(&mut out, s, |out, ci, kr, kc, col, v| {
         let ox = col as i32 + pad as i32 - kc as i32;
         if (0..s.w as i32).contains(&ox) {
             w!(out, "                a{ox} = fma(w_{ci}_{kr}_{kc}, {v}, a{ox});");
@@ -371,7 +370,7 @@ pub fn backward_weight_source(shape: Shape, through: Through) -> String {
     declare_rows(&mut out, s, through);
     w!(out, "        for (var y = 0u; y < {}u; y++) {{", s.h);
     dy_row(&mut out, s, "oc");
-    broadcast_taps(&mut out, s, Share::Broadcasts, |out, ci, kr, kc, col, v| {
+    broadcast_taps(&mut out, s, |out, ci, kr, kc, col, v| {
         let ox = col as i32 + pad as i32 - kc as i32;
         if (0..s.w as i32).contains(&ox) {
             w!(out, "                g_{ci}_{kr}_{kc} = fma(d{ox}, {v}, g_{ci}_{kr}_{kc});");
@@ -699,35 +698,17 @@ fn batchnorm_of_slots(out: &mut String, s: Shape, through: Through, tower: &str)
     }
 }
 
-/// How two lane groups take their own pieces from the lanes that hold them.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Share {
-    /// One shuffle with a per-lane source (llvmpipe: one permute per component).
-    Shuffle,
-    /// Two broadcasts and a select: measured faster than the shuffle in the weight gradient.
-    Broadcasts,
-}
-
-/// For every piece of every held row: broadcast it from the lane that loaded it (one
-/// broadcast per lane group, each group taking its own), then `tap(ci, kr, kc, col, value)`
+/// For every piece of every held row: broadcast it from the lane that loaded it (two lane
+/// groups each take their own in one shuffle), then `tap(ci, kr, kc, col, value)`
 /// for each of its elements and each kernel column.
-fn broadcast_taps(
-    out: &mut String,
-    s: Shape,
-    share: Share,
-    mut tap: impl FnMut(&mut String, u32, u32, u32, u32, &str),
-) {
+fn broadcast_taps(out: &mut String, s: Shape, mut tap: impl FnMut(&mut String, u32, u32, u32, u32, &str)) {
     for kr in 0..s.k {
         for q in 0..s.ic * s.pieces() {
             let (slot, source) = (q / s.oc, q % s.oc);
             let (ci, j) = (q / s.pieces(), q % s.pieces());
             let value = match s.groups() {
                 1 => format!("subgroupBroadcast(x{kr}_{slot}, {source}u)"),
-                2 if share == Share::Shuffle => format!("subgroupShuffle(x{kr}_{slot}, {source}u + group_lane)"),
-                2 => format!(
-                    "select(subgroupBroadcast(x{kr}_{slot}, {source}u), subgroupBroadcast(x{kr}_{slot}, {}u), group == 1u)",
-                    s.oc + source
-                ),
+                2 => format!("subgroupShuffle(x{kr}_{slot}, {source}u + group_lane)"),
                 g => unreachable!("{g} lane groups"),
             };
             w!(out, "            {{");
