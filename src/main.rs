@@ -59,9 +59,9 @@ struct BenchArgs {
     /// Timed steps (after the warm-up).
     #[arg(long, default_value_t = 20)]
     steps: usize,
-    /// Untimed steps first (pipeline compilation, first allocations; here the next few steps
-    /// still ran up to 1.5× slower than later ones).
-    #[arg(long, default_value_t = 10)]
+    /// Untimed steps first (pipeline compilation, first allocations; on llvmpipe here the
+    /// first 20 or so steps still ran up to 1.5× slower than later ones).
+    #[arg(long, default_value_t = 30)]
     warmup: usize,
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
