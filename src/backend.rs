@@ -229,6 +229,44 @@ pub trait Backend {
         self.batchnorm_backward(pb, x, &dnormalised, gamma, saved, dx, dgamma, dbeta);
     }
 
+    /// The backward of conv_b(BatchNorm2d(conv_a(xa))) in train mode (the forward being
+    /// `conv2d_forward` of conv_a into z, then `batchnorm_conv2d_forward` of z): conv_b's and
+    /// BatchNorm's gradients as in `batchnorm_conv2d_backward`, then conv_a's, dxa only where
+    /// given. `pa.accumulate` applies to dxa, dwa and dba, `pb.accumulate`'s params bit to
+    /// dgamma and dbeta. By default z's gradient goes to scratch and conv_a's backward reads
+    /// it; the GPU's subgroup kernels read it through BatchNorm's backward instead where no
+    /// dxa is wanted, so it is never written.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_batchnorm_conv2d_backward(
+        &mut self,
+        pa: &Conv2dParams,
+        xa: &Self::Tensor,
+        wa: &Self::Tensor,
+        dxa: Option<&Self::Tensor>,
+        dwa: &Self::Tensor,
+        dba: &Self::Tensor,
+        pb: &BatchNormParams,
+        z: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        saved: &Self::Tensor,
+        pc: &Conv2dParams,
+        w: &Self::Tensor,
+        dy: &Self::Tensor,
+        dgamma: &Self::Tensor,
+        dbeta: &Self::Tensor,
+        dw: &Self::Tensor,
+        db: &Self::Tensor,
+    ) {
+        let dz = self.scratch(pb.len());
+        let pb = BatchNormParams { accumulate: pb.accumulate & !ACCUMULATE_INPUT, ..*pb };
+        self.batchnorm_conv2d_backward(&pb, pc, z, gamma, beta, saved, w, dy, &dz, dgamma, dbeta, dw, db);
+        if let Some(dxa) = dxa {
+            self.conv2d_backward_input(pa, &dz, wa, dxa);
+        }
+        self.conv2d_backward_weight(pa, xa, &dz, dwa, dba);
+    }
+
     // --- linear ----------------------------------------------------------------------------
     fn linear_forward(
         &mut self,

@@ -222,23 +222,41 @@ impl SiameseNet {
         let n = tape.shape(x)[0];
         let mut h = x;
         let mut outputs = Vec::with_capacity(FEATURE_NET.len());
+        // Outputs of layers that a fused op already ran, in order.
+        let mut pending = std::collections::VecDeque::new();
+        let train = tape.mode() == Mode::Train;
         for (k, layer) in FEATURE_NET.iter().enumerate() {
-            // A ReLU before a BatchNorm runs inside it (Tape::relu_batchnorm), and in training
-            // such a BatchNorm runs inside the max-pool or conv after it, which reads through
-            // it (relu_batchnorm_maxpool, relu_batchnorm_conv2d): the next layer's output is
-            // then already in h.
-            let fused = *layer == Relu && matches!(FEATURE_NET.get(k + 1), Some(BatchNorm { .. }));
-            if fused {
+            if let Some(traced) = pending.pop_front() {
+                outputs.push(traced);
+                continue;
+            }
+            // A ReLU before a BatchNorm runs inside it (Tape::relu_batchnorm); in training such
+            // a BatchNorm runs inside the max-pool or conv after it, which reads through it
+            // (relu_batchnorm_maxpool, relu_batchnorm_conv2d), and a conv before it, too, where
+            // a conv follows (conv2d_relu_batchnorm_conv2d).
+            if *layer == Relu && matches!(FEATURE_NET.get(k + 1), Some(BatchNorm { .. })) {
                 outputs.push(Traced::ReluOf(h));
                 continue;
             }
-            if let Some(Traced::BatchNormOf { .. }) = outputs.last() {
-                outputs.push(Traced::Value(h));
-                continue;
-            }
-            let train = tape.mode() == Mode::Train;
             let next = FEATURE_NET.get(k + 1);
             h = match layer {
+                Conv { .. } if train && matches!(FEATURE_NET[k + 1..], [Relu, BatchNorm { .. }, Conv { .. }, ..]) => {
+                    let (wa, ba) = weights.param_pair(tape, &format!("feature_net.{k}"));
+                    let (gamma, beta) = weights.param_pair(tape, &format!("feature_net.{}", k + 2));
+                    let (mean, var) = weights.running(&format!("feature_net.{}", k + 2));
+                    let running = RunningStats { mean: &mean, var: &var };
+                    let (w, b) = weights.param_pair(tape, &format!("feature_net.{}", k + 3));
+                    let (z, y, saved) =
+                        tape.conv2d_relu_batchnorm_conv2d(h, wa, ba, gamma, beta, running, w, b, towers);
+                    outputs.push(Traced::Value(z));
+                    pending.extend([
+                        Traced::ReluOf(z),
+                        Traced::BatchNormOf { x: z, gamma, beta, saved },
+                        Traced::Value(y),
+                    ]);
+                    h = y;
+                    continue;
+                }
                 Conv { .. } => {
                     let (w, b) = weights.param_pair(tape, &format!("feature_net.{k}"));
                     tape.conv2d(h, w, b, towers)
@@ -248,21 +266,24 @@ impl SiameseNet {
                     let (gamma, beta) = weights.param_pair(tape, &format!("feature_net.{k}"));
                     let (mean, var) = weights.running(&format!("feature_net.{k}"));
                     let running = RunningStats { mean: &mean, var: &var };
-                    match (outputs.last(), next) {
-                        (Some(Traced::ReluOf(_)), Some(MaxPool)) if train => {
+                    let through_relu = matches!(outputs.last(), Some(Traced::ReluOf(_)));
+                    match next {
+                        Some(MaxPool) if train && through_relu => {
                             let (pooled, saved) = tape.relu_batchnorm_maxpool(h, gamma, beta, running, towers);
                             outputs.push(Traced::BatchNormOf { x: h, gamma, beta, saved });
+                            pending.push_back(Traced::Value(pooled));
                             h = pooled;
                             continue;
                         }
-                        (Some(Traced::ReluOf(_)), Some(Conv { .. })) if train => {
+                        Some(Conv { .. }) if train && through_relu => {
                             let (w, b) = weights.param_pair(tape, &format!("feature_net.{}", k + 1));
                             let (y, saved) = tape.relu_batchnorm_conv2d(h, gamma, beta, running, w, b, towers);
                             outputs.push(Traced::BatchNormOf { x: h, gamma, beta, saved });
+                            pending.push_back(Traced::Value(y));
                             h = y;
                             continue;
                         }
-                        (Some(Traced::ReluOf(_)), _) => tape.relu_batchnorm(h, gamma, beta, running, towers),
+                        _ if through_relu => tape.relu_batchnorm(h, gamma, beta, running, towers),
                         _ => tape.batchnorm(h, gamma, beta, running, towers),
                     }
                 }

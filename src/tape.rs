@@ -46,8 +46,19 @@ struct Value<T> {
     is_param: bool,
 }
 
+/// The conv whose output x a fused BatchNorm normalises (`Tape::conv2d_relu_batchnorm_conv2d`),
+/// whose backward the op runs too.
+#[derive(Clone, Copy, Debug)]
+struct Producer {
+    x: Var,
+    w: Var,
+    b: Var,
+    p: Conv2dParams,
+}
+
 /// One recorded op: the values it read and wrote, and its shape parameters. BatchNormMaxPool
-/// is MaxPool(BatchNorm(x)) with BatchNorm's output never kept.
+/// is MaxPool(BatchNorm(x)) and BatchNormConv2d Conv2d(BatchNorm(x)) with BatchNorm's output
+/// never kept.
 #[derive(Debug)]
 enum Op {
     Conv2d {
@@ -84,6 +95,7 @@ enum Op {
         pp: MaxPoolParams,
     },
     BatchNormConv2d {
+        producer: Option<Producer>,
         x: Var,
         gamma: Var,
         beta: Var,
@@ -233,6 +245,13 @@ impl<'b, B: Backend> Tape<'b, B> {
 
     /// 2-D convolution keeping the size: x (N, Cin, H, W), w (Cout, Cin, K, K), b (Cout).
     pub fn conv2d(&mut self, x: Var, w: Var, b: Var, towers: usize) -> Var {
+        let (y, p) = self.conv2d_value(x, w, b, towers);
+        self.record(Op::Conv2d { x, w, b, y, p });
+        y
+    }
+
+    /// The conv's output, computed but not recorded.
+    fn conv2d_value(&mut self, x: Var, w: Var, b: Var, towers: usize) -> (Var, Conv2dParams) {
         let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
         assert!(xs.len() == 4 && ws.len() == 4 && xs[1] == ws[1] && ws[2] == ws[3], "conv2d: x {xs:?}, w {ws:?}");
         let p = Conv2dParams::same(xs[0], xs[1], xs[2], xs[3], ws[0], ws[2]).with_towers(towers);
@@ -244,8 +263,7 @@ impl<'b, B: Backend> Tape<'b, B> {
             self.values.data(b),
             self.values.data(y),
         );
-        self.record(Op::Conv2d { x, w, b, y, p });
-        y
+        (y, p)
     }
 
     pub fn relu(&mut self, x: Var) -> Var {
@@ -361,6 +379,45 @@ impl<'b, B: Backend> Tape<'b, B> {
         b: Var,
         towers: usize,
     ) -> (Var, Var) {
+        self.batchnorm_conv2d_op(None, x, gamma, beta, running, w, b, towers)
+    }
+
+    /// conv_b(BatchNorm2d(ReLU(conv_a(x)))) in train mode as one op, conv_a's weights wa, ba
+    /// and conv_b's w, b: as `relu_batchnorm_conv2d` of conv_a's output z, whose backward also
+    /// runs conv_a's, so that where x needs no gradient z's gradient is never written either
+    /// (conv_a's weight gradient reads it through BatchNorm's backward). Returns z, conv_b's
+    /// output and BatchNorm's saved statistics.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d_relu_batchnorm_conv2d(
+        &mut self,
+        x: Var,
+        wa: Var,
+        ba: Var,
+        gamma: Var,
+        beta: Var,
+        running: RunningStats<B::Tensor>,
+        w: Var,
+        b: Var,
+        towers: usize,
+    ) -> (Var, Var, Var) {
+        let (z, p) = self.conv2d_value(x, wa, ba, towers);
+        let producer = Producer { x, w: wa, b: ba, p };
+        let (y, saved) = self.batchnorm_conv2d_op(Some(producer), z, gamma, beta, running, w, b, towers);
+        (z, y, saved)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_conv2d_op(
+        &mut self,
+        producer: Option<Producer>,
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        running: RunningStats<B::Tensor>,
+        w: Var,
+        b: Var,
+        towers: usize,
+    ) -> (Var, Var) {
         assert_eq!(self.mode, Mode::Train, "relu_batchnorm_conv2d: eval mode runs the two ops");
         let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
         assert!(xs.len() == 4 && ws.len() == 4 && xs[1] == ws[1] && ws[2] == ws[3], "conv2d: x {xs:?}, w {ws:?}");
@@ -382,7 +439,7 @@ impl<'b, B: Backend> Tape<'b, B> {
             data(b),
             data(y),
         );
-        self.record(Op::BatchNormConv2d { x, gamma, beta, saved, w, b, y, pb, pc });
+        self.record(Op::BatchNormConv2d { producer, x, gamma, beta, saved, w, b, y, pb, pc });
         (y, saved)
     }
 
@@ -524,18 +581,33 @@ impl<'b, B: Backend> Tape<'b, B> {
                 let (x, gamma, beta, saved) = (data(x), data(gamma), data(beta), data(saved));
                 self.backend.batchnorm_maxpool_backward(&pb, &pp, x, gamma, beta, saved, &dy, &dx, &dg, &db);
             }
-            Op::BatchNormConv2d { x, gamma, beta, saved, w, b, y, pb, pc } => {
+            Op::BatchNormConv2d { producer: None, x, gamma, beta, saved, w, b, y, pb, pc } => {
                 let Some(dy) = self.out_grad(y) else { return };
                 let (pb, dx, dg, dbeta) = self.batchnorm_grads(x, gamma, beta, pb);
-                let ((dw, acc), (db, _)) = self.param_pair(w, b).unwrap_or_else(|| {
-                    let mut scratch = |len| (self.backend.scratch(len), 0);
-                    (scratch(pc.w_len()), scratch(pc.c_out as usize))
-                });
-                let pc = Conv2dParams { accumulate: acc, ..pc };
+                let (pc, dw, db) = self.conv_param_grads(w, b, pc);
                 let data = |v| self.values.data(v);
                 let (x, gamma, beta, saved, w) = (data(x), data(gamma), data(beta), data(saved), data(w));
                 self.backend
                     .batchnorm_conv2d_backward(&pb, &pc, x, gamma, beta, saved, w, &dy, &dx, &dg, &dbeta, &dw, &db);
+            }
+            Op::BatchNormConv2d { producer: Some(a), x: z, gamma, beta, saved, w, b, y, pb, pc } => {
+                let Some(dy) = self.out_grad(y) else { return };
+                let dxa = self.grad_slot(a.x, ACCUMULATE_INPUT);
+                let (pa, dwa, dba) = self.conv_param_grads(a.w, a.b, a.p);
+                let pa = Conv2dParams { accumulate: pa.accumulate | dxa.as_ref().map_or(0, |d| d.1), ..pa };
+                let (pc, dw, db) = self.conv_param_grads(w, b, pc);
+                let ((dg, acc), (dbeta, _)) = self.param_pair(gamma, beta).unwrap_or_else(|| {
+                    let mut scratch = |len| (self.backend.scratch(len), 0);
+                    (scratch(pb.c as usize), scratch(pb.c as usize))
+                });
+                let pb = BatchNormParams { accumulate: acc, ..pb };
+                let data = |v| self.values.data(v);
+                let (xa, wa, z, gamma, beta, saved, w) =
+                    (data(a.x), data(a.w), data(z), data(gamma), data(beta), data(saved), data(w));
+                let dxa = dxa.as_ref().map(|d| &d.0);
+                self.backend.conv2d_batchnorm_conv2d_backward(
+                    &pa, xa, wa, dxa, &dwa, &dba, &pb, z, gamma, beta, saved, &pc, w, &dy, &dg, &dbeta, &dw, &db,
+                );
             }
             Op::Reshape { x, y } => {
                 let Some(dy) = self.out_grad(y) else { return };
@@ -613,6 +685,16 @@ impl<'b, B: Backend> Tape<'b, B> {
             ((self.backend.scratch(c), 0), (self.backend.scratch(c), 0))
         });
         (BatchNormParams { accumulate: acc_x | acc_p, ..p }, dx, dg, db)
+    }
+
+    /// A conv's weight and bias gradient slots (scratch if they need none), and its params
+    /// with the accumulate bit they take.
+    fn conv_param_grads(&mut self, w: Var, b: Var, p: Conv2dParams) -> (Conv2dParams, B::Tensor, B::Tensor) {
+        let ((dw, acc), (db, _)) = self.param_pair(w, b).unwrap_or_else(|| {
+            let mut scratch = |len| (self.backend.scratch(len), 0);
+            (scratch(p.w_len()), scratch(p.c_out as usize))
+        });
+        (Conv2dParams { accumulate: acc, ..p }, dw, db)
     }
 
     /// Gradient slots of a weight and its bias, which one kernel writes together, so they

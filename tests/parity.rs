@@ -449,6 +449,90 @@ fn batchnorm_conv2d_shapes() {
     batchnorm_conv2d_case("one-out", 8, 8, (7, 7), 1, 2);
 }
 
+/// The backward of conv_b(BatchNorm(ReLU(conv_a(xa)))) fused, against the GPU's own ops in
+/// turn (z's gradient written, then conv_a's backward) bit for bit: where xa needs no gradient
+/// conv_a's weight gradient reads z's through BatchNorm's backward, one pass fewer.
+fn conv2d_batchnorm_conv2d_case(
+    name: &str,
+    n: usize,
+    (ca, cb, cc): (usize, usize, usize),
+    hw: usize,
+    input_grad: bool,
+) {
+    for subgroups in [true, false] {
+        let name = format!("{name} subgroups={subgroups}");
+        with_gpu(&format!("conv2d_batchnorm_conv2d {name}"), |gpu| {
+            let available = gpu.ctx.subgroups_of_8;
+            gpu.subgroup_convs = subgroups && available;
+            let shape = Shape { ic: ca as u32, oc: cb as u32, h: hw as u32, w: hw as u32, k: 3 };
+            let fold = gpu.subgroup_convs && !input_grad && cb != 1 && shape.supported();
+            let mut r = rng((n * 7 + ca * 5 + cb * 3 + cc + hw) as u64);
+            let pa = Conv2dParams::same(n, ca, hw, hw, cb, 3).with_towers(2);
+            let pb = BatchNormParams::new(n, cb, hw * hw, 2).with_relu_input(true);
+            let pc = Conv2dParams::same(n, cb, hw, hw, cc, 3).with_towers(2);
+            let (xa, wa) = (randn(&mut r, pa.x_len()), randn(&mut r, pa.w_len()));
+            let z: Vec<f32> = randn(&mut r, pb.len()).iter().map(|v| v + 0.2).collect();
+            let (gamma, beta, w, dy) =
+                (randn(&mut r, cb), randn(&mut r, cb), randn(&mut r, pc.w_len()), randn(&mut r, pc.y_len()));
+            let (mut normalised, mut saved, mut rm, mut rv) =
+                (vec![0.0; pb.len()], vec![0.0; pb.saved_len()], vec![0.0; cb], vec![1.0; cb]);
+            cpu::batchnorm_forward_train(&pb, &z, &gamma, &beta, &mut normalised, &mut saved, &mut rm, &mut rv);
+            for acc in [0, ACCUMULATE_INPUT | ACCUMULATE_PARAMS] {
+                let start = |r: &mut _, len| if acc != 0 { randn(r, len) } else { vec![f32::NAN; len] };
+                let lens = [pa.x_len(), pa.w_len(), cb, cb, cb, pc.w_len(), cc];
+                let starts = lens.map(|len| start(&mut r, len));
+                let (pa, pc) = (
+                    Conv2dParams { accumulate: acc, ..pa },
+                    Conv2dParams { accumulate: acc & ACCUMULATE_PARAMS, ..pc },
+                );
+                let pb = BatchNormParams { accumulate: acc & ACCUMULATE_PARAMS, ..pb };
+                let inputs = [&xa, &wa, &z, &gamma, &beta, &saved, &w, &dy].map(Vec::as_slice);
+                let outputs: Vec<&[f32]> = starts.iter().map(Vec::as_slice).collect();
+                let mut dispatches = [0; 2];
+                let mut run = |g: &mut GpuBackend, i: &[GpuTensor], o: &[GpuTensor], fused: bool| {
+                    let before = g.dispatches;
+                    let dxa = input_grad.then_some(&o[0]);
+                    let [xa, wa, z, gamma, beta, saved, w, dy] = [0, 1, 2, 3, 4, 5, 6, 7].map(|k| &i[k]);
+                    let [dwa, dba, dg, dbeta, dw, db] = [1, 2, 3, 4, 5, 6].map(|k| &o[k]);
+                    if fused {
+                        g.conv2d_batchnorm_conv2d_backward(
+                            &pa, xa, wa, dxa, dwa, dba, &pb, z, gamma, beta, saved, &pc, w, dy, dg, dbeta, dw, db,
+                        );
+                    } else {
+                        let dz = g.zeros(pb.len());
+                        g.batchnorm_conv2d_backward(&pb, &pc, z, gamma, beta, saved, w, dy, &dz, dg, dbeta, dw, db);
+                        if let Some(dxa) = dxa {
+                            g.conv2d_backward_input(&pa, &dz, wa, dxa);
+                        }
+                        g.conv2d_backward_weight(&pa, xa, &dz, dwa, dba);
+                    }
+                    dispatches[fused as usize] = g.dispatches - before;
+                };
+                let fused = gpu_run(gpu, &inputs, &outputs, |g, i, o| run(g, i, o, true));
+                let apart = gpu_run(gpu, &inputs, &outputs, |g, i, o| run(g, i, o, false));
+                let names = ["dxa", "dwa", "dba", "dgamma", "dbeta", "dw", "db"];
+                for (k, what) in names.iter().enumerate().filter(|&(k, _)| k != 0 || input_grad) {
+                    let what = format!("conv2d_batchnorm_conv2d_backward {what} {name} accumulate={acc}");
+                    assert_close(&what, &apart[k], &fused[k], 0.0);
+                }
+                assert_eq!(
+                    dispatches[1] + fold as u64,
+                    dispatches[0],
+                    "conv2d_batchnorm_conv2d_backward dispatches {name}"
+                );
+            }
+            gpu.subgroup_convs = available;
+        });
+    }
+}
+
+#[test]
+fn conv2d_batchnorm_conv2d_shapes() {
+    conv2d_batchnorm_conv2d_case("first", 32, (1, 4, 4), 28, false);
+    conv2d_batchnorm_conv2d_case("third", 32, (4, 8, 8), 14, true);
+    conv2d_batchnorm_conv2d_case("pieces-of-2", 16, (3, 4, 4), 10, false);
+}
+
 fn relu_case(name: &str, len: usize) {
     with_gpu(&format!("relu {name}"), |gpu| {
         let mut r = rng(len as u64);

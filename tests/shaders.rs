@@ -53,9 +53,12 @@ fn generated_specs(kernel: Kernel) -> Vec<Vec<u32>> {
                 }
             }
             Kernel::Conv2dBackwardWeightRows if fwd.supported() => {
-                specs.push(vec![c_in, c_out, h, w, k, 0]);
+                specs.push(vec![c_in, c_out, h, w, k, 0, 0]);
                 if c_out != 1 {
-                    specs.push(vec![c_in, c_out, h, w, k, Through::BatchNormOfRelu as u32]);
+                    for through in [Through::BatchNorm, Through::BatchNormOfRelu] {
+                        specs.push(vec![c_in, c_out, h, w, k, through as u32, 0]);
+                        specs.push(vec![c_in, c_out, h, w, k, 0, through as u32]);
+                    }
                 }
             }
             _ => {}

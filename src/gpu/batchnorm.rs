@@ -112,36 +112,39 @@ pub fn batchnorm_backward(
     dbeta: &GpuTensor,
 ) {
     check(p, "batchnorm_backward", &[x, dy, dx]);
-    let plane_sums = gpu.scratch(2 * planes(p));
-    gpu.dispatch(Kernel::BatchNormBackwardPlane, p, &[x, dy, saved, &plane_sums], plane_groups(p));
-    batchnorm_backward_from_planes(gpu, p, x, dy, gamma, saved, &plane_sums, dx, dgamma, dbeta);
+    let plane_sums = batchnorm_backward_planes(gpu, p, x, dy, saved);
+    let sums = batchnorm_backward_sums(gpu, p, &plane_sums, dgamma, dbeta);
+    batchnorm_backward_input(gpu, p, x, dy, gamma, saved, &sums, dx);
 }
 
-/// The rest of a backward whose per-plane (Σdy, Σdy·x̂) some earlier kernel left, as
-/// batchnorm_backward_plane writes them.
+/// The first pass of a backward: each plane's (Σdy, Σdy·x̂).
+pub fn batchnorm_backward_planes(
+    gpu: &mut GpuBackend,
+    p: &BatchNormParams,
+    x: &GpuTensor,
+    dy: &GpuTensor,
+    saved: &GpuTensor,
+) -> GpuTensor {
+    let plane_sums = gpu.scratch(2 * planes(p));
+    gpu.dispatch(Kernel::BatchNormBackwardPlane, p, &[x, dy, saved, &plane_sums], plane_groups(p));
+    plane_sums
+}
+
+/// The last pass of a backward: dx from dy, x and the towers' sums.
 #[allow(clippy::too_many_arguments)]
-pub fn batchnorm_backward_from_planes(
+pub fn batchnorm_backward_input(
     gpu: &mut GpuBackend,
     p: &BatchNormParams,
     x: &GpuTensor,
     dy: &GpuTensor,
     gamma: &GpuTensor,
     saved: &GpuTensor,
-    plane_sums: &GpuTensor,
+    sums: &GpuTensor,
     dx: &GpuTensor,
-    dgamma: &GpuTensor,
-    dbeta: &GpuTensor,
 ) {
-    assert_eq!(plane_sums.len, 2 * planes(p), "batchnorm_backward: plane sums");
-    let sums = batchnorm_backward_sums(gpu, p, plane_sums, dgamma, dbeta);
     let accumulate = (p.accumulate & ACCUMULATE_INPUT != 0) as u32;
-    gpu.dispatch_specialized(
-        Kernel::BatchNormBackwardInput,
-        &[accumulate],
-        p,
-        &[x, dy, gamma, saved, &sums, dx],
-        plane_groups(p),
-    );
+    let bindings = [x, dy, gamma, saved, sums, dx];
+    gpu.dispatch_specialized(Kernel::BatchNormBackwardInput, &[accumulate], p, &bindings, plane_groups(p));
 }
 
 /// The middle of a backward: the towers' (Σdy, Σdy·x̂) from the planes' (laid out as `saved`),

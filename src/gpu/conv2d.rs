@@ -9,7 +9,10 @@
 //! Also Conv2d(BatchNorm(x)) in training, whose subgroup kernels read x through the
 //! normalisation, so that BatchNorm's output is never written (other tiers write it).
 
-use super::batchnorm::{batchnorm_backward, batchnorm_backward_from_planes, batchnorm_normalise, batchnorm_statistics};
+use super::batchnorm::{
+    batchnorm_backward_input, batchnorm_backward_planes, batchnorm_backward_sums, batchnorm_normalise,
+    batchnorm_statistics,
+};
 use super::conv2d_rows::{IMAGES, Mode, Shape, Through};
 use super::{GpuBackend, GpuTensor, Kernel, Work};
 use crate::backend::Backend;
@@ -89,11 +92,29 @@ impl ReadThrough<'_> {
     }
 }
 
+/// A BatchNorm's backward that a conv's weight gradient reads its dy through: dy is the
+/// gradient of BatchNorm's input `x`, from that of its output (the binding of dy) and the
+/// towers' `sums` (Σdy, Σdy·x̂ of the output's gradient).
+#[derive(Clone, Copy)]
+struct GradThrough<'a> {
+    x: &'a GpuTensor,
+    gamma: &'a GpuTensor,
+    saved: &'a GpuTensor,
+    sums: &'a GpuTensor,
+    relu: bool,
+}
+
 /// The subgroup kernels' shape for a conv that reads its input through a BatchNorm, if they
 /// cover it: several output channels, and towers of whole lane groups of images (each group
 /// takes one tower's normalisation).
 fn through_shape(gpu: &GpuBackend, p: &Conv2dParams) -> Option<Shape> {
     rows_shape(gpu, p, false).filter(|s| s.oc != 1 && (p.n / p.towers).is_multiple_of(IMAGES))
+}
+
+/// The subgroup kernels' shape for a conv whose weight gradient reads dy through a
+/// BatchNorm's backward, if they cover it (its chunks are of one tower each already).
+fn grad_through_shape(gpu: &GpuBackend, p: &Conv2dParams) -> Option<Shape> {
+    rows_shape(gpu, p, false).filter(|s| s.oc != 1)
 }
 
 /// `conv2d_rows`: one subgroup per `8 / OC` groups of [`IMAGES`] images. The forward of 4 or 8
@@ -195,16 +216,19 @@ pub fn conv2d_backward_weight(
     dw: &GpuTensor,
     db: &GpuTensor,
 ) {
-    conv2d_backward_weight_of(gpu, p, x, None, dy, dw, db)
+    conv2d_backward_weight_of(gpu, p, x, None, None, dy, dw, db)
 }
 
-/// The weight gradient of a conv of x, or of BatchNorm(x) read through (on the subgroup
-/// kernels only: `through_shape`).
+/// The weight gradient of a conv of x, or of BatchNorm(x) read through, or with its dy read
+/// through a BatchNorm's backward (on the subgroup kernels only: `through_shape`,
+/// `grad_through_shape`; not both).
+#[allow(clippy::too_many_arguments)]
 fn conv2d_backward_weight_of(
     gpu: &mut GpuBackend,
     p: &Conv2dParams,
     x: &GpuTensor,
     through: Option<ReadThrough>,
+    dy_through: Option<GradThrough>,
     dy: &GpuTensor,
     dw: &GpuTensor,
     db: &GpuTensor,
@@ -218,16 +242,30 @@ fn conv2d_backward_weight_of(
         through.is_none() || through_shape(gpu, p).is_some(),
         "conv2d_backward_weight: no BatchNorm reading for {p:?}"
     );
+    assert!(
+        dy_through.is_none() || (through.is_none() && grad_through_shape(gpu, p).is_some()),
+        "conv2d_backward_weight: no BatchNorm gradient reading for {p:?}"
+    );
     let taps = p.w_len() + p.c_out as usize;
     let p = if let Some(shape) = rows_shape(gpu, p, false) {
         let p = Conv2dParams { chunk: IMAGES, ..*p };
         let chunks = p.towers * (p.n / p.towers).div_ceil(IMAGES);
         let partial = gpu.scratch(chunks as usize * taps);
-        let spec = [shape.ic, shape.oc, shape.h, shape.w, shape.k, ReadThrough::spec(through)];
+        let dy_spec = match dy_through {
+            None => Through::Plain,
+            Some(t) if t.relu => Through::BatchNormOfRelu,
+            Some(_) => Through::BatchNorm,
+        };
+        let spec = [shape.ic, shape.oc, shape.h, shape.w, shape.k, ReadThrough::spec(through), dy_spec as u32];
         let flops = Some(Work::Flops(2.0 * p.macs() as f64));
         let groups = chunks.div_ceil(shape.groups());
-        let bn = through.map_or([dy, dy, dy], |t| [t.gamma, t.beta, t.saved]);
-        let bindings = [x, dy, &partial, bn[0], bn[1], bn[2]];
+        // Bindings 4… hold the BatchNorm that x or dy is read through, if any.
+        let bn = match (through, dy_through) {
+            (Some(t), _) => [t.gamma, t.beta, t.saved, dy],
+            (_, Some(t)) => [t.x, t.gamma, t.saved, t.sums],
+            _ => [dy; 4],
+        };
+        let bindings = [x, dy, &partial, bn[0], bn[1], bn[2], bn[3]];
         gpu.dispatch_work(Kernel::Conv2dBackwardWeightRows, &spec, &p, &bindings, groups, flops);
         (p, partial)
     } else if tiled(p) {
@@ -304,25 +342,91 @@ pub fn batchnorm_conv2d_backward(
     dw: &GpuTensor,
     db: &GpuTensor,
 ) {
-    let dnormalised = gpu.scratch(pb.len());
+    let dn = gpu.scratch(pb.len());
+    let sums = batchnorm_conv2d_backward_head(gpu, pb, p, x, gamma, beta, saved, w, dy, &dn, dgamma, dbeta, dw, db);
+    batchnorm_backward_input(gpu, pb, x, &dn, gamma, saved, &sums, dx);
+}
+
+/// All of that backward but BatchNorm's dx: the conv's input gradient (BatchNorm's dy) into
+/// `dn`, the conv's dw and db, BatchNorm's dgamma and dbeta; returns the towers' (Σdn, Σdn·x̂)
+/// that BatchNorm's dx takes.
+#[allow(clippy::too_many_arguments)]
+fn batchnorm_conv2d_backward_head(
+    gpu: &mut GpuBackend,
+    pb: &BatchNormParams,
+    p: &Conv2dParams,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    saved: &GpuTensor,
+    w: &GpuTensor,
+    dy: &GpuTensor,
+    dn: &GpuTensor,
+    dgamma: &GpuTensor,
+    dbeta: &GpuTensor,
+    dw: &GpuTensor,
+    db: &GpuTensor,
+) -> GpuTensor {
     let pi = Conv2dParams { accumulate: 0, ..*p };
     let relu = pb.relu_input != 0;
-    let plane_sums = conv2d_backward_input_sums(gpu, &pi, dy, w, &dnormalised, x, saved, relu);
-    if plane_sums.is_none() {
-        conv2d_backward_input(gpu, &pi, dy, w, &dnormalised);
-    }
+    let planes = match conv2d_backward_input_sums(gpu, &pi, dy, w, dn, x, saved, relu) {
+        Some(planes) => planes,
+        None => {
+            conv2d_backward_input(gpu, &pi, dy, w, dn);
+            batchnorm_backward_planes(gpu, pb, x, dn, saved)
+        }
+    };
     if through_shape(gpu, p).is_some() {
-        let through = ReadThrough { gamma, beta, saved, relu: pb.relu_input != 0 };
-        conv2d_backward_weight_of(gpu, p, x, Some(through), dy, dw, db);
+        let through = ReadThrough { gamma, beta, saved, relu };
+        conv2d_backward_weight_of(gpu, p, x, Some(through), None, dy, dw, db);
     } else {
         let normalised = gpu.scratch(pb.len());
         batchnorm_normalise(gpu, pb, x, gamma, beta, saved, &normalised);
         conv2d_backward_weight(gpu, p, &normalised, dy, dw, db);
     }
-    match plane_sums {
-        Some(planes) => {
-            batchnorm_backward_from_planes(gpu, pb, x, &dnormalised, gamma, saved, &planes, dx, dgamma, dbeta)
-        }
-        None => batchnorm_backward(gpu, pb, x, &dnormalised, gamma, saved, dx, dgamma, dbeta),
+    batchnorm_backward_sums(gpu, pb, &planes, dgamma, dbeta)
+}
+
+/// The backward of conv_b(BatchNorm(ReLU(conv_a(xa)))) in training, the forward having been
+/// conv_a's then `batchnorm_conv2d_forward`'s: conv_b's gradients and BatchNorm's as in
+/// `batchnorm_conv2d_backward`, then conv_a's. Where conv_a's input needs no gradient and the
+/// subgroup kernels cover conv_a, its weight gradient reads its dy through BatchNorm's
+/// backward, so that gradient of z = conv_a(xa) is never written. `pa.accumulate` applies to
+/// dxa, dwa and dba; `pb.accumulate`'s params bit to dgamma and dbeta.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_batchnorm_conv2d_backward(
+    gpu: &mut GpuBackend,
+    pa: &Conv2dParams,
+    xa: &GpuTensor,
+    wa: &GpuTensor,
+    dxa: Option<&GpuTensor>,
+    dwa: &GpuTensor,
+    dba: &GpuTensor,
+    pb: &BatchNormParams,
+    z: &GpuTensor,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    saved: &GpuTensor,
+    pc: &Conv2dParams,
+    w: &GpuTensor,
+    dy: &GpuTensor,
+    dgamma: &GpuTensor,
+    dbeta: &GpuTensor,
+    dw: &GpuTensor,
+    db: &GpuTensor,
+) {
+    // z's gradient is this op's own: written, never added.
+    let pb = BatchNormParams { accumulate: pb.accumulate & !crate::params::ACCUMULATE_INPUT, ..*pb };
+    let dn = gpu.scratch(pb.len());
+    let sums = batchnorm_conv2d_backward_head(gpu, &pb, pc, z, gamma, beta, saved, w, dy, &dn, dgamma, dbeta, dw, db);
+    if dxa.is_none() && grad_through_shape(gpu, pa).is_some() {
+        let dy_through = GradThrough { x: z, gamma, saved, sums: &sums, relu: pb.relu_input != 0 };
+        return conv2d_backward_weight_of(gpu, pa, xa, None, Some(dy_through), &dn, dwa, dba);
     }
+    let dz = gpu.scratch(pb.len());
+    batchnorm_backward_input(gpu, &pb, z, &dn, gamma, saved, &sums, &dz);
+    if let Some(dxa) = dxa {
+        conv2d_backward_input(gpu, pa, &dz, wa, dxa);
+    }
+    conv2d_backward_weight(gpu, pa, xa, &dz, dwa, dba);
 }

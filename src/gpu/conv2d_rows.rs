@@ -161,8 +161,8 @@ pub fn source(kernel: Kernel, spec: &[u32]) -> String {
         (Kernel::Conv2dRows, [.., mode, accumulate, through]) => {
             forward_source(shape(spec), Mode::from_spec(*mode), *accumulate != 0, Through::from_spec(*through))
         }
-        (Kernel::Conv2dBackwardWeightRows, [.., through]) => {
-            backward_weight_source(shape(spec), Through::from_spec(*through))
+        (Kernel::Conv2dBackwardWeightRows, [.., through, dy_through]) => {
+            backward_weight_source(shape(spec), Through::from_spec(*through), Through::from_spec(*dy_through))
         }
         _ => panic!("{kernel:?} is not a generated kernel"),
     }
@@ -333,17 +333,30 @@ fn plane_sums_of_row(out: &mut String, s: Shape, through: Through) {
 /// `oc` its output channels): partial[chunk · taps + tap] as `conv2d_backward_weight_reduce`
 /// reads it, with p.chunk = [`IMAGES`]. A chunk is of one tower, so any BatchNorm it reads x
 /// through has one (a, b) per channel in it.
-pub fn backward_weight_source(shape: Shape, through: Through) -> String {
+///
+/// `dy_through` reads dy as the gradient of a BatchNorm's input (z) from that of its output:
+/// dy = dn·k + z·u + v with the (tower, channel)'s coefficients, as batchnorm_backward_input
+/// writes it (0 where z ≤ 0 through a ReLU), so that gradient is never written; dy's binding
+/// then holds dn, and 4… hold z, γ, the saved statistics and the towers' (Σdn, Σdn·x̂).
+pub fn backward_weight_source(shape: Shape, through: Through, dy_through: Through) -> String {
     if shape.oc == 1 {
-        assert_eq!(through, Through::Plain, "conv2d_backward_weight_rows: one output channel reads x as it is");
+        let plain = through == Through::Plain && dy_through == Through::Plain;
+        assert!(plain, "conv2d_backward_weight_rows: one output channel reads x and dy as they are");
         return backward_weight_source_lane_per_input(shape);
     }
+    assert!(through == Through::Plain || dy_through == Through::Plain, "conv2d_backward_weight_rows: x or dy through");
     let s = shape;
     let mut out = prelude(s);
     let (ic, oc, k) = (s.ic, s.oc, s.k);
     let pad = k / 2;
     weight_bindings(&mut out, s);
     batchnorm_bindings(&mut out, through, 4);
+    if dy_through != Through::Plain {
+        w!(out, "@group(0) @binding(4) var<storage, read> bn_x: array<{}>;", s.vec_type());
+        w!(out, "@group(0) @binding(5) var<storage, read> bn_gamma: array<f32>;");
+        w!(out, "@group(0) @binding(6) var<storage, read> bn_saved: array<f32>;");
+        w!(out, "@group(0) @binding(7) var<storage, read> bn_sums: array<f32>;");
+    }
     out.push_str(&row_loader(s, "src", "load_row_piece", s.ic, through));
     out.push_str(&row_loader(s, "dy", "load_dy_piece", s.oc, Through::Plain));
     w!(out, "");
@@ -358,6 +371,14 @@ pub fn backward_weight_source(shape: Shape, through: Through) -> String {
     w!(out, "    let group_lane = group * {oc}u;");
     weight_chunk(&mut out, &format!("(wg.y * nwg.x + wg.x) * {}u + group", s.groups()));
     batchnorm_of_slots(&mut out, s, through, "tower");
+    if dy_through != Through::Plain {
+        w!(out, "    let bn_t = min(tower, p.towers - 1u);");
+        w!(out, "    let bn_mean = bn_saved[bn_t * {oc}u + oc];");
+        w!(out, "    let bn_invstd = bn_saved[(p.towers + bn_t) * {oc}u + oc];");
+        w!(out, "    let bn_m = f32(tower_n * {}u);", s.h * s.w);
+        let sums = format!("bn_sums[bn_t * {oc}u + oc], bn_sums[(p.towers + bn_t) * {oc}u + oc]");
+        w!(out, "    let kuv = batchnorm_input_grad_coefficients(bn_gamma[oc], bn_mean, bn_invstd, {sums}, bn_m);");
+    }
     for ci in 0..ic {
         for kr in 0..k {
             for kc in 0..k {
@@ -369,7 +390,7 @@ pub fn backward_weight_source(shape: Shape, through: Through) -> String {
     weight_chunk_images(&mut out);
     declare_rows(&mut out, s, through);
     w!(out, "        for (var y = 0u; y < {}u; y++) {{", s.h);
-    dy_row(&mut out, s, "oc");
+    dy_row(&mut out, s, "oc", dy_through);
     broadcast_taps(&mut out, s, |out, ci, kr, kc, col, v| {
         let ox = col as i32 + pad as i32 - kc as i32;
         if (0..s.w as i32).contains(&ox) {
@@ -481,7 +502,7 @@ fn backward_weight_source_lane_per_input(s: Shape) -> String {
     weight_chunk_images(&mut out);
     own_rows(&mut out, s);
     w!(out, "        for (var y = 0u; y < {}u; y++) {{", s.h);
-    dy_row(&mut out, s, "0u");
+    dy_row(&mut out, s, "0u", Through::Plain);
     for kr in 0..k {
         for col in 0..s.w {
             let v = component(s, &format!("x{kr}_{}", col / s.piece()), col % s.piece());
@@ -584,10 +605,32 @@ fn weight_chunk_images(out: &mut String) {
     w!(out, "        let ok = in_range && local < tower_n;");
 }
 
-/// Output row y of the gradient of channel `channel` (WGSL) as d0 … d{W-1}, added to `gb`.
-fn dy_row(out: &mut String, s: Shape, channel: &str) {
+/// Output row y of the gradient of channel `channel` (WGSL) as d0 … d{W-1}, added to `gb`;
+/// through a BatchNorm's backward (`backward_weight_source`) from dn and z.
+fn dy_row(out: &mut String, s: Shape, channel: &str, through: Through) {
+    let ty = s.vec_type();
     for j in 0..s.pieces() {
-        w!(out, "            let dy{j} = load_dy_piece(img, ok, i32(y), {channel} * {}u + {j}u);", s.pieces());
+        let piece = format!("load_dy_piece(img, ok, i32(y), {channel} * {}u + {j}u)", s.pieces());
+        if through == Through::Plain {
+            w!(out, "            let dy{j} = {piece};");
+        } else {
+            w!(out, "            let dn{j} = {piece};");
+            w!(
+                out,
+                "            let bz{j} = bn_x[((img * {}u + {channel}) * {}u + y) * {}u + {j}u];",
+                s.oc,
+                s.h,
+                s.pieces()
+            );
+            let (z, live) = match through {
+                Through::BatchNormOfRelu => {
+                    (format!("max(bz{j}, {ty}(0.0))"), format!("(bz{j} > {ty}(0.0)) & {}(ok)", bool_type(s)))
+                }
+                _ => (format!("bz{j}"), format!("{}(ok)", bool_type(s))),
+            };
+            let grad = format!("dn{j} * kuv.x + {z} * kuv.y + {ty}(kuv.z)");
+            w!(out, "            let dy{j} = select({ty}(0.0), {grad}, {live});");
+        }
         for e in 0..s.piece() {
             let col = j * s.piece() + e;
             w!(out, "            let d{col} = {};", component(s, &format!("dy{j}"), e));
@@ -721,6 +764,14 @@ fn broadcast_taps(out: &mut String, s: Shape, mut tap: impl FnMut(&mut String, u
             }
             w!(out, "            }}");
         }
+    }
+}
+
+/// The boolean vector type of a piece's comparisons.
+fn bool_type(s: Shape) -> String {
+    match s.piece() {
+        1 => "bool".into(),
+        n => format!("vec{n}<bool>"),
     }
 }
 

@@ -141,7 +141,7 @@ kernels! {
     Conv2dRows =>
         Conv2dRows::"conv2d_rows"(Read, Read, Read, ReadWrite, ReadWrite, Read, Read, Read) [IC, OC, H, W, K, MODE, ACCUMULATE, THROUGH];
     Conv2dBackwardWeightRows =>
-        Conv2dRows::"conv2d_backward_weight_rows"(Read, Read, ReadWrite, Read, Read, Read) [IC, OC, H, W, K, THROUGH];
+        Conv2dRows::"conv2d_backward_weight_rows"(Read, Read, ReadWrite, Read, Read, Read, Read) [IC, OC, H, W, K, THROUGH, DY_THROUGH];
     BatchNormPlaneStats => BatchNorm::"batchnorm_plane_stats"(Read, ReadWrite);
     BatchNormStats => BatchNorm::"batchnorm_stats"(Read, ReadWrite, ReadWrite, ReadWrite);
     BatchNormForward => BatchNorm::"batchnorm_forward"(Read, Read, Read, Read, ReadWrite);

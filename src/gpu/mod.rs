@@ -705,6 +705,32 @@ impl Backend for GpuBackend {
         conv2d::batchnorm_conv2d_backward(self, pb, pc, x, gamma, beta, saved, w, dy, dx, dgamma, dbeta, dw, db)
     }
 
+    fn conv2d_batchnorm_conv2d_backward(
+        &mut self,
+        pa: &Conv2dParams,
+        xa: &GpuTensor,
+        wa: &GpuTensor,
+        dxa: Option<&GpuTensor>,
+        dwa: &GpuTensor,
+        dba: &GpuTensor,
+        pb: &BatchNormParams,
+        z: &GpuTensor,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        saved: &GpuTensor,
+        pc: &Conv2dParams,
+        w: &GpuTensor,
+        dy: &GpuTensor,
+        dgamma: &GpuTensor,
+        dbeta: &GpuTensor,
+        dw: &GpuTensor,
+        db: &GpuTensor,
+    ) {
+        conv2d::conv2d_batchnorm_conv2d_backward(
+            self, pa, xa, wa, dxa, dwa, dba, pb, z, gamma, beta, saved, pc, w, dy, dgamma, dbeta, dw, db,
+        )
+    }
+
     fn linear_forward(&mut self, p: &LinearParams, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor, y: &GpuTensor) {
         linear::linear_forward(self, p, x, w, b, y)
     }
