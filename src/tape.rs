@@ -596,10 +596,7 @@ impl<'b, B: Backend> Tape<'b, B> {
                 let (pa, dwa, dba) = self.conv_param_grads(a.w, a.b, a.p);
                 let pa = Conv2dParams { accumulate: pa.accumulate | dxa.as_ref().map_or(0, |d| d.1), ..pa };
                 let (pc, dw, db) = self.conv_param_grads(w, b, pc);
-                let ((dg, acc), (dbeta, _)) = self.param_pair(gamma, beta).unwrap_or_else(|| {
-                    let mut scratch = |len| (self.backend.scratch(len), 0);
-                    (scratch(pb.c as usize), scratch(pb.c as usize))
-                });
+                let (acc, dg, dbeta) = self.param_grads(gamma, beta, (pb.c as usize, pb.c as usize));
                 let pb = BatchNormParams { accumulate: acc, ..pb };
                 let data = |v| self.values.data(v);
                 let (xa, wa, z, gamma, beta, saved, w) =
@@ -680,21 +677,24 @@ impl<'b, B: Backend> Tape<'b, B> {
         p: BatchNormParams,
     ) -> (BatchNormParams, B::Tensor, B::Tensor, B::Tensor) {
         let (dx, acc_x) = self.grad_slot(x, ACCUMULATE_INPUT).unwrap_or_else(|| (self.backend.scratch(p.len()), 0));
-        let ((dg, acc_p), (db, _)) = self.param_pair(gamma, beta).unwrap_or_else(|| {
-            let c = p.c as usize;
-            ((self.backend.scratch(c), 0), (self.backend.scratch(c), 0))
-        });
+        let (acc_p, dg, db) = self.param_grads(gamma, beta, (p.c as usize, p.c as usize));
         (BatchNormParams { accumulate: acc_x | acc_p, ..p }, dx, dg, db)
     }
 
-    /// A conv's weight and bias gradient slots (scratch if they need none), and its params
-    /// with the accumulate bit they take.
+    /// A conv's weight and bias gradient slots, and its params with the accumulate bit they
+    /// take.
     fn conv_param_grads(&mut self, w: Var, b: Var, p: Conv2dParams) -> (Conv2dParams, B::Tensor, B::Tensor) {
-        let ((dw, acc), (db, _)) = self.param_pair(w, b).unwrap_or_else(|| {
-            let mut scratch = |len| (self.backend.scratch(len), 0);
-            (scratch(p.w_len()), scratch(p.c_out as usize))
-        });
+        let (acc, dw, db) = self.param_grads(w, b, (p.w_len(), p.c_out as usize));
         (Conv2dParams { accumulate: acc, ..p }, dw, db)
+    }
+
+    /// The accumulate bit and gradient slots of a weight and its bias, as `param_pair`, or
+    /// scratch of these lengths where they need no gradient.
+    fn param_grads(&mut self, w: Var, b: Var, (w_len, b_len): (usize, usize)) -> (u32, B::Tensor, B::Tensor) {
+        match self.param_pair(w, b) {
+            Some(((dw, acc), (db, _))) => (acc, dw, db),
+            None => (0, self.backend.scratch(w_len), self.backend.scratch(b_len)),
+        }
     }
 
     /// Gradient slots of a weight and its bias, which one kernel writes together, so they

@@ -82,16 +82,6 @@ struct ReadThrough<'a> {
     relu: bool,
 }
 
-impl ReadThrough<'_> {
-    fn spec(through: Option<Self>) -> u32 {
-        match through {
-            None => Through::Plain as u32,
-            Some(t) if t.relu => Through::BatchNormOfRelu as u32,
-            Some(_) => Through::BatchNorm as u32,
-        }
-    }
-}
-
 /// A BatchNorm's backward that a conv's weight gradient reads its dy through: dy is the
 /// gradient of BatchNorm's input `x`, from that of its output (the binding of dy) and the
 /// towers' `sums` (Σdy, Σdy·x̂ of the output's gradient).
@@ -117,29 +107,31 @@ fn grad_through_shape(gpu: &GpuBackend, p: &Conv2dParams) -> Option<Shape> {
     rows_shape(gpu, p, false).filter(|s| s.oc != 1)
 }
 
-/// `conv2d_rows`: one subgroup per `8 / OC` groups of [`IMAGES`] images. The forward of 4 or 8
-/// output channels also leaves the plane statistics of ReLU(y) for a BatchNorm that reads y.
+/// `conv2d_rows`: one subgroup per `8 / OC` groups of [`IMAGES`] images, reading x through
+/// `through` (its tensors at bindings 6…, see conv2d_rows.rs). Returns the plane statistics
+/// it writes beside y: a forward of 4 or 8 output channels leaves those of ReLU(y) for a
+/// BatchNorm that reads y; `InputGradSums` returns BatchNorm's backward plane sums.
 fn conv2d_rows(
     gpu: &mut GpuBackend,
     p: &Conv2dParams,
     s: Shape,
     mode: Mode,
     bufs: [&GpuTensor; 4],
-    through: Option<ReadThrough>,
-) {
+    (through, bn): (Through, [&GpuTensor; 3]),
+) -> GpuTensor {
     let accumulate = mode != Mode::Forward && (p.accumulate & crate::params::ACCUMULATE_INPUT) != 0;
-    let spec = [s.ic, s.oc, s.h, s.w, s.k, mode as u32, accumulate as u32, ReadThrough::spec(through)];
+    let spec = [s.ic, s.oc, s.h, s.w, s.k, mode as u32, accumulate as u32, through as u32];
     let groups = p.n.div_ceil(IMAGES).div_ceil(s.groups());
     let flops = Some(Work::Flops(2.0 * p.macs() as f64));
-    let with_stats = mode == Mode::Forward && s.oc != 1;
+    let moments = mode == Mode::Forward && s.oc != 1;
+    let with_stats = moments || mode == Mode::InputGradSums;
     let stats = gpu.scratch(if with_stats { 2 * (p.n * s.oc) as usize } else { 1 });
     let [x, w, b, y] = bufs;
-    // Without a BatchNorm its three bindings hold anything: the kernel declares none.
-    let bn = through.map_or([w, w, w], |t| [t.gamma, t.beta, t.saved]);
     gpu.dispatch_work(Kernel::Conv2dRows, &spec, p, &[x, w, b, y, &stats, bn[0], bn[1], bn[2]], groups, flops);
-    if with_stats {
-        gpu.leave_relu_moments(y, stats);
+    if moments {
+        gpu.leave_relu_moments(y, stats.clone());
     }
+    stats
 }
 
 /// The input gradient dx of a conv that reads BatchNorm(x) (so dx is BatchNorm's dy), written,
@@ -161,14 +153,9 @@ fn conv2d_backward_input_sums(
     if !covered || !(p.n / p.towers).is_multiple_of(IMAGES) {
         return None;
     }
-    let through = if relu { Through::BatchNormOfRelu } else { Through::BatchNorm };
-    let spec = [s.ic, s.oc, s.h, s.w, s.k, Mode::InputGradSums as u32, 0, through as u32];
-    let groups = p.n.div_ceil(IMAGES).div_ceil(s.groups());
-    let flops = Some(Work::Flops(2.0 * p.macs() as f64));
-    let sums = gpu.scratch(2 * (p.n * s.oc) as usize);
-    // The bias binding and BatchNorm's third are unused.
-    gpu.dispatch_work(Kernel::Conv2dRows, &spec, p, &[dy, w, w, dx, &sums, x, w, saved], groups, flops);
-    Some(sums)
+    // The bias binding and BatchNorm's second are unused.
+    let through = (Through::batchnorm(relu), [x, w, saved]);
+    Some(conv2d_rows(gpu, p, s, Mode::InputGradSums, [dy, w, w, dx], through))
 }
 
 pub fn conv2d_forward(
@@ -185,7 +172,8 @@ pub fn conv2d_forward(
         "conv2d_forward: {p:?}"
     );
     if let Some(shape) = rows_shape(gpu, p, false) {
-        conv2d_rows(gpu, p, shape, Mode::Forward, [x, w, b, y], None);
+        // Without a BatchNorm its three bindings hold anything: the kernel declares none.
+        conv2d_rows(gpu, p, shape, Mode::Forward, [x, w, b, y], (Through::Plain, [w; 3]));
     } else if tiled(p) {
         conv2d_tile(gpu, p, false, x, w, b, y);
     } else {
@@ -198,7 +186,7 @@ pub fn conv2d_backward_input(gpu: &mut GpuBackend, p: &Conv2dParams, dy: &GpuTen
     assert_eq!((dy.len, w.len, dx.len), (p.y_len(), p.w_len(), p.x_len()), "conv2d_backward_input: {p:?}");
     if let Some(shape) = rows_shape(gpu, p, true) {
         // No bias in the input gradient; `w` fills the unused bias binding.
-        conv2d_rows(gpu, p, shape, Mode::InputGrad, [dy, w, w, dx], None);
+        conv2d_rows(gpu, p, shape, Mode::InputGrad, [dy, w, w, dx], (Through::Plain, [w; 3]));
     } else if tiled(p) {
         conv2d_tile(gpu, p, true, dy, w, w, dx);
     } else {
@@ -251,12 +239,9 @@ fn conv2d_backward_weight_of(
         let p = Conv2dParams { chunk: IMAGES, ..*p };
         let chunks = p.towers * (p.n / p.towers).div_ceil(IMAGES);
         let partial = gpu.scratch(chunks as usize * taps);
-        let dy_spec = match dy_through {
-            None => Through::Plain,
-            Some(t) if t.relu => Through::BatchNormOfRelu,
-            Some(_) => Through::BatchNorm,
-        };
-        let spec = [shape.ic, shape.oc, shape.h, shape.w, shape.k, ReadThrough::spec(through), dy_spec as u32];
+        let spec = |relu: Option<bool>| relu.map_or(Through::Plain, Through::batchnorm) as u32;
+        let (x_spec, dy_spec) = (spec(through.map(|t| t.relu)), spec(dy_through.map(|t| t.relu)));
+        let spec = [shape.ic, shape.oc, shape.h, shape.w, shape.k, x_spec, dy_spec];
         let flops = Some(Work::Flops(2.0 * p.macs() as f64));
         let groups = chunks.div_ceil(shape.groups());
         // Bindings 4… hold the BatchNorm that x or dy is read through, if any.
@@ -310,8 +295,8 @@ pub fn batchnorm_conv2d_forward(
     batchnorm_statistics(gpu, pb, x, saved, running_mean, running_var);
     match through_shape(gpu, p) {
         Some(shape) => {
-            let through = ReadThrough { gamma, beta, saved, relu: pb.relu_input != 0 };
-            conv2d_rows(gpu, p, shape, Mode::Forward, [x, w, b, y], Some(through));
+            let through = (Through::batchnorm(pb.relu_input != 0), [gamma, beta, saved]);
+            conv2d_rows(gpu, p, shape, Mode::Forward, [x, w, b, y], through);
         }
         None => {
             let normalised = gpu.scratch(pb.len());

@@ -85,6 +85,11 @@ pub enum Through {
 }
 
 impl Through {
+    /// Through a BatchNorm, of ReLU(x) or of x.
+    pub fn batchnorm(relu: bool) -> Self {
+        if relu { Through::BatchNormOfRelu } else { Through::BatchNorm }
+    }
+
     fn from_spec(v: u32) -> Self {
         match v {
             0 => Through::Plain,
