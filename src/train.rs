@@ -227,9 +227,15 @@ impl RunState {
     }
 }
 
-/// Pairs per warm-up batch: kernel choices and specialisations depend on the layer shapes, not
-/// on the batch size.
-pub const WARM_UP_BATCH: usize = 4;
+/// Pairs per warm-up batch for a run of `batch_size`: kernel choices and specialisations depend
+/// on the layer shapes and on whether a tower fills whole GPU lane groups of images
+/// (`conv2d_rows::IMAGES`, a power of two), not otherwise on the batch size, so the warm-up's
+/// towers fill them exactly when the run's do (its fused kernels, not their fallbacks, get
+/// compiled).
+pub fn warm_up_batch(batch_size: usize) -> usize {
+    let group = crate::gpu::conv2d_rows::IMAGES as usize;
+    1 << batch_size.trailing_zeros().min(group.trailing_zeros())
+}
 
 /// Runs one training step and one eval-mode forward of `cfg`'s network on a few blank images,
 /// so that every kernel a run uses is compiled before the run needs it: `train` does this while
@@ -243,11 +249,12 @@ pub fn warm_up<B: Backend>(backend: &mut B, cfg: &TrainConfig) {
         labels: (0..IMAGES).map(|i| (i % 2) as u8).collect(),
         source: "warm-up".into(),
     };
-    let cfg = TrainConfig { batch_size: WARM_UP_BATCH, val_fraction: 0.25, ..cfg.clone() };
+    let batch = warm_up_batch(cfg.batch_size);
+    let cfg = TrainConfig { batch_size: batch, val_fraction: 0.25, ..cfg.clone() };
     let mut trainer = Trainer::new(backend, cfg, &blank);
     let pairs = trainer.bench_pairs(1);
     trainer.step(backend, &pairs, 0);
-    trainer.embed_rows(backend, &trainer.train_rows[..WARM_UP_BATCH]);
+    trainer.embed_rows(backend, &trainer.train_rows[..batch]);
     backend.reset_scratch();
 }
 

@@ -2,7 +2,7 @@ use siamese::backend::Backend;
 use siamese::data::Dataset;
 use siamese::gpu::GpuBackend;
 use siamese::model::IMAGE_PIXELS;
-use siamese::train::{TrainConfig, Trainer, WARM_UP_BATCH, warm_up};
+use siamese::train::{TrainConfig, Trainer, warm_up, warm_up_batch};
 
 use crate::util::{gpu_available, rng, uniform};
 
@@ -40,9 +40,43 @@ fn warm_up_leaves_no_trace() {
         source: "random".into(),
     };
     // The warm-up's own batch size: the run then reuses the very scratch buffers it left.
-    let cfg = TrainConfig { batch_size: WARM_UP_BATCH, ..TrainConfig::default() };
+    let cfg = TrainConfig { batch_size: warm_up_batch(TrainConfig::default().batch_size), ..TrainConfig::default() };
     let cold = trained_bits(&data, &cfg, false);
     let warm = trained_bits(&data, &cfg, true);
     let differ = cold.iter().zip(&warm).filter(|(a, b)| a != b).count();
     assert_eq!(differ, 0, "{differ} of {} values differ after a warm-up", cold.len());
+}
+
+/// The warm-up must build every pipeline a run of the default configuration uses (kernels are
+/// chosen by layer shape and by whether a batch's towers fill the GPU's lane groups), or the
+/// first real step compiles the rest: training steps and an eval-mode pass build none after it.
+#[test]
+fn warm_up_builds_every_pipeline_a_run_uses() {
+    if !gpu_available("warm_up_builds_every_pipeline_a_run_uses") {
+        return;
+    }
+    let n = 600;
+    let mut r = rng(11);
+    let data = Dataset {
+        images: uniform(&mut r, n * IMAGE_PIXELS, 0.0, 256.0).into_iter().map(|v| v as u8).collect(),
+        labels: (0..n).map(|i| (i % 10) as u8).collect(),
+        source: "random".into(),
+    };
+    for batch_size in [128, 100] {
+        let cfg = TrainConfig { batch_size, ..TrainConfig::default() };
+        let mut gpu = GpuBackend::new().expect("an adapter");
+        warm_up(&mut gpu, &cfg);
+        let built = gpu.pipelines_built();
+        let mut trainer = Trainer::new(&mut gpu, cfg, &data);
+        let pairs = trainer.bench_pairs(2);
+        for (slot, batch) in pairs.chunks(batch_size).enumerate() {
+            trainer.step(&mut gpu, batch, slot);
+        }
+        let rows = trainer.train_rows[..2 * batch_size].to_vec();
+        trainer.embed_rows(&mut gpu, &rows);
+        if let Some(e) = gpu.take_error() {
+            panic!("{e}");
+        }
+        assert_eq!(gpu.pipelines_built(), built, "pipelines built after the warm-up, batches of {batch_size}");
+    }
 }

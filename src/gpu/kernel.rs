@@ -188,6 +188,15 @@ pub struct Pipelines {
 }
 
 impl Pipelines {
+    /// Pipelines built so far (each compiled once).
+    pub fn len(&self) -> usize {
+        self.pipelines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pipelines.is_empty()
+    }
+
     /// The pipeline of `kernel` with its `override` constants set to `spec`.
     pub fn get(
         &mut self,

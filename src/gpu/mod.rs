@@ -485,6 +485,12 @@ impl GpuBackend {
             .unwrap_or_else(|| vec![T::zeroed(); t.len])
     }
 
+    /// Compute pipelines built so far, one per kernel and specialisation (on llvmpipe each
+    /// is compiled at its first dispatch).
+    pub fn pipelines_built(&self) -> usize {
+        self.pipelines.len()
+    }
+
     /// Writes raw 32-bit words into a tensor, after everything recorded so far.
     pub fn write_words<T: Pod>(&mut self, t: &GpuTensor, data: &[T]) {
         assert_eq!(data.len(), t.len, "gpu: writing {} words into a tensor of {}", data.len(), t.len);
