@@ -123,6 +123,23 @@ pub trait Backend {
     fn maxpool_forward(&mut self, p: &MaxPoolParams, x: &Self::Tensor, y: &Self::Tensor);
     fn maxpool_backward(&mut self, p: &MaxPoolParams, x: &Self::Tensor, dy: &Self::Tensor, dx: &Self::Tensor);
 
+    /// A train-mode BatchNorm's output computed again from x, into scratch, for the default
+    /// backwards of the fused ops that never kept it: the statistics come out the same as the
+    /// forward's (deterministic kernels) and are not counted in the running ones.
+    fn batchnorm_output_again(
+        &mut self,
+        pb: &BatchNormParams,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+    ) -> Self::Tensor {
+        let c = pb.c as usize;
+        let (normalised, again) = (self.scratch(pb.len()), self.scratch(pb.saved_len()));
+        let (mean, var) = (self.scratch(c), self.scratch(c));
+        self.batchnorm_forward_train(pb, x, gamma, beta, &normalised, &again, &mean, &var);
+        normalised
+    }
+
     // --- batchnorm then maxpool, fused ----------------------------------------------------------
     /// MaxPool2d(BatchNorm2d(x)) in train mode, BatchNorm's output never kept: the statistics
     /// go to `saved` and the running statistics as in `batchnorm_forward_train`; y is pooled.
@@ -164,10 +181,7 @@ pub trait Backend {
         dgamma: &Self::Tensor,
         dbeta: &Self::Tensor,
     ) {
-        let c = pb.c as usize;
-        let (normalised, again) = (self.scratch(pb.len()), self.scratch(pb.saved_len()));
-        let (mean, var) = (self.scratch(c), self.scratch(c));
-        self.batchnorm_forward_train(pb, x, gamma, beta, &normalised, &again, &mean, &var);
+        let normalised = self.batchnorm_output_again(pb, x, gamma, beta);
         let dnormalised = self.scratch(pb.len());
         self.maxpool_backward(&MaxPoolParams { accumulate: 0, ..*pp }, &normalised, dy, &dnormalised);
         self.batchnorm_backward(pb, x, &dnormalised, gamma, saved, dx, dgamma, dbeta);
@@ -219,10 +233,7 @@ pub trait Backend {
         dw: &Self::Tensor,
         db: &Self::Tensor,
     ) {
-        let c = pb.c as usize;
-        let (normalised, again) = (self.scratch(pb.len()), self.scratch(pb.saved_len()));
-        let (mean, var) = (self.scratch(c), self.scratch(c));
-        self.batchnorm_forward_train(pb, x, gamma, beta, &normalised, &again, &mean, &var);
+        let normalised = self.batchnorm_output_again(pb, x, gamma, beta);
         let dnormalised = self.scratch(pb.len());
         self.conv2d_backward_input(&Conv2dParams { accumulate: 0, ..*pc }, dy, w, &dnormalised);
         self.conv2d_backward_weight(pc, &normalised, dy, dw, db);

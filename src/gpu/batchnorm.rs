@@ -69,6 +69,21 @@ pub fn batchnorm_statistics(
     );
 }
 
+/// BatchNorm's output written out into scratch, from the statistics in `saved`: the fallback
+/// of the fused ops where no kernel reads x through the normalisation.
+pub fn batchnorm_output(
+    gpu: &mut GpuBackend,
+    p: &BatchNormParams,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    saved: &GpuTensor,
+) -> GpuTensor {
+    let y = gpu.scratch(p.len());
+    batchnorm_normalise(gpu, p, x, gamma, beta, saved, &y);
+    y
+}
+
 /// The second half: y = BatchNorm(x) with the statistics in `saved`.
 pub fn batchnorm_normalise(
     gpu: &mut GpuBackend,

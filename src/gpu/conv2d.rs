@@ -10,7 +10,7 @@
 //! normalisation, so that BatchNorm's output is never written (other tiers write it).
 
 use super::batchnorm::{
-    batchnorm_backward_input, batchnorm_backward_planes, batchnorm_backward_sums, batchnorm_normalise,
+    batchnorm_backward_input, batchnorm_backward_planes, batchnorm_backward_sums, batchnorm_output,
     batchnorm_statistics,
 };
 use super::conv2d_rows::{IMAGES, Mode, Shape, Through};
@@ -299,8 +299,7 @@ pub fn batchnorm_conv2d_forward(
             conv2d_rows(gpu, p, shape, Mode::Forward, [x, w, b, y], through);
         }
         None => {
-            let normalised = gpu.scratch(pb.len());
-            batchnorm_normalise(gpu, pb, x, gamma, beta, saved, &normalised);
+            let normalised = batchnorm_output(gpu, pb, x, gamma, beta, saved);
             conv2d_forward(gpu, p, &normalised, w, b, y);
         }
     }
@@ -365,8 +364,7 @@ fn batchnorm_conv2d_backward_head(
         let through = ReadThrough { gamma, beta, saved, relu };
         conv2d_backward_weight_of(gpu, p, x, Some(through), None, dy, dw, db);
     } else {
-        let normalised = gpu.scratch(pb.len());
-        batchnorm_normalise(gpu, pb, x, gamma, beta, saved, &normalised);
+        let normalised = batchnorm_output(gpu, pb, x, gamma, beta, saved);
         conv2d_backward_weight(gpu, p, &normalised, dy, dw, db);
     }
     batchnorm_backward_sums(gpu, pb, &planes, dgamma, dbeta)

@@ -2,7 +2,7 @@
 //! BatchNorm's output that is never written (MaxPool(BatchNorm(x)), read through from x,
 //! whose backward is BatchNorm's too).
 
-use super::batchnorm::{batchnorm_backward, batchnorm_backward_sums, batchnorm_normalise, batchnorm_statistics};
+use super::batchnorm::{batchnorm_backward, batchnorm_backward_sums, batchnorm_output, batchnorm_statistics};
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::Backend;
 use crate::params::{ACCUMULATE_INPUT, BatchNormParams, MaxPoolParams};
@@ -90,8 +90,7 @@ pub fn batchnorm_maxpool_backward(
         (Kernel::BatchNormMaxPoolBackwardSumsWindows, Kernel::BatchNormMaxPoolBackwardInputWindows)
     } else {
         // Odd sizes: the per-element kernel has no BatchNorm reading; the two ops in turn.
-        let (normalised, dnormalised) = (gpu.scratch(p.x_len()), gpu.scratch(p.x_len()));
-        batchnorm_normalise(gpu, pb, x, gamma, beta, saved, &normalised);
+        let (normalised, dnormalised) = (batchnorm_output(gpu, pb, x, gamma, beta, saved), gpu.scratch(p.x_len()));
         maxpool_backward(gpu, &p, &normalised, dy, &dnormalised);
         return batchnorm_backward(gpu, pb, x, &dnormalised, gamma, saved, dx, dgamma, dbeta);
     };
