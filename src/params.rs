@@ -294,9 +294,11 @@ impl AdamConfig {
     }
 }
 
-/// One Adam step over a flat parameter buffer, as the shader sees it. `1 − β` is computed
-/// in f64 and then rounded, as PyTorch does with its Python-float hyper-parameters; in f32
-/// `1 − 0.999` would be off by 1e-5 relative.
+/// Adam over a flat parameter buffer, as the shader sees it: what stays the same from step to
+/// step (the step's own scalars, [`AdamConfig::step_scalars`], go in a storage buffer, so that
+/// this uniform and the launch's bind group are made once). `1 − β` is computed in f64 and
+/// then rounded, as PyTorch does with its Python-float hyper-parameters; in f32 `1 − 0.999`
+/// would be off by 1e-5 relative.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
 pub struct AdamParams {
@@ -305,25 +307,18 @@ pub struct AdamParams {
     pub one_minus_beta1: f32,
     pub one_minus_beta2: f32,
     pub eps: f32,
-    /// lr / (1 − β1ᵗ).
-    pub step_size: f32,
-    /// √(1 − β2ᵗ).
-    pub bias_correction2_sqrt: f32,
-    pub _pad: u32,
+    pub _pad: [u32; 3],
 }
 
 impl AdamParams {
-    pub fn new(len: usize, cfg: &AdamConfig, t: u64) -> Self {
-        let (step_size, bc2_sqrt) = cfg.step_scalars(t);
+    pub fn new(len: usize, cfg: &AdamConfig) -> Self {
         Self {
             len: len as u32,
             beta2: cfg.beta2 as f32,
             one_minus_beta1: (1.0 - cfg.beta1) as f32,
             one_minus_beta2: (1.0 - cfg.beta2) as f32,
             eps: cfg.eps as f32,
-            step_size: step_size as f32,
-            bias_correction2_sqrt: bc2_sqrt as f32,
-            _pad: 0,
+            _pad: [0; 3],
         }
     }
 }

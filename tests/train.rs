@@ -47,6 +47,39 @@ fn warm_up_leaves_no_trace() {
     assert_eq!(differ, 0, "{differ} of {} values differ after a warm-up", cold.len());
 }
 
+/// The "no allocation per step": once a first step has made its scratch, uniforms and
+/// bind groups, later steps (each writing its loss to its own slot, Adam with its own step's
+/// scalars) reuse them all.
+#[test]
+fn training_steps_after_the_first_make_no_buffers_or_bind_groups() {
+    if !gpu_available("training_steps_after_the_first_make_no_buffers_or_bind_groups") {
+        return;
+    }
+    let n = 600;
+    let mut r = rng(12);
+    let data = Dataset {
+        images: uniform(&mut r, n * IMAGE_PIXELS, 0.0, 256.0).into_iter().map(|v| v as u8).collect(),
+        labels: (0..n).map(|i| (i % 10) as u8).collect(),
+        source: "random".into(),
+    };
+    let cfg = TrainConfig { batch_size: 32, ..TrainConfig::default() };
+    let mut gpu = GpuBackend::new().expect("an adapter");
+    let mut trainer = Trainer::new(&mut gpu, cfg, &data);
+    let pairs = trainer.bench_pairs(8);
+    let mut batches = pairs.chunks(32).enumerate();
+    for (slot, batch) in batches.by_ref().take(2) {
+        trainer.step(&mut gpu, batch, slot);
+    }
+    trainer.step_loss(&mut gpu, 1);
+    let (made, dispatches) = (gpu.allocations, gpu.dispatches);
+    for (slot, batch) in batches {
+        trainer.step(&mut gpu, batch, slot);
+    }
+    assert!(trainer.step_loss(&mut gpu, 7).is_finite());
+    assert!(gpu.dispatches >= dispatches + 6 * 20, "the steps ran");
+    assert_eq!(gpu.allocations, made, "buffers and bind groups made by steps 3 to 8");
+}
+
 /// The warm-up must build every pipeline a run of the default configuration uses (kernels are
 /// chosen by layer shape and by whether a batch's towers fill the GPU's lane groups), or the
 /// first real step compiles the rest: training steps and an eval-mode pass build none after it.

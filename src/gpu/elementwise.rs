@@ -19,9 +19,14 @@ pub fn accumulate(gpu: &mut GpuBackend, src: &GpuTensor, dst: &GpuTensor) {
     launch(gpu, Kernel::Accumulate, ElementwiseParams::new(dst.len), &[src, dst]);
 }
 
+/// A copy command between two buffers, the kernel within one.
 pub fn copy(gpu: &mut GpuBackend, src: &GpuTensor, dst: &GpuTensor) {
     assert_eq!(src.len, dst.len, "copy: lengths");
-    launch(gpu, Kernel::Copy, ElementwiseParams::new(dst.len), &[src, dst]);
+    if src.buffer != dst.buffer {
+        gpu.record_copy(src, dst);
+    } else {
+        launch(gpu, Kernel::Copy, ElementwiseParams::new(dst.len), &[src, dst]);
+    }
 }
 
 pub fn relu_forward(gpu: &mut GpuBackend, x: &GpuTensor, y: &GpuTensor) {

@@ -174,7 +174,7 @@ kernels! {
     PairDistanceBackward => Distance::"pair_distance_backward"(Read, Read, Read, ReadWrite);
     ContrastiveForward => Contrastive::"contrastive_forward"(Read, Read, ReadWrite);
     ContrastiveBackward => Contrastive::"contrastive_backward"(Read, Read, Read, ReadWrite);
-    AdamStep => Optim::"adam_step"(ReadWrite, Read, ReadWrite, ReadWrite);
+    AdamStep => Optim::"adam_step"(ReadWrite, Read, ReadWrite, ReadWrite, Read);
 }
 
 /// Compiled shader modules and pipelines (one per kernel and specialisation), made on first

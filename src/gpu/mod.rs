@@ -98,13 +98,42 @@ impl GpuBackend {
     }
 }
 
-/// A recorded dispatch, waiting for the next submit.
+/// A recorded command, waiting for the next submit.
+enum Command {
+    Dispatch(Dispatch),
+    /// A transfer between two buffers: a copy command, not a launch.
+    Copy {
+        src: wgpu::Buffer,
+        src_offset: u64,
+        dst: wgpu::Buffer,
+        dst_offset: u64,
+        bytes: u64,
+    },
+}
+
 struct Dispatch {
     kernel: Kernel,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     grid: (u32, u32),
     work: Work,
+}
+
+impl Command {
+    fn dispatch(&self) -> Option<&Dispatch> {
+        match self {
+            Command::Dispatch(d) => Some(d),
+            Command::Copy { .. } => None,
+        }
+    }
+}
+
+impl Dispatch {
+    fn record(&self, pass: &mut wgpu::ComputePass) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
+    }
 }
 
 /// What a dispatch does, for the profile's rates: arithmetic for compute-bound kernels, else
@@ -200,7 +229,7 @@ pub struct GpuBackend {
     scratch: ScratchPool,
     uniforms: HashMap<Vec<u8>, wgpu::Buffer>,
     bind_groups: HashMap<BindKey, wgpu::BindGroup>,
-    pending: Vec<Dispatch>,
+    pending: Vec<Command>,
     staging: Option<wgpu::Buffer>,
     profiler: Option<Profiler>,
     /// Whether convolutions go to the subgroup kernels (src/gpu/conv2d_rows.rs) where they
@@ -212,8 +241,14 @@ pub struct GpuBackend {
     /// them instead of reading y again (src/gpu/batchnorm.rs). Any other dispatch, a write or
     /// a scratch reset drops them.
     relu_moments: Option<ReluMoments>,
+    /// Adam's per-step scalars, rewritten before each of its launches (src/gpu/optim.rs), and
+    /// whether a launch reading them is recorded but not yet submitted.
+    adam_scalars: Option<GpuTensor>,
+    adam_recorded: bool,
     /// Dispatches recorded since creation.
     pub dispatches: u64,
+    /// Buffers and bind groups made since creation: a training step after the first makes none.
+    pub allocations: u64,
     /// Submits since creation.
     pub submits: u64,
 }
@@ -228,6 +263,8 @@ impl GpuBackend {
         Self {
             subgroup_convs: ctx.subgroups_of_8,
             relu_moments: None,
+            adam_scalars: None,
+            adam_recorded: false,
             ctx,
             pipelines: Pipelines::default(),
             scratch: ScratchPool::default(),
@@ -237,6 +274,7 @@ impl GpuBackend {
             staging: None,
             profiler: None,
             dispatches: 0,
+            allocations: 0,
             submits: 0,
         }
     }
@@ -288,10 +326,12 @@ impl GpuBackend {
             self.bind_groups.clear();
         }
         let device = &self.ctx.device;
+        let allocations = &mut self.allocations;
         let bind_group = self
             .bind_groups
             .entry(key)
             .or_insert_with(|| {
+                *allocations += 1;
                 let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
                 for (i, t) in buffers.iter().enumerate() {
                     assert!(t.len > 0, "{kernel:?}: empty tensor at binding {}", i + 1);
@@ -310,7 +350,7 @@ impl GpuBackend {
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
         let grid = if workgroups <= max { (workgroups, 1) } else { (max, workgroups.div_ceil(max)) };
         let work = work.unwrap_or_else(|| Work::Bytes(buffers.iter().map(|t| (t.len * 4) as f64).sum()));
-        self.pending.push(Dispatch { kernel, pipeline, bind_group, grid, work });
+        self.pending.push(Command::Dispatch(Dispatch { kernel, pipeline, bind_group, grid, work }));
         self.dispatches += 1;
         if self.profiler.is_some() && self.pending.len() as u32 >= PROFILE_CAPACITY {
             self.flush();
@@ -329,9 +369,11 @@ impl GpuBackend {
 
     fn uniform(&mut self, bytes: &[u8]) -> wgpu::Buffer {
         let device = &self.ctx.device;
+        let allocations = &mut self.allocations;
         self.uniforms
             .entry(bytes.to_vec())
             .or_insert_with(|| {
+                *allocations += 1;
                 device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some("params"),
                     contents: bytes,
@@ -341,7 +383,8 @@ impl GpuBackend {
             .clone()
     }
 
-    fn create_buffer(&self, bytes: u64, label: &str) -> wgpu::Buffer {
+    fn create_buffer(&mut self, bytes: u64, label: &str) -> wgpu::Buffer {
+        self.allocations += 1;
         self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.max(16).next_multiple_of(256),
@@ -350,57 +393,81 @@ impl GpuBackend {
         })
     }
 
-    /// Submits every recorded dispatch in one command buffer (one compute pass, or with
-    /// profiling one pass per dispatch between timestamps).
+    /// Records a copy of `src` into `dst`, two different buffers (WebGPU copies only between
+    /// distinct ones).
+    pub fn record_copy(&mut self, src: &GpuTensor, dst: &GpuTensor) {
+        assert!(src.len == dst.len && src.buffer != dst.buffer, "record_copy: {src:?} into {dst:?}");
+        self.relu_moments = None;
+        self.pending.push(Command::Copy {
+            src: src.buffer.clone(),
+            src_offset: (src.offset * 4) as u64,
+            dst: dst.buffer.clone(),
+            dst_offset: (dst.offset * 4) as u64,
+            bytes: (src.len * 4) as u64,
+        });
+    }
+
+    /// Submits every recorded command in one command buffer: each run of dispatches in one
+    /// compute pass (with profiling, one pass per dispatch between timestamps), copies between.
     pub fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
         let pending = std::mem::take(&mut self.pending);
+        self.adam_recorded = false;
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-        match &self.profiler {
-            None => {
-                let mut pass = encoder.begin_compute_pass(&Default::default());
-                for d in &pending {
-                    pass.set_pipeline(&d.pipeline);
-                    pass.set_bind_group(0, &d.bind_group, &[]);
-                    pass.dispatch_workgroups(d.grid.0, d.grid.1, 1);
+        let mut timed = 0;
+        let mut rest = pending.as_slice();
+        while let Some(first) = rest.first() {
+            if let Command::Copy { src, src_offset, dst, dst_offset, bytes } = first {
+                encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *bytes);
+                rest = &rest[1..];
+                continue;
+            }
+            let run = rest.iter().take_while(|c| matches!(c, Command::Dispatch(_))).count();
+            let dispatches = rest[..run].iter().filter_map(Command::dispatch);
+            match &self.profiler {
+                None => {
+                    let mut pass = encoder.begin_compute_pass(&Default::default());
+                    dispatches.for_each(|d| d.record(&mut pass));
+                }
+                Some(prof) => {
+                    for d in dispatches {
+                        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: Some(d.kernel.entry_point()),
+                            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                                query_set: &prof.queries,
+                                beginning_of_pass_write_index: Some(2 * timed),
+                                end_of_pass_write_index: Some(2 * timed + 1),
+                            }),
+                        });
+                        d.record(&mut pass);
+                        timed += 1;
+                    }
                 }
             }
-            Some(prof) => {
-                for (i, d) in pending.iter().enumerate() {
-                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some(d.kernel.entry_point()),
-                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                            query_set: &prof.queries,
-                            beginning_of_pass_write_index: Some(2 * i as u32),
-                            end_of_pass_write_index: Some(2 * i as u32 + 1),
-                        }),
-                    });
-                    pass.set_pipeline(&d.pipeline);
-                    pass.set_bind_group(0, &d.bind_group, &[]);
-                    pass.dispatch_workgroups(d.grid.0, d.grid.1, 1);
-                }
-                let n = 2 * pending.len() as u32;
-                encoder.resolve_query_set(&prof.queries, 0..n, &prof.resolve, 0);
-                encoder.copy_buffer_to_buffer(&prof.resolve, 0, &prof.readback, 0, n as u64 * 8);
-            }
+            rest = &rest[run..];
+        }
+        if let Some(prof) = &self.profiler {
+            encoder.resolve_query_set(&prof.queries, 0..2 * timed, &prof.resolve, 0);
+            encoder.copy_buffer_to_buffer(&prof.resolve, 0, &prof.readback, 0, 2 * timed as u64 * 8);
         }
         self.ctx.queue.submit(Some(encoder.finish()));
         self.submits += 1;
-        if self.profiler.is_some() {
-            self.collect_timestamps(&pending);
+        if self.profiler.is_some() && timed > 0 {
+            let dispatches: Vec<&Dispatch> = pending.iter().filter_map(Command::dispatch).collect();
+            self.collect_timestamps(&dispatches);
         }
     }
 
-    fn collect_timestamps(&mut self, pending: &[Dispatch]) {
+    fn collect_timestamps(&mut self, dispatches: &[&Dispatch]) {
         let prof = self.profiler.as_mut().expect("profiling");
-        let n = 2 * pending.len() as u64;
+        let n = 2 * dispatches.len() as u64;
         let Some(ticks) = map_read(&self.ctx, &prof.readback, n * 8, |b| bytemuck::cast_slice::<u8, u64>(b).to_vec())
         else {
             return;
         };
-        for (i, d) in pending.iter().enumerate() {
+        for (i, d) in dispatches.iter().enumerate() {
             let ns = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * prof.period_ns;
             prof.profile.add(d.kernel, ns, d.work);
         }
@@ -467,6 +534,7 @@ impl GpuBackend {
         self.flush();
         let bytes = (t.len * 4) as u64;
         if self.staging.as_ref().is_none_or(|s| s.size() < bytes) {
+            self.allocations += 1;
             self.staging = Some(self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("staging"),
                 size: bytes.next_multiple_of(256),
@@ -543,6 +611,7 @@ impl Backend for GpuBackend {
                 mapped_at_creation: false,
             });
             buffers.push(buffer);
+            self.allocations += 1;
         }
         *in_use += 1;
         GpuTensor { buffer: buffers[*in_use - 1].clone(), offset: 0, len }
