@@ -217,7 +217,10 @@ fn batchnorm_maxpool(c: &mut Criterion, gpu: &mut GpuBackend) {
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
     group.bench_function("gpu fused", |b| {
         b.iter_custom(|iters| {
-            time_gpu(gpu, iters, |g| g.batchnorm_maxpool_forward(&pb, &pp, &gx, &gg, &gb, &gsaved, &grm, &grv, &gy))
+            time_gpu(gpu, iters, |g| {
+                g.batchnorm_statistics(&pb, &gx, &gsaved, &grm, &grv);
+                g.batchnorm_maxpool_forward(&pb, &pp, &gx, &gg, &gb, &gsaved, &gy)
+            })
         })
     });
     group.bench_function("gpu apart", |b| {
@@ -284,7 +287,8 @@ fn batchnorm_conv2d(c: &mut Criterion, gpu: &mut GpuBackend) {
     group.bench_function("gpu fused", |b| {
         b.iter_custom(|iters| {
             time_gpu(gpu, iters, |g| {
-                g.batchnorm_conv2d_forward(&pb, &pc, &gx, &gg, &gb, &gsaved, &grm, &grv, &gw, &gbias, &gy)
+                g.batchnorm_statistics(&pb, &gx, &gsaved, &grm, &grv);
+                g.batchnorm_conv2d_forward(&pb, &pc, &gx, &gg, &gb, &gsaved, &gw, &gbias, &gy)
             })
         })
     });

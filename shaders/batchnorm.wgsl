@@ -5,6 +5,7 @@
 // entry point                 bindings 1.. (binding 0: BatchNormParams)
 // batchnorm_plane_stats       x, planes                            one invocation per plane
 // batchnorm_stats             planes, saved, running_mean, running_var   one per channel
+// batchnorm_running_stats     running_mean, running_var, saved     one per channel
 // batchnorm_forward           x, gamma, beta, saved, y             one invocation per plane
 // batchnorm_forward_eval      x, gamma, beta, running_mean, running_var, y   one per plane
 // batchnorm_backward_plane    x, dy, saved, planes                 one invocation per plane
@@ -146,6 +147,25 @@ fn batchnorm_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
         let unbiased = m2 / max(count - 1.0, 1.0);
         st_running_mean[c] = (1.0 - p.momentum) * st_running_mean[c] + p.momentum * mean;
         st_running_var[c] = (1.0 - p.momentum) * st_running_var[c] + p.momentum * unbiased;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> rs_running_mean: array<f32>;
+@group(0) @binding(2) var<storage, read> rs_running_var: array<f32>;
+@group(0) @binding(3) var<storage, read_write> rs_saved: array<f32>;
+
+// Eval mode's statistics in the layout batchnorm_stats writes, for the kernels that normalise
+// as they read: every tower's are the running ones.
+@compute @workgroup_size(64)
+fn batchnorm_running_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if c >= p.c {
+        return;
+    }
+    let invstd = 1.0 / sqrt(rs_running_var[c] + p.eps);
+    for (var t = 0u; t < p.towers; t++) {
+        rs_saved[saved_mean(t, c)] = rs_running_mean[c];
+        rs_saved[saved_invstd(t, c)] = invstd;
     }
 }
 

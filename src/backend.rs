@@ -106,6 +106,35 @@ pub trait Backend {
         running_var: &Self::Tensor,
         y: &Self::Tensor,
     );
+    /// Train mode's statistics alone, into `saved` and the running statistics as
+    /// `batchnorm_forward_train` leaves them, for the fused ops that normalise as they read.
+    fn batchnorm_statistics(
+        &mut self,
+        p: &BatchNormParams,
+        x: &Self::Tensor,
+        saved: &Self::Tensor,
+        running_mean: &Self::Tensor,
+        running_var: &Self::Tensor,
+    );
+    /// Eval mode's, in `saved`'s layout: every tower's are the running mean and
+    /// 1/√(running var + eps).
+    fn batchnorm_running_statistics(
+        &mut self,
+        p: &BatchNormParams,
+        running_mean: &Self::Tensor,
+        running_var: &Self::Tensor,
+        saved: &Self::Tensor,
+    );
+    /// y = BatchNorm(x) with the statistics in `saved`.
+    fn batchnorm_normalise(
+        &mut self,
+        p: &BatchNormParams,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        saved: &Self::Tensor,
+        y: &Self::Tensor,
+    );
     #[allow(clippy::too_many_arguments)]
     fn batchnorm_backward(
         &mut self,
@@ -141,9 +170,9 @@ pub trait Backend {
     }
 
     // --- batchnorm then maxpool, fused ----------------------------------------------------------
-    /// MaxPool2d(BatchNorm2d(x)) in train mode, BatchNorm's output never kept: the statistics
-    /// go to `saved` and the running statistics as in `batchnorm_forward_train`; y is pooled.
-    /// By default the two ops in turn; the GPU pools straight from x, normalising as it reads.
+    /// MaxPool2d(BatchNorm2d(x)) with the statistics in `saved` (`batchnorm_statistics` or
+    /// `batchnorm_running_statistics`), BatchNorm's output never kept. By default the two ops
+    /// in turn; the GPU pools straight from x, normalising as it reads.
     #[allow(clippy::too_many_arguments)]
     fn batchnorm_maxpool_forward(
         &mut self,
@@ -153,12 +182,10 @@ pub trait Backend {
         gamma: &Self::Tensor,
         beta: &Self::Tensor,
         saved: &Self::Tensor,
-        running_mean: &Self::Tensor,
-        running_var: &Self::Tensor,
         y: &Self::Tensor,
     ) {
         let normalised = self.scratch(pb.len());
-        self.batchnorm_forward_train(pb, x, gamma, beta, &normalised, saved, running_mean, running_var);
+        self.batchnorm_normalise(pb, x, gamma, beta, saved, &normalised);
         self.maxpool_forward(pp, &normalised, y);
     }
     /// Its backward, BatchNorm's included: dy is the pooled output's gradient, and dx, dgamma
@@ -188,8 +215,7 @@ pub trait Backend {
     }
 
     // --- batchnorm then conv, fused -------------------------------------------------------------
-    /// Conv2d(BatchNorm2d(x)) in train mode, BatchNorm's output never kept: the statistics go
-    /// to `saved` and the running statistics as in `batchnorm_forward_train`; y is the conv's.
+    /// Conv2d(BatchNorm2d(x)) with the statistics in `saved`, as `batchnorm_maxpool_forward`.
     /// By default the two ops in turn; the GPU's subgroup kernels convolve straight from x,
     /// normalising as they load it.
     #[allow(clippy::too_many_arguments)]
@@ -201,14 +227,12 @@ pub trait Backend {
         gamma: &Self::Tensor,
         beta: &Self::Tensor,
         saved: &Self::Tensor,
-        running_mean: &Self::Tensor,
-        running_var: &Self::Tensor,
         w: &Self::Tensor,
         b: &Self::Tensor,
         y: &Self::Tensor,
     ) {
         let normalised = self.scratch(pb.len());
-        self.batchnorm_forward_train(pb, x, gamma, beta, &normalised, saved, running_mean, running_var);
+        self.batchnorm_normalise(pb, x, gamma, beta, saved, &normalised);
         self.conv2d_forward(pc, &normalised, w, b, y);
     }
     /// Its backward, BatchNorm's included: dy is the conv output's gradient; dw and db are

@@ -10,7 +10,7 @@ use rand::{RngExt, SeedableRng};
 
 use crate::backend::{Backend, DeviceTensor, VIEW_ALIGN};
 use crate::cpu::Float;
-use crate::tape::{Mode, RunningStats, Tape, Var};
+use crate::tape::{RunningStats, Tape, Var};
 
 /// Image side and flattened size after the feature net (1 channel of 7×7).
 pub const IMAGE_SIDE: usize = 28;
@@ -75,9 +75,10 @@ pub enum Traced {
     /// A ReLU folded into the BatchNorm after it: the output is ReLU of this value and is
     /// never materialised.
     ReluOf(Var),
-    /// A BatchNorm(ReLU(x)) folded into the max-pool or conv after it (in train mode): the
-    /// output is never materialised; it is ReLU(x)·a + b per (tower, channel), with a = γ/std and
-    /// b = β − mean·a from the op's saved statistics (mean (T, C), then 1/std (T, C)).
+    /// A BatchNorm(ReLU(x)) folded into the max-pool or conv after it: the output is never
+    /// materialised; it is ReLU(x)·a + b per (tower, channel), with a = γ/std and b = β − mean·a
+    /// from the op's statistics (mean (T, C), then 1/std (T, C): the batch's in training, the
+    /// running ones in eval mode).
     BatchNormOf { x: Var, gamma: Var, beta: Var, saved: Var },
 }
 
@@ -224,23 +225,22 @@ impl SiameseNet {
         let mut outputs = Vec::with_capacity(FEATURE_NET.len());
         // Outputs of layers that a fused op already ran, in order.
         let mut pending = std::collections::VecDeque::new();
-        let train = tape.mode() == Mode::Train;
         for (k, layer) in FEATURE_NET.iter().enumerate() {
             if let Some(traced) = pending.pop_front() {
                 outputs.push(traced);
                 continue;
             }
-            // A ReLU before a BatchNorm runs inside it (Tape::relu_batchnorm); in training such
-            // a BatchNorm runs inside the max-pool or conv after it, which reads through it
+            // A ReLU before a BatchNorm runs inside it (Tape::relu_batchnorm), and such a
+            // BatchNorm inside the max-pool or conv after it, which reads through it
             // (relu_batchnorm_maxpool, relu_batchnorm_conv2d), and a conv before it, too, where
-            // a conv follows (conv2d_relu_batchnorm_conv2d).
+            // a conv follows (conv2d_relu_batchnorm_conv2d, for its backward).
             if *layer == Relu && matches!(FEATURE_NET.get(k + 1), Some(BatchNorm { .. })) {
                 outputs.push(Traced::ReluOf(h));
                 continue;
             }
             let next = FEATURE_NET.get(k + 1);
             h = match layer {
-                Conv { .. } if train && matches!(FEATURE_NET[k + 1..], [Relu, BatchNorm { .. }, Conv { .. }, ..]) => {
+                Conv { .. } if matches!(FEATURE_NET[k + 1..], [Relu, BatchNorm { .. }, Conv { .. }, ..]) => {
                     let (wa, ba) = weights.param_pair(tape, &format!("feature_net.{k}"));
                     let (gamma, beta) = weights.param_pair(tape, &format!("feature_net.{}", k + 2));
                     let (mean, var) = weights.running(&format!("feature_net.{}", k + 2));
@@ -268,14 +268,14 @@ impl SiameseNet {
                     let running = RunningStats { mean: &mean, var: &var };
                     let through_relu = matches!(outputs.last(), Some(Traced::ReluOf(_)));
                     match next {
-                        Some(MaxPool) if train && through_relu => {
+                        Some(MaxPool) if through_relu => {
                             let (pooled, saved) = tape.relu_batchnorm_maxpool(h, gamma, beta, running, towers);
                             outputs.push(Traced::BatchNormOf { x: h, gamma, beta, saved });
                             pending.push_back(Traced::Value(pooled));
                             h = pooled;
                             continue;
                         }
-                        Some(Conv { .. }) if train && through_relu => {
+                        Some(Conv { .. }) if through_relu => {
                             let (w, b) = weights.param_pair(tape, &format!("feature_net.{}", k + 1));
                             let (y, saved) = tape.relu_batchnorm_conv2d(h, gamma, beta, running, w, b, towers);
                             outputs.push(Traced::BatchNormOf { x: h, gamma, beta, saved });

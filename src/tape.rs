@@ -241,6 +241,19 @@ impl<'b, B: Backend> Tape<'b, B> {
         }
     }
 
+    /// The statistics a BatchNorm of x normalises with, for the fused ops that read through
+    /// it: the batch's per tower in training (the running ones take their update), the running
+    /// ones in eval mode.
+    fn batchnorm_statistics(&mut self, p: &BatchNormParams, x: Var, running: RunningStats<B::Tensor>) -> Var {
+        let saved = self.output(&[p.saved_len()], &[]);
+        let (xd, sd) = (self.values.data(x), self.values.data(saved));
+        match self.mode {
+            Mode::Train => self.backend.batchnorm_statistics(p, xd, sd, running.mean, running.var),
+            Mode::Eval => self.backend.batchnorm_running_statistics(p, running.mean, running.var, sd),
+        }
+        saved
+    }
+
     // --- ops -------------------------------------------------------------------------------
 
     /// 2-D convolution keeping the size: x (N, Cin, H, W), w (Cout, Cin, K, K), b (Cout).
@@ -332,10 +345,11 @@ impl<'b, B: Backend> Tape<'b, B> {
         y
     }
 
-    /// MaxPool2d(BatchNorm2d(ReLU(x))) in train mode as one op: the pool reads x through the
-    /// ReLU and the normalisation, so neither ReLU(x) nor BatchNorm's output exists as a
-    /// tensor. Returns the pooled output and BatchNorm's saved statistics (mean (T, C), then
-    /// 1/std (T, C)), with which its output can be recomputed (tests compare it to PyTorch's).
+    /// MaxPool2d(BatchNorm2d(ReLU(x))) as one op: the pool reads x through the ReLU and the
+    /// normalisation, so neither ReLU(x) nor BatchNorm's output exists as a tensor. Returns the
+    /// pooled output and BatchNorm's statistics (mean (T, C), then 1/std (T, C): the batch's
+    /// in training, the running ones in eval mode), with which its output can be recomputed
+    /// (tests compare it to PyTorch's).
     pub fn relu_batchnorm_maxpool(
         &mut self,
         x: Var,
@@ -344,12 +358,11 @@ impl<'b, B: Backend> Tape<'b, B> {
         running: RunningStats<B::Tensor>,
         towers: usize,
     ) -> (Var, Var) {
-        assert_eq!(self.mode, Mode::Train, "relu_batchnorm_maxpool: eval mode runs the two ops");
         let s = self.shape(x).to_vec();
         let pb = BatchNormParams::new(s[0], s[1], s[2] * s[3], towers).with_relu_input(true);
         let pp = MaxPoolParams::new(s[0], s[1], s[2], s[3]);
         let y = self.output(&[s[0], s[1], pp.out_h(), pp.out_w()], &[x, gamma, beta]);
-        let saved = self.output(&[pb.saved_len()], &[]);
+        let saved = self.batchnorm_statistics(&pb, x, running);
         self.backend.batchnorm_maxpool_forward(
             &pb,
             &pp,
@@ -357,17 +370,15 @@ impl<'b, B: Backend> Tape<'b, B> {
             self.values.data(gamma),
             self.values.data(beta),
             self.values.data(saved),
-            running.mean,
-            running.var,
             self.values.data(y),
         );
         self.record(Op::BatchNormMaxPool { x, gamma, beta, y, saved, pb, pp });
         (y, saved)
     }
 
-    /// Conv2d(BatchNorm2d(ReLU(x))) in train mode as one op: the conv reads x through the ReLU
-    /// and the normalisation, so neither ReLU(x) nor BatchNorm's output exists as a tensor.
-    /// Returns the conv's output and BatchNorm's saved statistics, as `relu_batchnorm_maxpool`.
+    /// Conv2d(BatchNorm2d(ReLU(x))) as one op: the conv reads x through the ReLU and the
+    /// normalisation, so neither ReLU(x) nor BatchNorm's output exists as a tensor. Returns the
+    /// conv's output and BatchNorm's statistics, as `relu_batchnorm_maxpool`.
     #[allow(clippy::too_many_arguments)]
     pub fn relu_batchnorm_conv2d(
         &mut self,
@@ -382,7 +393,7 @@ impl<'b, B: Backend> Tape<'b, B> {
         self.batchnorm_conv2d_op(None, x, gamma, beta, running, w, b, towers)
     }
 
-    /// conv_b(BatchNorm2d(ReLU(conv_a(x)))) in train mode as one op, conv_a's weights wa, ba
+    /// conv_b(BatchNorm2d(ReLU(conv_a(x)))) as one op, conv_a's weights wa, ba
     /// and conv_b's w, b: as `relu_batchnorm_conv2d` of conv_a's output z, whose backward also
     /// runs conv_a's, so that where x needs no gradient z's gradient is never written either
     /// (conv_a's weight gradient reads it through BatchNorm's backward). Returns z, conv_b's
@@ -418,13 +429,12 @@ impl<'b, B: Backend> Tape<'b, B> {
         b: Var,
         towers: usize,
     ) -> (Var, Var) {
-        assert_eq!(self.mode, Mode::Train, "relu_batchnorm_conv2d: eval mode runs the two ops");
         let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
         assert!(xs.len() == 4 && ws.len() == 4 && xs[1] == ws[1] && ws[2] == ws[3], "conv2d: x {xs:?}, w {ws:?}");
         let pb = BatchNormParams::new(xs[0], xs[1], xs[2] * xs[3], towers).with_relu_input(true);
         let pc = Conv2dParams::same(xs[0], xs[1], xs[2], xs[3], ws[0], ws[2]).with_towers(towers);
         let y = self.output(&[xs[0], ws[0], pc.out_h(), pc.out_w()], &[x, gamma, beta, w, b]);
-        let saved = self.output(&[pb.saved_len()], &[]);
+        let saved = self.batchnorm_statistics(&pb, x, running);
         let data = |v| self.values.data(v);
         self.backend.batchnorm_conv2d_forward(
             &pb,
@@ -433,8 +443,6 @@ impl<'b, B: Backend> Tape<'b, B> {
             data(gamma),
             data(beta),
             data(saved),
-            running.mean,
-            running.var,
             data(w),
             data(b),
             data(y),

@@ -227,15 +227,9 @@ impl RunState {
     }
 }
 
-/// Pairs per warm-up batch for a run of `batch_size`: kernel choices and specialisations depend
-/// on the layer shapes and on whether a tower fills whole GPU lane groups of images
-/// (`conv2d_rows::IMAGES`, a power of two), not otherwise on the batch size, so the warm-up's
-/// towers fill them exactly when the run's do (its fused kernels, not their fallbacks, get
-/// compiled).
-pub fn warm_up_batch(batch_size: usize) -> usize {
-    let group = crate::gpu::conv2d_rows::IMAGES as usize;
-    1 << batch_size.trailing_zeros().min(group.trailing_zeros())
-}
+/// Pairs in the warm-up's batch: kernel choices and specialisations depend on the layer shapes,
+/// not on the batch size, so a small batch compiles what any run uses.
+pub const WARM_UP_PAIRS: usize = 4;
 
 /// Runs one training step and one eval-mode forward of `cfg`'s network on a few blank images,
 /// so that every kernel a run uses is compiled before the run needs it: `train` does this while
@@ -249,12 +243,11 @@ pub fn warm_up<B: Backend>(backend: &mut B, cfg: &TrainConfig) {
         labels: (0..IMAGES).map(|i| (i % 2) as u8).collect(),
         source: "warm-up".into(),
     };
-    let batch = warm_up_batch(cfg.batch_size);
-    let cfg = TrainConfig { batch_size: batch, val_fraction: 0.25, ..cfg.clone() };
+    let cfg = TrainConfig { batch_size: WARM_UP_PAIRS, val_fraction: 0.25, ..cfg.clone() };
     let mut trainer = Trainer::new(backend, cfg, &blank);
     let pairs = trainer.bench_pairs(1);
     trainer.step(backend, &pairs, 0);
-    trainer.embed_rows(backend, &trainer.train_rows[..batch]);
+    trainer.embed_rows(backend, &trainer.train_rows[..WARM_UP_PAIRS]);
     backend.reset_scratch();
 }
 

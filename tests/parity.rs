@@ -268,7 +268,8 @@ fn batchnorm_maxpool_case(name: &str, n: usize, c: usize, h: usize, w: usize, to
             let outputs = [vec![f32::NAN; pp.y_len()], vec![0.0; pb.saved_len()], rm0.clone(), rv0.clone()];
             let outputs: Vec<&[f32]> = outputs.iter().map(Vec::as_slice).collect();
             let fused = gpu_run(gpu, &[&x, &gamma, &beta], &outputs, |g, i, o| {
-                g.batchnorm_maxpool_forward(&pb, &pp, &i[0], &i[1], &i[2], &o[1], &o[2], &o[3], &o[0])
+                g.batchnorm_statistics(&pb, &i[0], &o[1], &o[2], &o[3]);
+                g.batchnorm_maxpool_forward(&pb, &pp, &i[0], &i[1], &i[2], &o[1], &o[0])
             });
             let apart = gpu_run(gpu, &[&x, &gamma, &beta], &outputs, |g, i, o| {
                 let normalised = g.zeros(pb.len());
@@ -284,6 +285,18 @@ fn batchnorm_maxpool_case(name: &str, n: usize, c: usize, h: usize, w: usize, to
             let mut y = vec![0.0f32; pp.y_len()];
             cpu::maxpool_forward(&pp, &normalised, &mut y);
             assert_close(&format!("batchnorm_maxpool_forward y {name} (CPU)"), &f64s(&y), &fused[0], TOL);
+
+            // Eval mode: the running statistics, read through the same way.
+            let eval_outputs = [vec![f32::NAN; pp.y_len()], vec![f32::NAN; pb.saved_len()]];
+            let eval_outputs: Vec<&[f32]> = eval_outputs.iter().map(Vec::as_slice).collect();
+            let eval = gpu_run(gpu, &[&x, &gamma, &beta, &rm0, &rv0], &eval_outputs, |g, i, o| {
+                g.batchnorm_running_statistics(&pb, &i[3], &i[4], &o[1]);
+                g.batchnorm_maxpool_forward(&pb, &pp, &i[0], &i[1], &i[2], &o[1], &o[0])
+            });
+            let mut normalised_eval = vec![0.0f32; pb.len()];
+            cpu::batchnorm_forward_eval(&pb, &x, &gamma, &beta, &rm0, &rv0, &mut normalised_eval);
+            cpu::maxpool_forward(&pp, &normalised_eval, &mut y);
+            assert_close(&format!("batchnorm_maxpool_forward eval y {name} (CPU)"), &f64s(&y), &eval[0], TOL);
 
             // The backward, BatchNorm's included, against the CPU's two ops in turn, writing and
             // adding; the GPU takes three dispatches (plane sums, tower sums, dx) where the pool
@@ -335,12 +348,11 @@ fn batchnorm_conv2d_case(name: &str, n: usize, c_in: usize, hw: (usize, usize), 
             let available = gpu.ctx.subgroups_of_8;
             gpu.subgroup_convs = subgroups && available;
             let shape = Shape { ic: c_in as u32, oc: c_out as u32, h: hw.0 as u32, w: hw.1 as u32, k: 3 };
-            let towers_of_groups = (n / towers).is_multiple_of(8);
-            let through = gpu.subgroup_convs && c_out != 1 && towers_of_groups && shape.supported();
+            let through = gpu.subgroup_convs && c_out != 1 && shape.supported();
             // The input gradient's kernel sums BatchNorm's planes where it covers the shape.
             let back = Shape { ic: shape.oc, oc: shape.ic, ..shape };
             let even = hw.1.is_multiple_of(2) && (hw.0 * hw.1).is_multiple_of(4);
-            let sums = gpu.subgroup_convs && c_in != 1 && towers_of_groups && even && back.supported();
+            let sums = gpu.subgroup_convs && c_in != 1 && even && back.supported();
             batchnorm_conv2d_case_on(gpu, &name, n, c_in, hw, c_out, towers, relu, (through, sums));
             gpu.subgroup_convs = available;
         });
@@ -372,7 +384,8 @@ fn batchnorm_conv2d_case_on(
     let (mut fused_dispatches, mut apart_dispatches) = (0, 0);
     let fused = gpu_run(gpu, &inputs, &outputs, |g, i, o| {
         let before = g.dispatches;
-        g.batchnorm_conv2d_forward(&pb, &pc, &i[0], &i[1], &i[2], &o[1], &o[2], &o[3], &i[3], &i[4], &o[0]);
+        g.batchnorm_statistics(&pb, &i[0], &o[1], &o[2], &o[3]);
+        g.batchnorm_conv2d_forward(&pb, &pc, &i[0], &i[1], &i[2], &o[1], &i[3], &i[4], &o[0]);
         fused_dispatches = g.dispatches - before;
     });
     let apart = gpu_run(gpu, &inputs, &outputs, |g, i, o| {
@@ -392,6 +405,19 @@ fn batchnorm_conv2d_case_on(
     let mut y = vec![0.0f32; pc.y_len()];
     cpu::conv2d_forward(&pc, &normalised, &wt, &bias, &mut y);
     assert_close(&format!("batchnorm_conv2d_forward y {name} (CPU)"), &f64s(&y), &fused[0], TOL);
+
+    // Eval mode: the running statistics, read through the same way.
+    let eval_inputs = [&x, &gamma, &beta, &wt, &bias, &rm0, &rv0].map(Vec::as_slice);
+    let eval_outputs = [vec![f32::NAN; pc.y_len()], vec![f32::NAN; pb.saved_len()]];
+    let eval_outputs: Vec<&[f32]> = eval_outputs.iter().map(Vec::as_slice).collect();
+    let eval = gpu_run(gpu, &eval_inputs, &eval_outputs, |g, i, o| {
+        g.batchnorm_running_statistics(&pb, &i[5], &i[6], &o[1]);
+        g.batchnorm_conv2d_forward(&pb, &pc, &i[0], &i[1], &i[2], &o[1], &i[3], &i[4], &o[0]);
+    });
+    let mut normalised_eval = vec![0.0f32; pb.len()];
+    cpu::batchnorm_forward_eval(&pb, &x, &gamma, &beta, &rm0, &rv0, &mut normalised_eval);
+    cpu::conv2d_forward(&pc, &normalised_eval, &wt, &bias, &mut y);
+    assert_close(&format!("batchnorm_conv2d_forward eval y {name} (CPU)"), &f64s(&y), &eval[0], TOL);
 
     // The backward, writing and adding: BatchNorm's gradients by pb.accumulate, the conv's by
     // pc.accumulate.
@@ -444,8 +470,11 @@ fn batchnorm_conv2d_shapes() {
     batchnorm_conv2d_case("train2", 256, 4, (28, 28), 4, 2);
     batchnorm_conv2d_case("train4", 256, 8, (14, 14), 8, 2);
     batchnorm_conv2d_case("pieces-of-2", 16, 3, (6, 10), 4, 2);
-    // Towers of 12 images (lane groups take 8) and one output channel: BatchNorm written out.
+    // Towers of 12 and 13 images (lane groups take 8: each tower's last group is partly
+    // empty), one tower of 11; one output channel: BatchNorm written out.
     batchnorm_conv2d_case("odd-towers", 24, 4, (14, 14), 8, 2);
+    batchnorm_conv2d_case("odd-towers-2", 26, 8, (14, 14), 4, 2);
+    batchnorm_conv2d_case("odd-tower", 11, 4, (28, 28), 4, 1);
     batchnorm_conv2d_case("one-out", 8, 8, (7, 7), 1, 2);
 }
 
@@ -531,6 +560,7 @@ fn conv2d_batchnorm_conv2d_shapes() {
     conv2d_batchnorm_conv2d_case("first", 32, (1, 4, 4), 28, false);
     conv2d_batchnorm_conv2d_case("third", 32, (4, 8, 8), 14, true);
     conv2d_batchnorm_conv2d_case("pieces-of-2", 16, (3, 4, 4), 10, false);
+    conv2d_batchnorm_conv2d_case("odd-towers", 22, (1, 4, 4), 28, false);
 }
 
 fn relu_case(name: &str, len: usize) {

@@ -82,22 +82,26 @@ fn eval_mode_uses_running_statistics_and_records_nothing() {
     let x = tape.input(x, &[3, 1, 28, 28]);
     let (emb, layers) = net.forward_layers(&mut tape, &weights, x, 1);
     assert_eq!(tape.len(), 0, "eval mode recorded ops");
-    // Layer 2 is BatchNorm over layer 1, the ReLU of layer 0 (folded into the BatchNorm): it
-    // must use the running statistics.
-    let (Traced::ReluOf(h0), Traced::Value(h2)) = (layers[1], layers[2]) else {
-        panic!("the model's first ReLU runs inside its BatchNorm: {:?}", &layers[..3]);
+    // Layer 2 is BatchNorm over layer 1, the ReLU of layer 0 (folded into the BatchNorm), both
+    // read through by the conv after them: it must use the running statistics.
+    let (Traced::ReluOf(h0), Traced::BatchNormOf { saved, .. }) = (layers[1], layers[2]) else {
+        panic!("the model's first ReLU and BatchNorm run inside the conv after them: {:?}", &layers[..3]);
     };
-    let (h1, h2) = (tape.data(h0).clone(), tape.data(h2).clone());
+    let (h0, saved) = (tape.data(h0).clone(), tape.data(saved).clone());
     let emb_all = tape.data(emb).clone();
     drop(tape);
-    let h1: Vec<f32> = cpu.read(&h1).into_iter().map(|v| v.max(0.0)).collect();
     let p = BatchNormParams::new(3, 4, 784, 1);
     let e = weights.layout.get("feature_net.2.weight");
     let pv = cpu.read(&weights.params);
     let (gamma, beta) = (&pv[e.offset..][..4], &pv[weights.layout.get("feature_net.2.bias").offset..][..4]);
-    let mut want = vec![0.0f32; p.len()];
-    cpu::batchnorm_forward_eval(&p, &h1, gamma, beta, &[0.3; 4], &[2.0; 4], &mut want);
-    assert_close("eval BatchNorm output", &f64s(&want), &f64s(&cpu.read(&h2)), 0.0);
+    let invstd = (1.0 / (2.0f64 + 1e-5).sqrt()) as f32;
+    assert_eq!(cpu.read(&saved), [[0.3; 4], [invstd; 4]].concat(), "eval BatchNorm statistics");
+    let (h0, saved) = (cpu.read(&h0), cpu.read(&saved));
+    let (mut want, mut got) = (vec![0.0f32; p.len()], vec![0.0f32; p.len()]);
+    let p = p.with_relu_input(true);
+    cpu::batchnorm_forward_eval(&p, &h0, gamma, beta, &[0.3; 4], &[2.0; 4], &mut want);
+    cpu::batchnorm_normalise(&p, &h0, gamma, beta, &saved, &mut got);
+    assert_close("eval BatchNorm output", &f64s(&want), &f64s(&got), 1e-6);
     assert_eq!(cpu.read(&weights.buffers), before, "eval mode changed the running statistics");
 
     // Without batch statistics an image's embedding does not depend on its batch.

@@ -2,7 +2,7 @@ use siamese::backend::Backend;
 use siamese::data::Dataset;
 use siamese::gpu::GpuBackend;
 use siamese::model::IMAGE_PIXELS;
-use siamese::train::{TrainConfig, Trainer, warm_up, warm_up_batch};
+use siamese::train::{TrainConfig, Trainer, WARM_UP_PAIRS, warm_up};
 
 use crate::util::{gpu_available, rng, uniform};
 
@@ -40,7 +40,7 @@ fn warm_up_leaves_no_trace() {
         source: "random".into(),
     };
     // The warm-up's own batch size: the run then reuses the very scratch buffers it left.
-    let cfg = TrainConfig { batch_size: warm_up_batch(TrainConfig::default().batch_size), ..TrainConfig::default() };
+    let cfg = TrainConfig { batch_size: WARM_UP_PAIRS, ..TrainConfig::default() };
     let cold = trained_bits(&data, &cfg, false);
     let warm = trained_bits(&data, &cfg, true);
     let differ = cold.iter().zip(&warm).filter(|(a, b)| a != b).count();
@@ -80,9 +80,10 @@ fn training_steps_after_the_first_make_no_buffers_or_bind_groups() {
     assert_eq!(gpu.allocations, made, "buffers and bind groups made by steps 3 to 8");
 }
 
-/// The warm-up must build every pipeline a run of the default configuration uses (kernels are
-/// chosen by layer shape and by whether a batch's towers fill the GPU's lane groups), or the
-/// first real step compiles the rest: training steps and an eval-mode pass build none after it.
+/// The warm-up must build every pipeline a run uses, whatever its batch size (kernels are
+/// chosen by layer shape; towers of any size, 37 images say, fill lane groups of 8 with a
+/// partly empty last one), or the first real step compiles the rest: training steps and an
+/// eval-mode pass build none after it.
 #[test]
 fn warm_up_builds_every_pipeline_a_run_uses() {
     if !gpu_available("warm_up_builds_every_pipeline_a_run_uses") {
@@ -95,7 +96,7 @@ fn warm_up_builds_every_pipeline_a_run_uses() {
         labels: (0..n).map(|i| (i % 10) as u8).collect(),
         source: "random".into(),
     };
-    for batch_size in [128, 100] {
+    for batch_size in [128, 100, 37] {
         let cfg = TrainConfig { batch_size, ..TrainConfig::default() };
         let mut gpu = GpuBackend::new().expect("an adapter");
         warm_up(&mut gpu, &cfg);

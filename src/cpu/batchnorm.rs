@@ -44,24 +44,91 @@ pub fn batchnorm_forward_train<F: Float>(
     running_var: &mut [F],  // (C)
 ) {
     let (c_n, g_n) = (p.c as usize, p.towers as usize);
-    let m = p.count() as f64;
-    let momentum = F::from_f64(decimal(p.momentum));
     for c in 0..c_n {
         for g in 0..g_n {
-            let mut sum = 0.0;
-            for_each_in(p, g, c, |i| sum += input(p, x, i));
-            let mean = sum / m;
-            let mut sq = 0.0;
-            for_each_in(p, g, c, |i| sq += (input(p, x, i) - mean).powi(2));
-            let var = sq / m;
-            let invstd = 1.0 / (var + decimal(p.eps)).sqrt();
-            let (scale, g_, b_) = (invstd, gamma[c].to_f64(), beta[c].to_f64());
-            for_each_in(p, g, c, |i| y[i] = F::from_f64((input(p, x, i) - mean) * scale * g_ + b_));
+            let (mean, invstd) = tower_statistics(p, x, g, c, running_mean, running_var);
+            let (g_, b_) = (gamma[c].to_f64(), beta[c].to_f64());
+            for_each_in(p, g, c, |i| y[i] = F::from_f64((input(p, x, i) - mean) * invstd * g_ + b_));
             saved[g * c_n + c] = F::from_f64(mean);
             saved[(g_n + g) * c_n + c] = F::from_f64(invstd);
-            let unbiased = F::from_f64(var * m / (m - 1.0).max(1.0));
-            running_mean[c] = (F::ONE - momentum) * running_mean[c] + momentum * F::from_f64(mean);
-            running_var[c] = (F::ONE - momentum) * running_var[c] + momentum * unbiased;
+        }
+    }
+}
+
+/// Tower `g`'s mean and 1/std of channel `c`, with the running statistics' update.
+fn tower_statistics<F: Float>(
+    p: &BatchNormParams,
+    x: &[F],
+    g: usize,
+    c: usize,
+    running_mean: &mut [F],
+    running_var: &mut [F],
+) -> (f64, f64) {
+    let m = p.count() as f64;
+    let mut sum = 0.0;
+    for_each_in(p, g, c, |i| sum += input(p, x, i));
+    let mean = sum / m;
+    let mut sq = 0.0;
+    for_each_in(p, g, c, |i| sq += (input(p, x, i) - mean).powi(2));
+    let var = sq / m;
+    let momentum = F::from_f64(decimal(p.momentum));
+    let unbiased = F::from_f64(var * m / (m - 1.0).max(1.0));
+    running_mean[c] = (F::ONE - momentum) * running_mean[c] + momentum * F::from_f64(mean);
+    running_var[c] = (F::ONE - momentum) * running_var[c] + momentum * unbiased;
+    (mean, 1.0 / (var + decimal(p.eps)).sqrt())
+}
+
+/// Train mode's statistics alone, as `batchnorm_forward_train` leaves them in `saved` and the
+/// running statistics, for an op that normalises as it reads (`batchnorm_normalise`).
+pub fn batchnorm_statistics<F: Float>(
+    p: &BatchNormParams,
+    x: &[F],                // (N, C, H, W)
+    saved: &mut [F],        // mean (T, C) then invstd (T, C)
+    running_mean: &mut [F], // (C)
+    running_var: &mut [F],  // (C)
+) {
+    let (c_n, g_n) = (p.c as usize, p.towers as usize);
+    for c in 0..c_n {
+        for g in 0..g_n {
+            let (mean, invstd) = tower_statistics(p, x, g, c, running_mean, running_var);
+            saved[g * c_n + c] = F::from_f64(mean);
+            saved[(g_n + g) * c_n + c] = F::from_f64(invstd);
+        }
+    }
+}
+
+/// Eval mode's statistics in `saved`'s layout: every tower's are the running mean and
+/// 1/√(running var + eps).
+pub fn batchnorm_running_statistics<F: Float>(
+    p: &BatchNormParams,
+    running_mean: &[F], // (C)
+    running_var: &[F],  // (C)
+    saved: &mut [F],    // mean (T, C) then invstd (T, C)
+) {
+    let (c_n, g_n) = (p.c as usize, p.towers as usize);
+    for g in 0..g_n {
+        for c in 0..c_n {
+            saved[g * c_n + c] = running_mean[c];
+            saved[(g_n + g) * c_n + c] = F::from_f64(1.0 / (running_var[c].to_f64() + decimal(p.eps)).sqrt());
+        }
+    }
+}
+
+/// y = (x − mean)·invstd·γ + β with each (tower, channel)'s statistics from `saved`.
+pub fn batchnorm_normalise<F: Float>(
+    p: &BatchNormParams,
+    x: &[F],     // (N, C, H, W)
+    gamma: &[F], // (C)
+    beta: &[F],  // (C)
+    saved: &[F], // mean (T, C) then invstd (T, C)
+    y: &mut [F], // (N, C, H, W)
+) {
+    let (c_n, g_n) = (p.c as usize, p.towers as usize);
+    for c in 0..c_n {
+        for g in 0..g_n {
+            let (mean, invstd) = (saved[g * c_n + c].to_f64(), saved[(g_n + g) * c_n + c].to_f64());
+            let (g_, b_) = (gamma[c].to_f64(), beta[c].to_f64());
+            for_each_in(p, g, c, |i| y[i] = F::from_f64((input(p, x, i) - mean) * invstd * g_ + b_));
         }
     }
 }

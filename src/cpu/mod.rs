@@ -196,6 +196,43 @@ impl<F: Float> Backend for CpuBackend<F> {
         let (x, gamma, beta, rm, rv) = (get(x), get(gamma), get(beta), get(running_mean), get(running_var));
         update(y, |y| batchnorm_forward_eval(p, &x, &gamma, &beta, &rm, &rv, y));
     }
+    fn batchnorm_statistics(
+        &mut self,
+        p: &BatchNormParams,
+        x: &CpuTensor<F>,
+        saved: &CpuTensor<F>,
+        running_mean: &CpuTensor<F>,
+        running_var: &CpuTensor<F>,
+    ) {
+        let x = get(x);
+        let (mut saved_v, mut rm, mut rv) = (get(saved), get(running_mean), get(running_var));
+        batchnorm_statistics(p, &x, &mut saved_v, &mut rm, &mut rv);
+        put(saved, &saved_v);
+        put(running_mean, &rm);
+        put(running_var, &rv);
+    }
+    fn batchnorm_running_statistics(
+        &mut self,
+        p: &BatchNormParams,
+        running_mean: &CpuTensor<F>,
+        running_var: &CpuTensor<F>,
+        saved: &CpuTensor<F>,
+    ) {
+        let (rm, rv) = (get(running_mean), get(running_var));
+        update(saved, |saved| batchnorm_running_statistics(p, &rm, &rv, saved));
+    }
+    fn batchnorm_normalise(
+        &mut self,
+        p: &BatchNormParams,
+        x: &CpuTensor<F>,
+        gamma: &CpuTensor<F>,
+        beta: &CpuTensor<F>,
+        saved: &CpuTensor<F>,
+        y: &CpuTensor<F>,
+    ) {
+        let (x, gamma, beta, saved) = (get(x), get(gamma), get(beta), get(saved));
+        update(y, |y| batchnorm_normalise(p, &x, &gamma, &beta, &saved, y));
+    }
     fn batchnorm_backward(
         &mut self,
         p: &BatchNormParams,

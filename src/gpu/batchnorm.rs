@@ -1,5 +1,6 @@
 //! Launchers of shaders/batchnorm.wgsl: train forward (plane statistics, tower statistics,
-//! normalise), eval forward, and backward (plane sums, tower sums, input gradient).
+//! normalise), eval forward (and its statistics alone, for the fused ops), and backward (plane
+//! sums, tower sums, input gradient).
 
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::Backend;
@@ -67,6 +68,19 @@ pub fn batchnorm_statistics(
         &[&plane_stats, saved, running_mean, running_var],
         p.c.div_ceil(SMALL_WORKGROUP),
     );
+}
+
+/// Eval mode's statistics in `saved`'s layout, from the running ones.
+pub fn batchnorm_running_statistics(
+    gpu: &mut GpuBackend,
+    p: &BatchNormParams,
+    running_mean: &GpuTensor,
+    running_var: &GpuTensor,
+    saved: &GpuTensor,
+) {
+    assert_eq!(saved.len, p.saved_len(), "batchnorm_running_statistics: saved");
+    let groups = p.c.div_ceil(SMALL_WORKGROUP);
+    gpu.dispatch(Kernel::BatchNormRunningStats, p, &[running_mean, running_var, saved], groups);
 }
 
 /// BatchNorm's output written out into scratch, from the statistics in `saved`: the fallback

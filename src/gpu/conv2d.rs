@@ -11,9 +11,8 @@
 
 use super::batchnorm::{
     batchnorm_backward_input, batchnorm_backward_planes, batchnorm_backward_sums, batchnorm_output,
-    batchnorm_statistics,
 };
-use super::conv2d_rows::{IMAGES, Mode, Shape, Through};
+use super::conv2d_rows::{IMAGES, Mode, Shape, Through, chunks};
 use super::{GpuBackend, GpuTensor, Kernel, Work};
 use crate::backend::Backend;
 use crate::params::{BatchNormParams, Conv2dParams};
@@ -94,16 +93,10 @@ struct GradThrough<'a> {
     relu: bool,
 }
 
-/// The subgroup kernels' shape for a conv that reads its input through a BatchNorm, if they
-/// cover it: several output channels, and towers of whole lane groups of images (each group
-/// takes one tower's normalisation).
+/// The subgroup kernels' shape for a conv that reads its input through a BatchNorm, or whose
+/// weight gradient reads dy through a BatchNorm's backward, if they cover it: several output
+/// channels (each lane group's images are of one tower, whose normalisation it takes).
 fn through_shape(gpu: &GpuBackend, p: &Conv2dParams) -> Option<Shape> {
-    rows_shape(gpu, p, false).filter(|s| s.oc != 1 && (p.n / p.towers).is_multiple_of(IMAGES))
-}
-
-/// The subgroup kernels' shape for a conv whose weight gradient reads dy through a
-/// BatchNorm's backward, if they cover it (its chunks are of one tower each already).
-fn grad_through_shape(gpu: &GpuBackend, p: &Conv2dParams) -> Option<Shape> {
     rows_shape(gpu, p, false).filter(|s| s.oc != 1)
 }
 
@@ -121,7 +114,7 @@ fn conv2d_rows(
 ) -> GpuTensor {
     let accumulate = mode != Mode::Forward && (p.accumulate & crate::params::ACCUMULATE_INPUT) != 0;
     let spec = [s.ic, s.oc, s.h, s.w, s.k, mode as u32, accumulate as u32, through as u32];
-    let groups = p.n.div_ceil(IMAGES).div_ceil(s.groups());
+    let groups = chunks(p.n, p.towers).div_ceil(s.groups());
     let flops = Some(Work::Flops(2.0 * p.macs() as f64));
     let moments = mode == Mode::Forward && s.oc != 1;
     let with_stats = moments || mode == Mode::InputGradSums;
@@ -150,7 +143,7 @@ fn conv2d_backward_input_sums(
 ) -> Option<GpuTensor> {
     let s = rows_shape(gpu, p, true)?;
     let covered = s.oc != 1 && s.w.is_multiple_of(2) && (s.h * s.w).is_multiple_of(4);
-    if !covered || !(p.n / p.towers).is_multiple_of(IMAGES) {
+    if !covered {
         return None;
     }
     // The bias binding and BatchNorm's second are unused.
@@ -208,8 +201,7 @@ pub fn conv2d_backward_weight(
 }
 
 /// The weight gradient of a conv of x, or of BatchNorm(x) read through, or with its dy read
-/// through a BatchNorm's backward (on the subgroup kernels only: `through_shape`,
-/// `grad_through_shape`; not both).
+/// through a BatchNorm's backward (on the subgroup kernels only, `through_shape`; not both).
 #[allow(clippy::too_many_arguments)]
 fn conv2d_backward_weight_of(
     gpu: &mut GpuBackend,
@@ -231,13 +223,13 @@ fn conv2d_backward_weight_of(
         "conv2d_backward_weight: no BatchNorm reading for {p:?}"
     );
     assert!(
-        dy_through.is_none() || (through.is_none() && grad_through_shape(gpu, p).is_some()),
+        dy_through.is_none() || (through.is_none() && through_shape(gpu, p).is_some()),
         "conv2d_backward_weight: no BatchNorm gradient reading for {p:?}"
     );
     let taps = p.w_len() + p.c_out as usize;
     let p = if let Some(shape) = rows_shape(gpu, p, false) {
         let p = Conv2dParams { chunk: IMAGES, ..*p };
-        let chunks = p.towers * (p.n / p.towers).div_ceil(IMAGES);
+        let chunks = chunks(p.n, p.towers);
         let partial = gpu.scratch(chunks as usize * taps);
         let spec = |relu: Option<bool>| relu.map_or(Through::Plain, Through::batchnorm) as u32;
         let (x_spec, dy_spec) = (spec(through.map(|t| t.relu)), spec(dy_through.map(|t| t.relu)));
@@ -274,9 +266,9 @@ fn conv2d_backward_weight_of(
     gpu.dispatch(Kernel::Conv2dBackwardWeightReduce, &p, &[&partial, dw, db], GpuBackend::groups_for(taps));
 }
 
-/// Conv2d(BatchNorm(x)) in train mode: BatchNorm's statistics (into `saved`, with the running
-/// statistics' update), then the conv reading x through the normalisation where the subgroup
-/// kernels take the shape, else of BatchNorm's output written out.
+/// Conv2d(BatchNorm(x)) with BatchNorm's statistics in `saved` (the batch's in training, the
+/// running ones in eval mode): the conv reading x through the normalisation where the
+/// subgroup kernels take the shape, else of BatchNorm's output written out.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_conv2d_forward(
     gpu: &mut GpuBackend,
@@ -286,13 +278,11 @@ pub fn batchnorm_conv2d_forward(
     gamma: &GpuTensor,
     beta: &GpuTensor,
     saved: &GpuTensor,
-    running_mean: &GpuTensor,
-    running_var: &GpuTensor,
     w: &GpuTensor,
     b: &GpuTensor,
     y: &GpuTensor,
 ) {
-    batchnorm_statistics(gpu, pb, x, saved, running_mean, running_var);
+    assert_eq!(saved.len, pb.saved_len(), "batchnorm_conv2d_forward: saved");
     match through_shape(gpu, p) {
         Some(shape) => {
             let through = (Through::batchnorm(pb.relu_input != 0), [gamma, beta, saved]);
@@ -402,7 +392,7 @@ pub fn conv2d_batchnorm_conv2d_backward(
     let pb = BatchNormParams { accumulate: pb.accumulate & !crate::params::ACCUMULATE_INPUT, ..*pb };
     let dn = gpu.scratch(pb.len());
     let sums = batchnorm_conv2d_backward_head(gpu, &pb, pc, z, gamma, beta, saved, w, dy, &dn, dgamma, dbeta, dw, db);
-    if dxa.is_none() && grad_through_shape(gpu, pa).is_some() {
+    if dxa.is_none() && through_shape(gpu, pa).is_some() {
         let dy_through = GradThrough { x: z, gamma, saved, sums: &sums, relu: pb.relu_input != 0 };
         return conv2d_backward_weight_of(gpu, pa, xa, None, Some(dy_through), &dn, dwa, dba);
     }

@@ -14,7 +14,8 @@
 //!
 //! Layout of the work: a subgroup is `8 / OC` groups of `OC` lanes, lane `oc` of a group
 //! computing output channel `oc` of one image, a whole output row at a time, while the K input
-//! rows it reads roll down the image. A group takes [`IMAGES`] images one after another. With
+//! rows it reads roll down the image. A group takes a chunk of [`IMAGES`] images of one tower
+//! one after another (a tower's last chunk may be partly empty). With
 //! two groups each takes its own image's piece in one `subgroupShuffle` from a per-lane source
 //! (one permute per component on llvmpipe; measured side by side, 25–35% faster than two
 //! broadcasts and a select).
@@ -46,6 +47,12 @@ pub const LANES: u32 = 8;
 /// faster than 2 or 4), and so the weight gradient's chunk.
 pub const IMAGES: u32 = 8;
 
+/// Lane-group chunks of [`IMAGES`] images for `n` images in `towers` towers, each tower's
+/// last chunk partly empty where its size is not a multiple.
+pub fn chunks(n: u32, towers: u32) -> u32 {
+    towers * (n / towers).div_ceil(IMAGES)
+}
+
 /// What a `conv2d_rows` launch computes (its `MODE` value).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -57,7 +64,7 @@ pub enum Mode {
     /// that the backward of a BatchNorm whose output's gradient dx is takes (x̂ of its input,
     /// read by the kernel; `THROUGH` says whether through a ReLU), summed in the order of
     /// batchnorm_backward_plane, so to the same bits. Planes of a multiple of 4 elements and
-    /// an even width; images of one tower per lane group.
+    /// an even width.
     InputGradSums = 2,
 }
 
@@ -175,8 +182,7 @@ pub fn source(kernel: Kernel, spec: &[u32]) -> String {
 
 /// The WGSL of `conv2d_rows` for `shape` and `mode`; `accumulate` adds to the output
 /// instead of writing it (a separate kernel, so that plain writes load nothing).
-/// Reading through a BatchNorm takes 4 or 8 output channels, and images of one tower per
-/// lane group (the launcher's to check).
+/// Reading through a BatchNorm takes 4 or 8 output channels.
 pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool, through: Through) -> String {
     if shape.oc == 1 {
         assert_eq!(through, Through::Plain, "conv2d_rows: one output channel reads its input as it is");
@@ -210,13 +216,13 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool, through: Throu
     w!(out, "    let oc = lane % {oc}u;");
     w!(out, "    let group = lane / {oc}u;");
     w!(out, "    let group_lane = group * {oc}u;");
-    w!(out, "    let first = ((wg.y * nwg.x + wg.x) * {}u + group) * {IMAGES}u;", s.groups());
+    image_chunk(&mut out, &format!("(wg.y * nwg.x + wg.x) * {}u + group", s.groups()));
     if sums {
-        w!(out, "    let bn_tower = min(first / (p.n / p.towers), p.towers - 1u);");
+        w!(out, "    let bn_tower = min(tower, p.towers - 1u);");
         w!(out, "    let bn_mean = bn_saved[bn_tower * {oc}u + oc];");
         w!(out, "    let bn_invstd = bn_saved[(p.towers + bn_tower) * {oc}u + oc];");
     } else {
-        batchnorm_of_slots(&mut out, s, through, "first / (p.n / p.towers)");
+        batchnorm_of_slots(&mut out, s, through, "tower");
     }
     for ci in 0..ic {
         for kr in 0..k {
@@ -374,7 +380,7 @@ pub fn backward_weight_source(shape: Shape, through: Through, dy_through: Throug
     w!(out, "    let oc = lane % {oc}u;");
     w!(out, "    let group = lane / {oc}u;");
     w!(out, "    let group_lane = group * {oc}u;");
-    weight_chunk(&mut out, &format!("(wg.y * nwg.x + wg.x) * {}u + group", s.groups()));
+    image_chunk(&mut out, &format!("(wg.y * nwg.x + wg.x) * {}u + group", s.groups()));
     batchnorm_of_slots(&mut out, s, through, "tower");
     if dy_through != Through::Plain {
         w!(out, "    let bn_t = min(tower, p.towers - 1u);");
@@ -392,7 +398,7 @@ pub fn backward_weight_source(shape: Shape, through: Through, dy_through: Throug
         }
     }
     w!(out, "    var gb = 0.0;");
-    weight_chunk_images(&mut out);
+    chunk_images(&mut out);
     declare_rows(&mut out, s, through);
     w!(out, "        for (var y = 0u; y < {}u; y++) {{", s.h);
     dy_row(&mut out, s, "oc", dy_through);
@@ -436,7 +442,7 @@ fn forward_source_lane_per_input(s: Shape, mode: Mode, accumulate: bool) -> Stri
     w!(out, "               @builtin(subgroup_invocation_id) lane: u32) {{");
     w!(out, "    let live = lane < {ic}u;");
     w!(out, "    let ci = min(lane, {}u);", ic - 1);
-    w!(out, "    let first = (wg.y * nwg.x + wg.x) * {IMAGES}u;");
+    image_chunk(&mut out, "wg.y * nwg.x + wg.x");
     for kr in 0..k {
         for kc in 0..k {
             // For the input gradient the forward conv had one input channel and `ic` outputs.
@@ -497,14 +503,14 @@ fn backward_weight_source_lane_per_input(s: Shape) -> String {
     w!(out, "                               @builtin(subgroup_invocation_id) lane: u32) {{");
     w!(out, "    let live = lane < {ic}u;");
     w!(out, "    let ci = min(lane, {}u);", ic - 1);
-    weight_chunk(&mut out, "wg.y * nwg.x + wg.x");
+    image_chunk(&mut out, "wg.y * nwg.x + wg.x");
     for kr in 0..k {
         for kc in 0..k {
             w!(out, "    var g_{kr}_{kc} = 0.0;");
         }
     }
     w!(out, "    var gb = 0.0;");
-    weight_chunk_images(&mut out);
+    chunk_images(&mut out);
     own_rows(&mut out, s);
     w!(out, "        for (var y = 0u; y < {}u; y++) {{", s.h);
     dy_row(&mut out, s, "0u", Through::Plain);
@@ -564,16 +570,13 @@ fn roll_own_rows(out: &mut String, s: Shape) {
 }
 
 /// The bias `b` (of output channel `channel`, WGSL; none for the input gradient) and the
-/// opening of the loop over a group's images from `first`: `img`, and `ok` unless past the
-/// batch.
+/// opening of the loop over the images of the group's chunk.
 fn forward_images(out: &mut String, mode: Mode, channel: &str) {
     match mode {
         Mode::Forward => w!(out, "    let b = bias[{channel}];"),
         Mode::InputGrad | Mode::InputGradSums => w!(out, "    let b = 0.0;"),
     }
-    w!(out, "    for (var t = 0u; t < {IMAGES}u; t++) {{");
-    w!(out, "        let img = first + t;");
-    w!(out, "        let ok = img < p.n;");
+    chunk_images(out);
 }
 
 /// Bindings of `conv2d_rows`: input, weights, bias, output (and, where the forward leaves
@@ -592,9 +595,10 @@ fn weight_bindings(out: &mut String, s: Shape) {
     w!(out, "@group(0) @binding(3) var<storage, read_write> partial: array<f32>;");
 }
 
-/// The weight gradient's chunk (`chunk`, WGSL): [`IMAGES`] consecutive images of one tower,
-/// numbered tower by tower as `conv2d_backward_weight_reduce` reads them.
-fn weight_chunk(out: &mut String, chunk: &str) {
+/// A lane group's chunk (`chunk`, WGSL): [`IMAGES`] consecutive images of one tower, numbered
+/// tower by tower (as `conv2d_backward_weight_reduce` reads the weight gradient's), so that a
+/// group reads through one tower's BatchNorm whatever the towers' size (`chunks`).
+fn image_chunk(out: &mut String, chunk: &str) {
     w!(out, "    let tower_n = p.n / p.towers;");
     w!(out, "    let per_tower = (tower_n + {IMAGES}u - 1u) / {IMAGES}u;");
     w!(out, "    let chunk = {chunk};");
@@ -603,7 +607,7 @@ fn weight_chunk(out: &mut String, chunk: &str) {
 }
 
 /// Opens the loop over the chunk's images: `img`, and `ok` unless it is past its tower.
-fn weight_chunk_images(out: &mut String) {
+fn chunk_images(out: &mut String) {
     w!(out, "    for (var t = 0u; t < {IMAGES}u; t++) {{");
     w!(out, "        let local = (chunk % per_tower) * {IMAGES}u + t;");
     w!(out, "        let img = tower * tower_n + local;");

@@ -144,6 +144,7 @@ kernels! {
         Conv2dRows::"conv2d_backward_weight_rows"(Read, Read, ReadWrite, Read, Read, Read, Read) [IC, OC, H, W, K, THROUGH, DY_THROUGH];
     BatchNormPlaneStats => BatchNorm::"batchnorm_plane_stats"(Read, ReadWrite);
     BatchNormStats => BatchNorm::"batchnorm_stats"(Read, ReadWrite, ReadWrite, ReadWrite);
+    BatchNormRunningStats => BatchNorm::"batchnorm_running_stats"(Read, Read, ReadWrite);
     BatchNormForward => BatchNorm::"batchnorm_forward"(Read, Read, Read, Read, ReadWrite);
     BatchNormForwardEval => BatchNorm::"batchnorm_forward_eval"(Read, Read, Read, Read, Read, ReadWrite);
     BatchNormBackwardPlane => BatchNorm::"batchnorm_backward_plane"(Read, Read, Read, ReadWrite);

@@ -2,7 +2,7 @@
 //! BatchNorm's output that is never written (MaxPool(BatchNorm(x)), read through from x,
 //! whose backward is BatchNorm's too).
 
-use super::batchnorm::{batchnorm_backward, batchnorm_backward_sums, batchnorm_output, batchnorm_statistics};
+use super::batchnorm::{batchnorm_backward, batchnorm_backward_sums, batchnorm_output};
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::Backend;
 use crate::params::{ACCUMULATE_INPUT, BatchNormParams, MaxPoolParams};
@@ -40,8 +40,8 @@ pub fn maxpool_backward(gpu: &mut GpuBackend, p: &MaxPoolParams, x: &GpuTensor, 
     }
 }
 
-/// MaxPool(BatchNorm(x)) in train mode: BatchNorm's statistics (into `saved`, with the running
-/// statistics' update), then the pool reading x through the normalisation.
+/// MaxPool(BatchNorm(x)) with BatchNorm's statistics in `saved` (the batch's in training, the
+/// running ones in eval mode): the pool reading x through the normalisation.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_maxpool_forward(
     gpu: &mut GpuBackend,
@@ -51,13 +51,10 @@ pub fn batchnorm_maxpool_forward(
     gamma: &GpuTensor,
     beta: &GpuTensor,
     saved: &GpuTensor,
-    running_mean: &GpuTensor,
-    running_var: &GpuTensor,
     y: &GpuTensor,
 ) {
     let p = p.through(pb);
-    assert_eq!((x.len, y.len), (p.x_len(), p.y_len()), "batchnorm_maxpool_forward: {p:?}");
-    batchnorm_statistics(gpu, pb, x, saved, running_mean, running_var);
+    assert_eq!((x.len, y.len, saved.len), (p.x_len(), p.y_len(), pb.saved_len()), "batchnorm_maxpool_forward: {p:?}");
     if pairs(&p) {
         gpu.dispatch(Kernel::BatchNormMaxPoolForwardPairs, &p, &[x, y, gamma, beta, saved], plane_groups(&p));
     } else {

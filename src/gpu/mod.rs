@@ -695,6 +695,36 @@ impl Backend for GpuBackend {
     ) {
         batchnorm::batchnorm_forward_eval(self, p, x, gamma, beta, running_mean, running_var, y)
     }
+    fn batchnorm_statistics(
+        &mut self,
+        p: &BatchNormParams,
+        x: &GpuTensor,
+        saved: &GpuTensor,
+        running_mean: &GpuTensor,
+        running_var: &GpuTensor,
+    ) {
+        batchnorm::batchnorm_statistics(self, p, x, saved, running_mean, running_var)
+    }
+    fn batchnorm_running_statistics(
+        &mut self,
+        p: &BatchNormParams,
+        running_mean: &GpuTensor,
+        running_var: &GpuTensor,
+        saved: &GpuTensor,
+    ) {
+        batchnorm::batchnorm_running_statistics(self, p, running_mean, running_var, saved)
+    }
+    fn batchnorm_normalise(
+        &mut self,
+        p: &BatchNormParams,
+        x: &GpuTensor,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        saved: &GpuTensor,
+        y: &GpuTensor,
+    ) {
+        batchnorm::batchnorm_normalise(self, p, x, gamma, beta, saved, y)
+    }
     fn batchnorm_backward(
         &mut self,
         p: &BatchNormParams,
@@ -723,11 +753,9 @@ impl Backend for GpuBackend {
         gamma: &GpuTensor,
         beta: &GpuTensor,
         saved: &GpuTensor,
-        running_mean: &GpuTensor,
-        running_var: &GpuTensor,
         y: &GpuTensor,
     ) {
-        maxpool::batchnorm_maxpool_forward(self, pb, pp, x, gamma, beta, saved, running_mean, running_var, y)
+        maxpool::batchnorm_maxpool_forward(self, pb, pp, x, gamma, beta, saved, y)
     }
     fn batchnorm_maxpool_backward(
         &mut self,
@@ -753,13 +781,11 @@ impl Backend for GpuBackend {
         gamma: &GpuTensor,
         beta: &GpuTensor,
         saved: &GpuTensor,
-        running_mean: &GpuTensor,
-        running_var: &GpuTensor,
         w: &GpuTensor,
         b: &GpuTensor,
         y: &GpuTensor,
     ) {
-        conv2d::batchnorm_conv2d_forward(self, pb, pc, x, gamma, beta, saved, running_mean, running_var, w, b, y)
+        conv2d::batchnorm_conv2d_forward(self, pb, pc, x, gamma, beta, saved, w, b, y)
     }
     fn batchnorm_conv2d_backward(
         &mut self,
