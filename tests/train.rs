@@ -25,6 +25,16 @@ fn trained_bits(data: &Dataset, cfg: &TrainConfig, warm: bool) -> Vec<u32> {
         .collect()
 }
 
+/// `n` images of random pixels, labels cycling through the ten classes.
+fn random_data(n: usize, seed: u64) -> Dataset {
+    let mut r = rng(seed);
+    Dataset {
+        images: uniform(&mut r, n * IMAGE_PIXELS, 0.0, 256.0).into_iter().map(|v| v as u8).collect(),
+        labels: (0..n).map(|i| (i % 10) as u8).collect(),
+        source: "random".into(),
+    }
+}
+
 /// `train` compiles its kernels on the side by running a step on blank images first; the run
 /// that follows must not be able to tell (same scratch buffers, same backend).
 #[test]
@@ -32,13 +42,7 @@ fn warm_up_leaves_no_trace() {
     if !gpu_available("warm_up_leaves_no_trace") {
         return;
     }
-    let n = 96;
-    let mut r = rng(7);
-    let data = Dataset {
-        images: uniform(&mut r, n * IMAGE_PIXELS, 0.0, 256.0).into_iter().map(|v| v as u8).collect(),
-        labels: (0..n).map(|i| (i % 10) as u8).collect(),
-        source: "random".into(),
-    };
+    let data = random_data(96, 7);
     // The warm-up's own batch size: the run then reuses the very scratch buffers it left.
     let cfg = TrainConfig { batch_size: WARM_UP_PAIRS, ..TrainConfig::default() };
     let cold = trained_bits(&data, &cfg, false);
@@ -55,13 +59,7 @@ fn training_steps_after_the_first_make_no_buffers_or_bind_groups() {
     if !gpu_available("training_steps_after_the_first_make_no_buffers_or_bind_groups") {
         return;
     }
-    let n = 600;
-    let mut r = rng(12);
-    let data = Dataset {
-        images: uniform(&mut r, n * IMAGE_PIXELS, 0.0, 256.0).into_iter().map(|v| v as u8).collect(),
-        labels: (0..n).map(|i| (i % 10) as u8).collect(),
-        source: "random".into(),
-    };
+    let data = random_data(600, 12);
     let cfg = TrainConfig { batch_size: 32, ..TrainConfig::default() };
     let mut gpu = GpuBackend::new().expect("an adapter");
     let mut trainer = Trainer::new(&mut gpu, cfg, &data);
@@ -89,13 +87,7 @@ fn warm_up_builds_every_pipeline_a_run_uses() {
     if !gpu_available("warm_up_builds_every_pipeline_a_run_uses") {
         return;
     }
-    let n = 600;
-    let mut r = rng(11);
-    let data = Dataset {
-        images: uniform(&mut r, n * IMAGE_PIXELS, 0.0, 256.0).into_iter().map(|v| v as u8).collect(),
-        labels: (0..n).map(|i| (i % 10) as u8).collect(),
-        source: "random".into(),
-    };
+    let data = random_data(600, 11);
     for batch_size in [128, 100, 37] {
         let cfg = TrainConfig { batch_size, ..TrainConfig::default() };
         let mut gpu = GpuBackend::new().expect("an adapter");
