@@ -6,8 +6,9 @@
 // batchnorm_plane_stats       x, planes                            one invocation per plane
 // batchnorm_stats             planes, saved, running_mean, running_var   one per channel
 // batchnorm_running_stats     running_mean, running_var, saved     one per channel
+//                             (eval mode: its statistics, then batchnorm_forward or a
+//                             kernel that normalises as it reads)
 // batchnorm_forward           x, gamma, beta, saved, y             one invocation per plane
-// batchnorm_forward_eval      x, gamma, beta, running_mean, running_var, y   one per plane
 // batchnorm_backward_plane    x, dy, saved, planes                 one invocation per plane
 // batchnorm_backward_reduce   planes, sums, dgamma, dbeta          one per channel
 // batchnorm_backward_input    x, dy, gamma, saved, sums, dx        one invocation per plane
@@ -206,32 +207,6 @@ fn batchnorm_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     } else {
         for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
             fw_y4[j / 4u][j % 4u] = bn_in(x4[j / 4u][j % 4u]) * a + b;
-        }
-    }
-}
-
-@group(0) @binding(2) var<storage, read> ev_gamma: array<f32>;
-@group(0) @binding(3) var<storage, read> ev_beta: array<f32>;
-@group(0) @binding(4) var<storage, read> ev_running_mean: array<f32>;
-@group(0) @binding(5) var<storage, read> ev_running_var: array<f32>;
-@group(0) @binding(6) var<storage, read_write> ev_y4: array<vec4<f32>>;
-
-@compute @workgroup_size(64)
-fn batchnorm_forward_eval(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let plane = gid.x;
-    if plane >= p.n * p.c {
-        return;
-    }
-    let c = plane_channel(plane);
-    let a = ev_gamma[c] / sqrt(ev_running_var[c] + p.eps);
-    let b = ev_beta[c] - ev_running_mean[c] * a;
-    if p.hw % 4u == 0u {
-        for (var j = plane * p.hw / 4u; j < (plane + 1u) * p.hw / 4u; j++) {
-            ev_y4[j] = bn_in4(x4[j]) * a + vec4(b);
-        }
-    } else {
-        for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
-            ev_y4[j / 4u][j % 4u] = bn_in(x4[j / 4u][j % 4u]) * a + b;
         }
     }
 }

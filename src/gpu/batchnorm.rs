@@ -1,6 +1,6 @@
 //! Launchers of shaders/batchnorm.wgsl: train forward (plane statistics, tower statistics,
-//! normalise), eval forward (and its statistics alone, for the fused ops), and backward (plane
-//! sums, tower sums, input gradient).
+//! normalise), eval forward (the running statistics, normalise), and backward (plane sums,
+//! tower sums, input gradient).
 
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::Backend;
@@ -124,8 +124,9 @@ pub fn batchnorm_forward_eval(
     y: &GpuTensor,
 ) {
     check(p, "batchnorm_forward_eval", &[x, y]);
-    let bindings = [x, gamma, beta, running_mean, running_var, y];
-    gpu.dispatch(Kernel::BatchNormForwardEval, p, &bindings, plane_groups(p));
+    let saved = gpu.scratch(p.saved_len());
+    batchnorm_running_statistics(gpu, p, running_mean, running_var, &saved);
+    batchnorm_normalise(gpu, p, x, gamma, beta, &saved, y);
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -146,7 +146,6 @@ kernels! {
     BatchNormStats => BatchNorm::"batchnorm_stats"(Read, ReadWrite, ReadWrite, ReadWrite);
     BatchNormRunningStats => BatchNorm::"batchnorm_running_stats"(Read, Read, ReadWrite);
     BatchNormForward => BatchNorm::"batchnorm_forward"(Read, Read, Read, Read, ReadWrite);
-    BatchNormForwardEval => BatchNorm::"batchnorm_forward_eval"(Read, Read, Read, Read, Read, ReadWrite);
     BatchNormBackwardPlane => BatchNorm::"batchnorm_backward_plane"(Read, Read, Read, ReadWrite);
     BatchNormBackwardReduce => BatchNorm::"batchnorm_backward_reduce"(Read, ReadWrite, ReadWrite, ReadWrite);
     BatchNormBackwardInput => BatchNorm::"batchnorm_backward_input"(Read, Read, Read, Read, Read, ReadWrite) [ACCUMULATE];
