@@ -412,7 +412,8 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         let steps = (reports.len() - resumed.as_ref().map_or(0, |s| s.epochs_done)) * trainer.steps_per_epoch();
         let profile = gpu.take_profile();
         gpu.disable_profiling();
-        eprintln!("{} dispatches per step", (gpu.dispatches - steps_before) as f64 / steps.max(1) as f64);
+        let dispatches = (gpu.dispatches - steps_before) as f64 / steps.max(1) as f64;
+        eprintln!("{dispatches:.1} dispatches per step (validation's included)");
         eprint!("{}", siamese::bench::profile_table(&profile, steps.max(1)));
     }
     let train_losses: Vec<f64> = reports.iter().map(|r| r.train_loss).collect();
