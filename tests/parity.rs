@@ -246,6 +246,9 @@ fn maxpool_case(name: &str, n: usize, c: usize, h: usize, w: usize, ties: bool) 
 fn maxpool_shapes() {
     maxpool_case("tiny", 1, 1, 2, 2, false);
     maxpool_case("odd", 3, 5, 7, 9, false);
+    // Widths of 4m + 2 (row pairs of whole vec4s), m = 0 and 1.
+    maxpool_case("rows-narrow", 2, 3, 4, 2, true);
+    maxpool_case("rows", 3, 2, 6, 6, false);
     maxpool_case("ties", 2, 3, 8, 8, true);
     maxpool_case("batch1", 1, 4, 28, 28, false);
     maxpool_case("train6", 256, 4, 28, 28, true);

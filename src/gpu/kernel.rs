@@ -154,6 +154,7 @@ kernels! {
     MaxPoolBackwardWindows => MaxPool::"maxpool_backward_windows"(Read, Read, ReadWrite) [ACCUMULATE];
     MaxPoolForwardPairs => MaxPool::"maxpool_forward_pairs"(Read, ReadWrite);
     MaxPoolBackwardPairs => MaxPool::"maxpool_backward_pairs"(Read, Read, ReadWrite) [ACCUMULATE];
+    MaxPoolForwardRows => MaxPool::"maxpool_forward_rows"(Read, Read, ReadWrite);
     BatchNormMaxPoolForward => MaxPool::"batchnorm_maxpool_forward"(Read, Read, ReadWrite, Read, Read, Read);
     BatchNormMaxPoolForwardPairs => MaxPool::"batchnorm_maxpool_forward_pairs"(Read, ReadWrite, Read, Read, Read);
     BatchNormMaxPoolBackwardSumsWindows =>
@@ -164,6 +165,7 @@ kernels! {
         MaxPool::"batchnorm_maxpool_backward_input_windows"(Read, Read, ReadWrite, Read, Read, Read, Read) [ACCUMULATE];
     BatchNormMaxPoolBackwardInputPairs =>
         MaxPool::"batchnorm_maxpool_backward_input_pairs"(Read, Read, ReadWrite, Read, Read, Read, Read) [ACCUMULATE];
+    BatchNormMaxPoolForwardRows => MaxPool::"batchnorm_maxpool_forward_rows"(Read, Read, ReadWrite, Read, Read, Read);
     LinearForward => Linear::"linear_forward"(Read, Read, Read, ReadWrite);
     LinearBackwardInput => Linear::"linear_backward_input"(Read, Read, ReadWrite);
     LinearBackwardWeight => Linear::"linear_backward_weight"(Read, Read, ReadWrite, ReadWrite);

@@ -19,10 +19,18 @@ fn pairs(p: &MaxPoolParams) -> bool {
     p.w.is_multiple_of(4) && p.h.is_multiple_of(2)
 }
 
+/// Whether the row-pair forward kernels do: widths of 4m + 2, whose two rows of windows are
+/// whole vec4s, even H.
+fn rows(p: &MaxPoolParams) -> bool {
+    p.w % 4 == 2 && p.h.is_multiple_of(2)
+}
+
 pub fn maxpool_forward(gpu: &mut GpuBackend, p: &MaxPoolParams, x: &GpuTensor, y: &GpuTensor) {
     assert_eq!((x.len, y.len), (p.x_len(), p.y_len()), "maxpool_forward: {p:?}");
     if pairs(p) {
         gpu.dispatch(Kernel::MaxPoolForwardPairs, p, &[x, y], plane_groups(p));
+    } else if rows(p) {
+        gpu.dispatch(Kernel::MaxPoolForwardRows, p, &[x, x, y], plane_groups(p));
     } else {
         gpu.dispatch(Kernel::MaxPoolForward, p, &[x, x, y], plane_groups(p));
     }
@@ -57,6 +65,8 @@ pub fn batchnorm_maxpool_forward(
     assert_eq!((x.len, y.len, saved.len), (p.x_len(), p.y_len(), pb.saved_len()), "batchnorm_maxpool_forward: {p:?}");
     if pairs(&p) {
         gpu.dispatch(Kernel::BatchNormMaxPoolForwardPairs, &p, &[x, y, gamma, beta, saved], plane_groups(&p));
+    } else if rows(&p) {
+        gpu.dispatch(Kernel::BatchNormMaxPoolForwardRows, &p, &[x, x, y, gamma, beta, saved], plane_groups(&p));
     } else {
         gpu.dispatch(Kernel::BatchNormMaxPoolForward, &p, &[x, x, y, gamma, beta, saved], plane_groups(&p));
     }
