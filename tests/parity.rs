@@ -42,7 +42,7 @@ fn conv2d_case(name: &str, n: usize, c_in: usize, hw: (usize, usize), c_out: usi
     for subgroups in [true, false] {
         let name = format!("{name} subgroups={subgroups}");
         with_gpu(&format!("conv2d {name}"), |gpu| {
-            let available = gpu.ctx.subgroups_of_8;
+            let available = gpu.ctx.rows_kernels;
             gpu.subgroup_convs = subgroups && available;
             conv2d_case_on(gpu, &name, n, c_in, hw, c_out, k, towers);
             gpu.subgroup_convs = available;
@@ -135,7 +135,7 @@ fn conv2d_subgroup_variants() {
 fn llvmpipe_runs_the_subgroup_convs() {
     with_gpu("llvmpipe subgroup convs", |gpu| {
         if gpu.ctx.adapter.name.contains("llvmpipe") {
-            assert!(gpu.ctx.subgroups_of_8 && gpu.subgroup_convs, "llvmpipe without 8-lane subgroups");
+            assert!(gpu.ctx.rows_kernels && gpu.subgroup_convs, "llvmpipe without 8-lane subgroups");
         }
     });
 }
@@ -348,7 +348,7 @@ fn batchnorm_conv2d_case(name: &str, n: usize, c_in: usize, hw: (usize, usize), 
     for (subgroups, relu) in [(true, true), (true, false), (false, true)] {
         let name = format!("{name} subgroups={subgroups} relu={relu}");
         with_gpu(&format!("batchnorm_conv2d {name}"), |gpu| {
-            let available = gpu.ctx.subgroups_of_8;
+            let available = gpu.ctx.rows_kernels;
             gpu.subgroup_convs = subgroups && available;
             let shape = Shape { ic: c_in as u32, oc: c_out as u32, h: hw.0 as u32, w: hw.1 as u32, k: 3 };
             let through = gpu.subgroup_convs && c_out != 1 && shape.supported();
@@ -494,7 +494,7 @@ fn conv2d_batchnorm_conv2d_case(
     for subgroups in [true, false] {
         let name = format!("{name} subgroups={subgroups}");
         with_gpu(&format!("conv2d_batchnorm_conv2d {name}"), |gpu| {
-            let available = gpu.ctx.subgroups_of_8;
+            let available = gpu.ctx.rows_kernels;
             gpu.subgroup_convs = subgroups && available;
             let shape = Shape { ic: ca as u32, oc: cb as u32, h: hw as u32, w: hw as u32, k: 3 };
             let fold = gpu.subgroup_convs && !input_grad && cb != 1 && shape.supported();
@@ -826,7 +826,7 @@ fn conv_then_relu_batchnorm_shares_plane_statistics() {
                 (vec![0.0f32; pb.len()], vec![0.0f32; pb.saved_len()], vec![0.0; c_out], vec![1.0; c_out]);
             cpu::batchnorm_forward_train(&pb, &conv, &gamma, &beta, &mut y, &mut saved, &mut rm, &mut rv);
 
-            let available = gpu.ctx.subgroups_of_8;
+            let available = gpu.ctx.rows_kernels;
             let mut dispatches = Vec::new();
             for fused in [true, false] {
                 gpu.subgroup_convs = fused && available;

@@ -5,21 +5,27 @@
 use siamese::gpu::conv2d_rows::{self, Mode, Shape, Through};
 use siamese::gpu::{Access, Kernel, Shader};
 
-fn validator() -> naga::valid::Validator {
-    let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::SUBGROUP);
+/// The files in shaders/ run on any adapter with subgroups; the generated kernels also hold rows
+/// as 64-bit integers (src/gpu/conv2d_rows.rs, `packed`).
+fn validator(generated: bool) -> naga::valid::Validator {
+    let mut caps = naga::valid::Capabilities::SUBGROUP;
+    if generated {
+        caps |= naga::valid::Capabilities::SHADER_INT64;
+    }
+    let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
     v.subgroup_stages(naga::valid::ShaderStages::COMPUTE).subgroup_operations(naga::valid::SubgroupOperationSet::all());
     v
 }
 
-fn parse(label: &str, source: &str) -> naga::Module {
+fn parse(label: &str, source: &str, generated: bool) -> naga::Module {
     let module =
         naga::front::wgsl::parse_str(source).unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(source)));
-    validator().validate(&module).unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(source)));
+    validator(generated).validate(&module).unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(source)));
     module
 }
 
 fn module(shader: Shader) -> naga::Module {
-    parse(shader.file(), &shader.source())
+    parse(shader.file(), &shader.source(), false)
 }
 
 /// The model's convolutions: (c_in, c_out, side).
@@ -74,7 +80,7 @@ fn kernel_modules(kernel: Kernel) -> Vec<naga::Module> {
     }
     let specs = generated_specs(kernel);
     assert!(!specs.is_empty(), "{kernel:?}: no shapes to check");
-    specs.iter().map(|spec| parse(&format!("{kernel:?} {spec:?}"), &conv2d_rows::source(kernel, spec))).collect()
+    specs.iter().map(|spec| parse(&format!("{kernel:?} {spec:?}"), &conv2d_rows::source(kernel, spec), true)).collect()
 }
 
 #[test]
@@ -138,7 +144,7 @@ fn kernel_signatures_match_the_shaders() {
 
 fn signature_matches(kernel: Kernel, module: &naga::Module) {
     let index = module.entry_points.iter().position(|e| e.name == kernel.entry_point()).unwrap();
-    let info = validator().validate(module).unwrap();
+    let info = validator(kernel.shader().generated()).validate(module).unwrap();
     let used = info.get_entry_point(index);
     for (handle, var) in module.global_variables.iter() {
         if used[handle].is_empty() {

@@ -48,8 +48,9 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// Whether GPU timestamps can time each dispatch (for profiles and benchmarks).
     pub timestamps: bool,
-    /// Whether subgroups are exactly 8 lanes (llvmpipe): the subgroup conv kernels need it.
-    pub subgroups_of_8: bool,
+    /// Whether the subgroup conv kernels (src/gpu/conv2d_rows.rs) can run: they need
+    /// subgroups of exactly 8 lanes (llvmpipe) and 64-bit integers (rows held as u64s).
+    pub rows_kernels: bool,
     /// The first error the device reported; surfaced at the next synchronisation.
     errors: Arc<Mutex<Option<String>>>,
 }
@@ -126,12 +127,13 @@ impl GpuContext {
         let timestamp_features = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         let timestamps = adapter.features().contains(timestamp_features);
         let info = adapter.get_info();
-        let subgroups_of_8 = adapter.features().contains(wgpu::Features::SUBGROUP)
+        let rows_features = wgpu::Features::SUBGROUP | wgpu::Features::SHADER_INT64;
+        let rows_kernels = adapter.features().contains(rows_features)
             && info.subgroup_min_size == super::conv2d_rows::LANES
             && info.subgroup_max_size == super::conv2d_rows::LANES;
         let mut features = if timestamps { timestamp_features } else { wgpu::Features::empty() };
-        if subgroups_of_8 {
-            features |= wgpu::Features::SUBGROUP;
+        if rows_kernels {
+            features |= rows_features;
         }
         // Ask for what the adapter has where it matters to us (big storage bindings for the
         // resident training images, many workgroups), WebGPU's defaults elsewhere.
@@ -163,7 +165,7 @@ impl GpuContext {
                 sink.lock().expect("error sink").get_or_insert_with(|| format!("device lost: {message}"));
             }
         });
-        Ok(Self { device, queue, adapter: summary, limits, timestamps, subgroups_of_8, errors })
+        Ok(Self { device, queue, adapter: summary, limits, timestamps, rows_kernels, errors })
     }
 
     /// Records an error found on our side of the device (a failed readback).

@@ -2,7 +2,7 @@
 //! gradient, weight and bias gradients.
 //!
 //! Three tiers, the first that covers the shape wins: the subgroup kernels of
-//! src/gpu/conv2d_rows.rs (8-lane subgroups, 4 or 8 output channels, "same" padding); the
+//! src/gpu/conv2d_rows.rs (8-lane subgroups and 64-bit integers, 4 or 8 output channels, "same" padding); the
 //! tiled kernels, specialised per shape (planes of a multiple of 4 pixels, at most 8
 //! channels in and out, K ≤ 5); the plain one-output-per-invocation kernels.
 //!

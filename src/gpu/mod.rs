@@ -233,7 +233,7 @@ pub struct GpuBackend {
     staging: Option<wgpu::Buffer>,
     profiler: Option<Profiler>,
     /// Whether convolutions go to the subgroup kernels (src/gpu/conv2d_rows.rs) where they
-    /// cover the shape; on by default where subgroups are 8 lanes. Tests turn it off to hold
+    /// cover the shape; on by default where they can run (`GpuContext::rows_kernels`). Tests turn it off to hold
     /// the other kernels to the reference too.
     pub subgroup_convs: bool,
     /// Plane statistics that the last dispatch computed beside its output y: a subgroup conv
@@ -261,7 +261,7 @@ impl GpuBackend {
 
     pub fn with_context(ctx: GpuContext) -> Self {
         Self {
-            subgroup_convs: ctx.subgroups_of_8,
+            subgroup_convs: ctx.rows_kernels,
             relu_moments: None,
             adam_scalars: None,
             adam_recorded: false,
