@@ -13,8 +13,13 @@
 //! images, 3.1 ms for 256 images against 12–16 ms for `conv2d_tile`.
 //!
 //! Layout of the work: a subgroup is `8 / OC` groups of `OC` lanes, lane `oc` of a group
-//! computing output channel `oc` of one image, a whole output row at a time, while the K input
-//! rows it reads roll down the image. A group takes a chunk of [`IMAGES`] images of one tower
+//! computing output channel `oc` of one image, a block of whole output rows at a time, while
+//! the blocks of input rows it reads roll down the image. A block is one row, or two where a
+//! row is 2 floats past a multiple of 4 (14 wide), so that blocks are whole vec4 pieces: those
+//! move through memory as pairs of u64s, half the components of four f32s, which is what
+//! llvmpipe's lane-by-lane loads and stores cost by (`Shape::packed`, `Shape::rows`; measured
+//! side by side, 10–20% faster for the 28-wide kernels, 12–30% for the 14-wide ones, whose
+//! two-row blocks also skip the broadcasts of pieces no tap reads). A group takes a chunk of [`IMAGES`] images of one tower
 //! one after another (a tower's last chunk may be partly empty). With
 //! two groups each takes its own image's piece in one `subgroupShuffle` from a per-lane source
 //! (one permute per component on llvmpipe; measured side by side, 25–35% faster than two
@@ -137,23 +142,49 @@ impl Shape {
             && self.ic * self.k * self.k * self.w <= 8 * 9 * 28
     }
 
-    /// Floats per load: the widest vector that tiles a row.
+    /// Rows a kernel takes at a time (a block): two where a row is 2 floats past a multiple of
+    /// 4 (the 14-wide layers), so that a block is whole vec4 pieces, moved as packed pairs of
+    /// u64s (`packed`); one otherwise, and always for one output channel.
+    fn rows(&self) -> u32 {
+        let pairs = self.w % 4 == 2 && self.h.is_multiple_of(2) && self.oc != 1;
+        if pairs { 2 } else { 1 }
+    }
+
+    /// Blocks of rows in a plane.
+    fn blocks(&self) -> u32 {
+        self.h / self.rows()
+    }
+
+    /// Floats per load: the widest vector that tiles a block.
     fn piece(&self) -> u32 {
-        if self.w.is_multiple_of(4) {
+        let width = self.rows() * self.w;
+        if width.is_multiple_of(4) {
             4
-        } else if self.w.is_multiple_of(2) {
+        } else if width.is_multiple_of(2) {
             2
         } else {
             1
         }
     }
 
-    /// Pieces per input row.
+    /// Pieces per block of input rows.
     fn pieces(&self) -> u32 {
-        self.w / self.piece()
+        self.rows() * self.w / self.piece()
     }
 
-    /// Pieces of one row of every input channel, and how many each lane of a group holds.
+    /// The blocks a block of output rows reads, relative to its own: (first, count).
+    fn window(&self) -> (i32, u32) {
+        let (pad, rows) = ((self.k / 2) as i32, self.rows() as i32);
+        let (first, last) = (-((pad + rows - 1) / rows), (rows - 1 + pad) / rows);
+        (first, (last - first + 1) as u32)
+    }
+
+    /// Element `f` of a block: (row in the block, column).
+    fn element(&self, f: u32) -> (u32, u32) {
+        (f / self.w, f % self.w)
+    }
+
+    /// Pieces of one block of every input channel, and how many each lane of a group holds.
     fn slots(&self) -> u32 {
         (self.ic * self.pieces()).div_ceil(self.oc)
     }
@@ -165,12 +196,11 @@ impl Shape {
         }
     }
 
-    /// Whether rows of pieces are held in memory as `vec2<u64>` (the bits of a vec4<f32>):
-    /// llvmpipe loads and stores lane by lane and component by component, so two 64-bit
-    /// components move a piece in about 20% less time than four 32-bit ones (a plain copy);
-    /// the 28-wide kernels measured 10–20% faster in all. Only vec4 pieces gain (one u64 for a
-    /// vec2<f32> measured no faster), and not one output channel's kernels, whose lanes each
-    /// load their own rows (measured slower).
+    /// Whether pieces are held in memory as `vec2<u64>` (the bits of a vec4<f32>): llvmpipe
+    /// loads and stores lane by lane and component by component, so two 64-bit components
+    /// move a piece in about 20% less time than four 32-bit ones (a plain copy). Only vec4
+    /// pieces gain (one u64 for a vec2<f32> measured no faster), and not one output channel's
+    /// kernels, whose lanes each load their own rows (measured slower).
     fn packed(&self) -> bool {
         self.piece() == 4 && self.oc != 1
     }
@@ -273,26 +303,28 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool, through: Throu
         w!(out, "        var sum_dx = vec4(0.0);");
         w!(out, "        var sum_dx_xhat = vec4(0.0);");
     }
-    w!(out, "        for (var y = 0u; y < {}u; y++) {{", s.h);
-    for ox in 0..s.w {
-        w!(out, "            var a{ox} = b;");
+    open_blocks(&mut out, s);
+    for o in 0..s.rows() {
+        for ox in 0..s.w {
+            w!(out, "            var a{o}_{ox} = b;");
+        }
     }
-    broadcast_taps(&mut out, s, |out, ci, kr, kc, col, v| {
+    broadcast_taps(&mut out, s, |out, ci, o, kr, kc, col, v| {
         let ox = col as i32 + pad as i32 - kc as i32;
         if (0..s.w as i32).contains(&ox) {
-            w!(out, "                a{ox} = fma(w_{ci}_{kr}_{kc}, {v}, a{ox});");
+            w!(out, "                a{o}_{ox} = fma(w_{ci}_{kr}_{kc}, {v}, a{o}_{ox});");
         }
     });
     if stats {
-        plane_stats_of_row(&mut out, s);
+        plane_stats_of_block(&mut out, s);
     }
     if sums {
-        plane_sums_of_row(&mut out, s, bn_relu);
+        plane_sums_of_block(&mut out, s, bn_relu);
     }
     w!(out, "            if ok {{");
     for j in 0..s.pieces() {
-        let value = pack(s, |e| format!("a{}", j * s.piece() + e));
-        w!(out, "                let o{j} = ((img * {oc}u + oc) * {}u + y) * {}u + {j}u;", s.h, s.pieces());
+        let value = pack(s, |e| accumulator(s, j * s.piece() + e));
+        w!(out, "                let o{j} = ((img * {oc}u + oc) * {}u + block) * {}u + {j}u;", s.blocks(), s.pieces());
         let value = if accumulate { format!("{} + {value}", s.unpack(&format!("dst[o{j}]"))) } else { value };
         w!(out, "                dst[o{j}] = {};", s.pack(&value));
     }
@@ -319,27 +351,33 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool, through: Throu
 }
 
 /// The forward's by-product for a BatchNorm(ReLU(·)) that reads its output: the mean and
-/// Σ(v − mean)² of ReLU(output) over the lane's plane, the row's own (two passes over
-/// registers) merged into the running ones with Chan's formula, as batchnorm_plane_stats
-/// computes them from memory (src/gpu/batchnorm.rs takes these instead when they match).
-fn plane_stats_of_row(out: &mut String, s: Shape) {
+/// Σ(v − mean)² of ReLU(output) over the lane's plane, each row's own (two passes over
+/// registers) merged into the running ones with Chan's formula, row by row, as
+/// batchnorm_plane_stats computes them from memory (src/gpu/batchnorm.rs takes these instead
+/// when they match).
+fn plane_stats_of_block(out: &mut String, s: Shape) {
     let w = s.w;
-    let relu: Vec<String> = (0..w).map(|ox| format!("max(a{ox}, 0.0)")).collect();
-    w!(out, "            let row_mean = ({}) / {w}.0;", relu.join(" + "));
-    let dev: Vec<String> = relu.iter().map(|v| format!("({v} - row_mean) * ({v} - row_mean)")).collect();
-    w!(out, "            let row_m2 = {};", dev.join(" + "));
-    w!(out, "            let seen = f32(y * {w}u);");
-    w!(out, "            let delta = row_mean - plane_mean;");
-    w!(out, "            plane_mean += delta * ({w}.0 / (seen + {w}.0));");
-    w!(out, "            plane_m2 += row_m2 + delta * delta * (seen * {w}.0 / (seen + {w}.0));");
+    for o in 0..s.rows() {
+        let relu: Vec<String> = (0..w).map(|ox| format!("max(a{o}_{ox}, 0.0)")).collect();
+        w!(out, "            {{");
+        w!(out, "                let row_mean = ({}) / {w}.0;", relu.join(" + "));
+        let dev: Vec<String> = relu.iter().map(|v| format!("({v} - row_mean) * ({v} - row_mean)")).collect();
+        w!(out, "                let row_m2 = {};", dev.join(" + "));
+        w!(out, "                let seen = f32((y + {o}u) * {w}u);");
+        w!(out, "                let delta = row_mean - plane_mean;");
+        w!(out, "                plane_mean += delta * ({w}.0 / (seen + {w}.0));");
+        w!(out, "                plane_m2 += row_m2 + delta * delta * (seen * {w}.0 / (seen + {w}.0));");
+        w!(out, "            }}");
+    }
 }
 
 /// The input gradient's by-product for the BatchNorm whose output's gradient it is: the
-/// row's (dx, dx·x̂) added into the plane's vec4 sums where batchnorm_backward_plane adds them,
-/// element f of the plane into component f % 4 (with a width of 2 mod 4, odd rows start at
-/// component 2: the sums turn by two around them).
-fn plane_sums_of_row(out: &mut String, s: Shape, through: Through) {
-    let turn = s.w % 4 == 2;
+/// block's (dx, dx·x̂) added into the plane's vec4 sums where batchnorm_backward_plane adds
+/// them, element f of the plane into component f % 4. A block of two rows starts on a
+/// multiple of 4; one row of a width of 2 mod 4 starts at component 2 when odd: the sums turn
+/// by two around it.
+fn plane_sums_of_block(out: &mut String, s: Shape, through: Through) {
+    let turn = s.rows() == 1 && s.w % 4 == 2;
     if turn {
         w!(out, "            if y % 2u == 1u {{");
         w!(out, "                sum_dx = sum_dx.zwxy;");
@@ -347,15 +385,16 @@ fn plane_sums_of_row(out: &mut String, s: Shape, through: Through) {
         w!(out, "            }}");
     }
     for j in 0..s.pieces() {
-        let bx = format!("bn_x[((img * {}u + oc) * {}u + y) * {}u + {j}u]", s.oc, s.h, s.pieces());
+        let bx = format!("bn_x[((img * {}u + oc) * {}u + block) * {}u + {j}u]", s.oc, s.blocks(), s.pieces());
         w!(out, "            let bx{j} = {};", s.unpack(&bx));
         for e in 0..s.piece() {
-            let col = j * s.piece() + e;
-            let c = ["x", "y", "z", "w"][(col % 4) as usize];
+            let f = j * s.piece() + e;
+            let c = ["x", "y", "z", "w"][(f % 4) as usize];
             let x = component(s, &format!("bx{j}"), e);
             let x = if through == Through::BatchNormOfRelu { format!("max({x}, 0.0)") } else { x };
-            w!(out, "            sum_dx.{c} += a{col};");
-            w!(out, "            sum_dx_xhat.{c} += a{col} * ({x} - bn_mean) * bn_invstd;");
+            let a = accumulator(s, f);
+            w!(out, "            sum_dx.{c} += {a};");
+            w!(out, "            sum_dx_xhat.{c} += {a} * ({x} - bn_mean) * bn_invstd;");
         }
     }
     if turn {
@@ -364,6 +403,18 @@ fn plane_sums_of_row(out: &mut String, s: Shape, through: Through) {
         w!(out, "                sum_dx_xhat = sum_dx_xhat.zwxy;");
         w!(out, "            }}");
     }
+}
+
+/// The accumulator of element `f` of a block of output rows.
+fn accumulator(s: Shape, f: u32) -> String {
+    let (o, col) = s.element(f);
+    format!("a{o}_{col}")
+}
+
+/// Opens the loop over the blocks of output rows: `block`, and `y`, its first row.
+fn open_blocks(out: &mut String, s: Shape) {
+    w!(out, "        for (var block = 0u; block < {}u; block++) {{", s.blocks());
+    w!(out, "            let y = block * {}u;", s.rows());
 }
 
 /// The WGSL of `conv2d_backward_weight_rows` for `shape` (`ic` = the conv's input channels,
@@ -426,12 +477,12 @@ pub fn backward_weight_source(shape: Shape, through: Through, dy_through: Throug
     w!(out, "    var gb = 0.0;");
     chunk_images(&mut out);
     declare_rows(&mut out, s, through);
-    w!(out, "        for (var y = 0u; y < {}u; y++) {{", s.h);
-    dy_row(&mut out, s, "oc", dy_through);
-    broadcast_taps(&mut out, s, |out, ci, kr, kc, col, v| {
+    open_blocks(&mut out, s);
+    dy_block(&mut out, s, "oc", dy_through);
+    broadcast_taps(&mut out, s, |out, ci, o, kr, kc, col, v| {
         let ox = col as i32 + pad as i32 - kc as i32;
         if (0..s.w as i32).contains(&ox) {
-            w!(out, "                g_{ci}_{kr}_{kc} = fma(d{ox}, {v}, g_{ci}_{kr}_{kc});");
+            w!(out, "                g_{ci}_{kr}_{kc} = fma(d{o}_{ox}, {v}, g_{ci}_{kr}_{kc});");
         }
     });
     roll_rows(&mut out, s, through);
@@ -538,15 +589,15 @@ fn backward_weight_source_lane_per_input(s: Shape) -> String {
     w!(out, "    var gb = 0.0;");
     chunk_images(&mut out);
     own_rows(&mut out, s);
-    w!(out, "        for (var y = 0u; y < {}u; y++) {{", s.h);
-    dy_row(&mut out, s, "0u", Through::Plain);
+    open_blocks(&mut out, s);
+    dy_block(&mut out, s, "0u", Through::Plain);
     for kr in 0..k {
         for col in 0..s.w {
             let v = component(s, &format!("x{kr}_{}", col / s.piece()), col % s.piece());
             for kc in 0..k {
                 let ox = col as i32 + pad as i32 - kc as i32;
                 if (0..s.w as i32).contains(&ox) {
-                    w!(out, "            g_{kr}_{kc} = fma(d{ox}, {v}, g_{kr}_{kc});");
+                    w!(out, "            g_{kr}_{kc} = fma(d0_{ox}, {v}, g_{kr}_{kc});");
                 }
             }
         }
@@ -640,17 +691,19 @@ fn chunk_images(out: &mut String) {
     w!(out, "        let ok = in_range && local < tower_n;");
 }
 
-/// Output row y of the gradient of channel `channel` (WGSL) as d0 … d{W-1}, added to `gb`;
-/// through a BatchNorm's backward (`backward_weight_source`) from dn and z.
-fn dy_row(out: &mut String, s: Shape, channel: &str, through: Through) {
+/// Block `block` of output rows of the gradient of channel `channel` (WGSL) as d{o}_{col},
+/// added to `gb` in order; through a BatchNorm's backward (`backward_weight_source`) from dn
+/// and z.
+fn dy_block(out: &mut String, s: Shape, channel: &str, through: Through) {
     let ty = s.vec_type();
     for j in 0..s.pieces() {
-        let piece = format!("load_dy_piece(img, ok, i32(y), {channel} * {}u + {j}u)", s.pieces());
+        let piece = format!("load_dy_piece(img, ok, i32(block), {channel} * {}u + {j}u)", s.pieces());
         if through == Through::Plain {
             w!(out, "            let dy{j} = {piece};");
         } else {
             w!(out, "            let dn{j} = {piece};");
-            let bz = format!("bn_x[((img * {}u + {channel}) * {}u + y) * {}u + {j}u]", s.oc, s.h, s.pieces());
+            let bz =
+                format!("bn_x[((img * {}u + {channel}) * {}u + block) * {}u + {j}u]", s.oc, s.blocks(), s.pieces());
             w!(out, "            let bz{j} = {};", s.unpack(&bz));
             let (z, live) = match through {
                 Through::BatchNormOfRelu => {
@@ -662,9 +715,9 @@ fn dy_row(out: &mut String, s: Shape, channel: &str, through: Through) {
             w!(out, "            let dy{j} = select({ty}(0.0), {grad}, {live});");
         }
         for e in 0..s.piece() {
-            let col = j * s.piece() + e;
-            w!(out, "            let d{col} = {};", component(s, &format!("dy{j}"), e));
-            w!(out, "            gb += d{col};");
+            let (o, col) = s.element(j * s.piece() + e);
+            w!(out, "            let d{o}_{col} = {};", component(s, &format!("dy{j}"), e));
+            w!(out, "            gb += d{o}_{col};");
         }
     }
 }
@@ -695,26 +748,26 @@ fn prelude(s: Shape) -> String {
 }
 
 /// A loader of row pieces of `buffer` (`channels` planes per image): piece `piece` (channel
-/// piece / P, column piece % P) of row `row` of image `img`, zero outside the image or past
-/// the batch. Through a BatchNorm it takes the piece's channel's (a, b) too: the padding
-/// stays zero, as around BatchNorm's output.
+/// piece / P, piece piece % P of the block) of block `block` of rows of image `img`, zero
+/// outside the image or past the batch. Through a BatchNorm it takes the piece's channel's
+/// (a, b) too: the padding stays zero, as around BatchNorm's output.
 fn row_loader(s: Shape, buffer: &str, name: &str, channels: u32, through: Through) -> String {
     let ty = s.vec_type();
-    let (ic, h, pieces) = (channels, s.h, s.pieces());
+    let (ic, blocks, pieces) = (channels, s.blocks(), s.pieces());
     let mut out = String::new();
-    let index = format!("((img * {ic}u + piece / {pieces}u) * {h}u + u32(row)) * {pieces}u + piece % {pieces}u");
+    let index = format!("((img * {ic}u + piece / {pieces}u) * {blocks}u + u32(block)) * {pieces}u + piece % {pieces}u");
     let load = s.unpack(&format!("{buffer}[{index}]"));
     w!(out, "");
     match through {
         Through::Plain => {
-            w!(out, "fn {name}(img: u32, ok: bool, row: i32, piece: u32) -> {ty} {{");
-            w!(out, "    if ok && row >= 0 && row < {h} {{");
+            w!(out, "fn {name}(img: u32, ok: bool, block: i32, piece: u32) -> {ty} {{");
+            w!(out, "    if ok && block >= 0 && block < {blocks} {{");
             w!(out, "        return {load};");
         }
         Through::BatchNorm | Through::BatchNormOfRelu => {
             let v = if through == Through::BatchNormOfRelu { format!("max({load}, {ty}(0.0))") } else { load };
-            w!(out, "fn {name}(img: u32, ok: bool, row: i32, piece: u32, a: f32, b: f32) -> {ty} {{");
-            w!(out, "    if ok && row >= 0 && row < {h} {{");
+            w!(out, "fn {name}(img: u32, ok: bool, block: i32, piece: u32, a: f32, b: f32) -> {ty} {{");
+            w!(out, "    if ok && block >= 0 && block < {blocks} {{");
             w!(out, "        return {v} * a + {ty}(b);");
         }
     }
@@ -724,35 +777,37 @@ fn row_loader(s: Shape, buffer: &str, name: &str, channels: u32, through: Throug
     out
 }
 
-/// The K input rows around output row 0: x{r}_{slot} holds input row y - pad + r, slot by
-/// slot; lane `oc` of a group loads pieces oc, oc + OC, oc + 2·OC, … (the last piece again
-/// where the pieces run out).
+/// The blocks of input rows around output block 0 (`Shape::window`): x{b}_{slot} holds block
+/// first + b, slot by slot; lane `oc` of a group loads pieces oc, oc + OC, oc + 2·OC, … (the
+/// last piece again where the pieces run out).
 fn declare_rows(out: &mut String, s: Shape, through: Through) {
-    for r in 0..s.k {
+    let (first, count) = s.window();
+    for b in 0..count {
         for slot in 0..s.slots() {
-            let row = r as i32 - (s.k / 2) as i32;
-            w!(out, "        var x{r}_{slot} = {};", slot_load(s, through, slot, &row.to_string()));
+            let block = first + b as i32;
+            w!(out, "        var x{b}_{slot} = {};", slot_load(s, through, slot, &block.to_string()));
         }
     }
 }
 
-/// Moves the rows up one and loads the new bottom row.
+/// Moves the blocks up one and loads the new bottom block.
 fn roll_rows(out: &mut String, s: Shape, through: Through) {
+    let (first, count) = s.window();
     for slot in 0..s.slots() {
-        for r in 0..s.k - 1 {
-            w!(out, "            x{r}_{slot} = x{}_{slot};", r + 1);
+        for b in 0..count - 1 {
+            w!(out, "            x{b}_{slot} = x{}_{slot};", b + 1);
         }
-        let row = format!("i32(y) + {}", s.k / 2 + 1);
-        w!(out, "            x{}_{slot} = {};", s.k - 1, slot_load(s, through, slot, &row));
+        let block = format!("i32(block) + {}", first + count as i32);
+        w!(out, "            x{}_{slot} = {};", count - 1, slot_load(s, through, slot, &block));
     }
 }
 
-/// The piece of `row` (WGSL) that a lane holds in `slot`.
-fn slot_load(s: Shape, through: Through, slot: u32, row: &str) -> String {
+/// The piece of block `block` (WGSL) that a lane holds in `slot`.
+fn slot_load(s: Shape, through: Through, slot: u32, block: &str) -> String {
     let piece = format!("min({}u + oc, {}u)", slot * s.oc, s.ic * s.pieces() - 1);
     match through {
-        Through::Plain => format!("load_row_piece(img, ok, {row}, {piece})"),
-        _ => format!("load_row_piece(img, ok, {row}, {piece}, bn_a{slot}, bn_b{slot})"),
+        Through::Plain => format!("load_row_piece(img, ok, {block}, {piece})"),
+        _ => format!("load_row_piece(img, ok, {block}, {piece}, bn_a{slot}, bn_b{slot})"),
     }
 }
 
@@ -782,25 +837,42 @@ fn batchnorm_of_slots(out: &mut String, s: Shape, through: Through, tower: &str)
     }
 }
 
-/// For every piece of every held row: broadcast it from the lane that loaded it (two lane
-/// groups each take their own in one shuffle), then `tap(ci, kr, kc, col, value)`
-/// for each of its elements and each kernel column.
-fn broadcast_taps(out: &mut String, s: Shape, mut tap: impl FnMut(&mut String, u32, u32, u32, u32, &str)) {
-    for kr in 0..s.k {
+/// For every piece of every held block that some tap reads: broadcast it from the lane that
+/// loaded it (two lane groups each take their own in one shuffle), then
+/// `tap(ci, o, kr, kc, col, value)` for each of its elements (at column `col`), each output
+/// row `o` of the block it reaches (through kernel row `kr`) and each kernel column `kc`.
+fn broadcast_taps(out: &mut String, s: Shape, mut tap: impl FnMut(&mut String, u32, u32, u32, u32, u32, &str)) {
+    let (first, count) = s.window();
+    let pad = (s.k / 2) as i32;
+    for b in 0..count {
         for q in 0..s.ic * s.pieces() {
             let (slot, source) = (q / s.oc, q % s.oc);
             let (ci, j) = (q / s.pieces(), q % s.pieces());
+            // (element, output row, kernel row) for each element's input row in reach.
+            let mut reach = Vec::new();
+            for e in 0..s.piece() {
+                let (r, col) = s.element(j * s.piece() + e);
+                let row = (first + b as i32) * s.rows() as i32 + r as i32;
+                for o in 0..s.rows() {
+                    let kr = row - o as i32 + pad;
+                    if (0..s.k as i32).contains(&kr) {
+                        reach.push((e, col, o, kr as u32));
+                    }
+                }
+            }
+            if reach.is_empty() {
+                continue;
+            }
             let value = match s.groups() {
-                1 => format!("subgroupBroadcast(x{kr}_{slot}, {source}u)"),
-                2 => format!("subgroupShuffle(x{kr}_{slot}, {source}u + group_lane)"),
+                1 => format!("subgroupBroadcast(x{b}_{slot}, {source}u)"),
+                2 => format!("subgroupShuffle(x{b}_{slot}, {source}u + group_lane)"),
                 g => unreachable!("{g} lane groups"),
             };
             w!(out, "            {{");
             w!(out, "                let v = {value};");
-            for e in 0..s.piece() {
-                let col = j * s.piece() + e;
+            for (e, col, o, kr) in reach {
                 for kc in 0..s.k {
-                    tap(out, ci, kr, kc, col, &component(s, "v", e));
+                    tap(out, ci, o, kr, kc, col, &component(s, "v", e));
                 }
             }
             w!(out, "            }}");
