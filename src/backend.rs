@@ -40,6 +40,11 @@ pub trait Backend {
     fn scratch(&mut self, len: usize) -> Self::Tensor;
     /// Hands all scratch back: the next step reuses the same storage, allocating nothing.
     fn reset_scratch(&mut self);
+    /// Where kernels compile at their first run, starts compiling the ones recorded so far
+    /// elsewhere, in parallel (src/gpu/compile_ahead.rs); warm-up only. Nothing by default.
+    fn compile_ahead(&mut self) {}
+    /// Ends what `compile_ahead` started, once the kernels it was for have run.
+    fn stop_compiling_ahead(&mut self) {}
     fn write(&mut self, t: &Self::Tensor, data: &[Self::Elem]);
     /// Copies a tensor to the host, waiting for every op recorded before.
     fn read(&mut self, t: &Self::Tensor) -> Vec<Self::Elem>;

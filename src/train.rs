@@ -247,7 +247,9 @@ pub fn warm_up<B: Backend>(backend: &mut B, cfg: &TrainConfig) {
     let mut trainer = Trainer::new(backend, cfg, &blank);
     let pairs = trainer.bench_pairs(1);
     trainer.step(backend, &pairs, 0);
+    backend.compile_ahead();
     trainer.embed_rows(backend, &trainer.train_rows[..WARM_UP_PAIRS]);
+    backend.stop_compiling_ahead();
     backend.reset_scratch();
 }
 

@@ -106,3 +106,24 @@ fn warm_up_builds_every_pipeline_a_run_uses() {
         assert_eq!(gpu.pipelines_built(), built, "pipelines built after the warm-up, batches of {batch_size}");
     }
 }
+
+/// The warm-up has a second device compile the step's kernels ahead (src/gpu/compile_ahead.rs)
+/// by running each once on placeholder buffers with zeroed parameters: every kernel of a
+/// training step and of evaluation must accept that, or the first device compiles alone.
+#[test]
+fn every_kernel_of_a_run_runs_on_placeholders() {
+    if !gpu_available("every_kernel_of_a_run_runs_on_placeholders") {
+        return;
+    }
+    let mut gpu = GpuBackend::new().expect("an adapter");
+    warm_up(&mut gpu, &TrainConfig::default());
+    let kernels = gpu.kernels_built().to_vec();
+    assert!(kernels.len() >= 30, "the warm-up built {} pipelines", kernels.len());
+    let mut second = GpuBackend::new().expect("an adapter");
+    for (kernel, spec) in &kernels {
+        if let Err(e) = second.compile_kernel(*kernel, spec) {
+            panic!("{kernel:?} {spec:?} on placeholders: {e}");
+        }
+    }
+    assert_eq!(second.kernels_built(), kernels, "the same pipelines, in the same order");
+}

@@ -187,6 +187,8 @@ pub struct Pipelines {
     modules: HashMap<Shader, wgpu::ShaderModule>,
     generated: HashMap<(Kernel, Vec<u32>), wgpu::ShaderModule>,
     pipelines: HashMap<(Kernel, Vec<u32>), (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
+    /// The pipelines' keys in the order they were made.
+    order: Vec<(Kernel, Vec<u32>)>,
 }
 
 impl Pipelines {
@@ -197,6 +199,11 @@ impl Pipelines {
 
     pub fn is_empty(&self) -> bool {
         self.pipelines.is_empty()
+    }
+
+    /// The kernels and specialisations built so far, in the order they were first used.
+    pub fn built(&self) -> &[(Kernel, Vec<u32>)] {
+        &self.order
     }
 
     /// The pipeline of `kernel` with its `override` constants set to `spec`.
@@ -227,6 +234,7 @@ impl Pipelines {
                 build_pipeline(device, module, kernel, spec)
             };
             self.pipelines.insert(key.clone(), built);
+            self.order.push(key.clone());
         }
         &self.pipelines[&key]
     }

@@ -7,6 +7,7 @@
 //! struct and call [`GpuBackend::dispatch`].
 
 mod batchnorm;
+mod compile_ahead;
 mod context;
 mod contrastive;
 mod conv2d;
@@ -251,6 +252,8 @@ pub struct GpuBackend {
     pub allocations: u64,
     /// Submits since creation.
     pub submits: u64,
+    /// The second device compiling kernels during warm-up, if any (`Backend::compile_ahead`).
+    compiling_ahead: Option<compile_ahead::CompileAhead>,
 }
 
 impl GpuBackend {
@@ -276,6 +279,7 @@ impl GpuBackend {
             dispatches: 0,
             allocations: 0,
             submits: 0,
+            compiling_ahead: None,
         }
     }
 
@@ -559,6 +563,11 @@ impl GpuBackend {
         self.pipelines.len()
     }
 
+    /// The kernels and specialisations of those pipelines, in the order first used.
+    pub fn kernels_built(&self) -> &[(Kernel, Vec<u32>)] {
+        self.pipelines.built()
+    }
+
     /// Writes raw 32-bit words into a tensor, after everything recorded so far.
     pub fn write_words<T: Pod>(&mut self, t: &GpuTensor, data: &[T]) {
         assert_eq!(data.len(), t.len, "gpu: writing {} words into a tensor of {}", data.len(), t.len);
@@ -615,6 +624,19 @@ impl Backend for GpuBackend {
         }
         *in_use += 1;
         GpuTensor { buffer: buffers[*in_use - 1].clone(), offset: 0, len }
+    }
+    /// On a software adapter, which compiles each kernel at its first dispatch, submits what is
+    /// recorded and has a second device compile the same kernels last first.
+    fn compile_ahead(&mut self) {
+        if self.ctx.adapter.device_type == wgpu::DeviceType::Cpu && self.compiling_ahead.is_none() {
+            self.flush();
+            self.compiling_ahead = Some(compile_ahead::CompileAhead::start(self.kernels_built().to_vec()));
+        }
+    }
+    fn stop_compiling_ahead(&mut self) {
+        if let Some(ahead) = &self.compiling_ahead {
+            ahead.stop();
+        }
     }
     fn reset_scratch(&mut self) {
         for (_, in_use) in self.scratch.by_size.values_mut() {

@@ -1,0 +1,80 @@
+//! Compiles kernels on a second device while the first runs them, for drivers that compile a
+//! kernel at its first dispatch (llvmpipe).
+//!
+//! Why: llvmpipe turns each kernel into machine code on its queue's one thread when the kernel
+//! first runs, so a first run's first training step waits for some forty kernels compiled one
+//! after another (the largest conv kernels take about a second each) while the other core idles.
+//! A second device has its own queue thread. It runs the step's kernels last first, each once
+//! on placeholder buffers with zeroed parameters (no work), and Mesa's shader cache, which both
+//! devices read, hands what it compiled to the first device when that one gets there. Without
+//! the cache (MESA_SHADER_CACHE_DISABLE) nothing is shared and nothing changes but the second
+//! core's load.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use super::{Access, GpuBackend, GpuContext, GpuTensor, Kernel};
+use crate::backend::Backend;
+use crate::error::Result;
+
+/// A second device compiling kernels in the background; `stop` ends it after the kernel at hand.
+pub struct CompileAhead {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CompileAhead {
+    /// Starts compiling `kernels`, last first, on a second device of the adapter
+    /// `GpuContext::new` opens (the one the caller has).
+    pub fn start(kernels: Vec<(Kernel, Vec<u32>)>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let Ok(ctx) = GpuContext::new() else { return };
+            let mut gpu = GpuBackend::with_context(ctx);
+            for (kernel, spec) in kernels.iter().rev() {
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                // A placeholder the driver refuses only costs the first device the compile.
+                if gpu.compile_kernel(*kernel, spec).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { stop, thread: Some(thread) }
+    }
+
+    /// Asks the thread to end after the kernel it is compiling.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for CompileAhead {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Elements of each placeholder buffer: the largest fixed-size binding (gather_images' pixel
+/// table, 1 KiB) fits.
+const PLACEHOLDER: usize = 1024;
+
+impl GpuBackend {
+    /// Runs `kernel` once, one workgroup on placeholder buffers with zeroed parameters, which
+    /// give it no images, rows or elements to touch, and waits: a driver that compiles at first
+    /// dispatch has then compiled it. The device's error, if it refused.
+    pub fn compile_kernel(&mut self, kernel: Kernel, spec: &[u32]) -> Result<()> {
+        let (read, write) = (self.zeros(PLACEHOLDER), self.zeros(PLACEHOLDER));
+        let buffers: Vec<&GpuTensor> =
+            kernel.bindings().iter().map(|access| if *access == Access::ReadWrite { &write } else { &read }).collect();
+        self.dispatch_specialized(kernel, spec, &[0u32; 64], &buffers, 1);
+        self.sync();
+        self.ctx.take_error().map_or(Ok(()), Err)
+    }
+}
