@@ -19,7 +19,8 @@
 // windows do not overlap, so each decides alone. With an even width a window row is one
 // aligned vec2 (x2 is x seen as vec2s), half the loads of two scalars on llvmpipe; with a
 // width of a multiple of 4 the `pairs` kernels take two windows per vec4, halving them again;
-// with a width of 4m + 2 the `rows` forward takes two rows of windows as whole vec4s.
+// with a width of 4m + 2 the `rows` forward takes two rows of windows as whole vec4s. Those
+// vec4s are `Packed4` in storage (the prelude's: two u64s on llvmpipe, see packed_u64.wgsl).
 
 // src/params.rs MaxPoolParams
 struct MaxPoolParams {
@@ -258,7 +259,7 @@ fn backward_windows(nc: u32, t: Through, what: u32, kuv: vec3<f32>) -> vec2<f32>
     return vec2(s2.x + s2.y, sx2.x + sx2.y);
 }
 
-@group(0) @binding(1) var<storage, read> pf_x4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> pf_x4: array<Packed4>;
 @group(0) @binding(2) var<storage, read_write> pf_y2: array<vec2<f32>>;
 
 // Two windows at a time: a vec4 of each of their rows in, a vec2 of maxima out.
@@ -276,16 +277,16 @@ fn forward_pairs(nc: u32, through: Through) {
         let top = (nc * p.h + 2u * oh) * quads;
         let out = (nc * oh_n + oh) * quads;
         for (var q = 0u; q < quads; q++) {
-            let t = through4(pf_x4[top + q], through);
-            let b = through4(pf_x4[top + quads + q], through);
+            let t = through4(unpack4(pf_x4[top + q]), through);
+            let b = through4(unpack4(pf_x4[top + quads + q]), through);
             pf_y2[out + q] = vec2(first_max(t.xy, b.xy).x, first_max(t.zw, b.zw).x);
         }
     }
 }
 
-@group(0) @binding(1) var<storage, read> pb_x4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> pb_x4: array<Packed4>;
 @group(0) @binding(2) var<storage, read> pb_dy2: array<vec2<f32>>;
-@group(0) @binding(3) var<storage, read_write> pb_dx4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> pb_dx4: array<Packed4>;
 
 // Two windows at a time, as maxpool_forward_pairs.
 @compute @workgroup_size(64)
@@ -306,8 +307,8 @@ fn backward_pairs(nc: u32, through: Through, what: u32, kuv: vec3<f32>) -> vec2<
         let top = (nc * p.h + 2u * oh) * quads;
         let out = (nc * oh_n + oh) * quads;
         for (var q = 0u; q < quads; q++) {
-            let xt = pb_x4[top + q];
-            let xb = pb_x4[top + quads + q];
+            let xt = unpack4(pb_x4[top + q]);
+            let xb = unpack4(pb_x4[top + quads + q]);
             let t = through4(xt, through);
             let b = through4(xb, through);
             let g = pb_dy2[out + q];
@@ -326,11 +327,11 @@ fn backward_pairs(nc: u32, through: Through, what: u32, kuv: vec3<f32>) -> vec2<
                 gb = batchnorm_grad4(gb, xb, kuv);
             }
             if add {
-                pb_dx4[top + q] += gt;
-                pb_dx4[top + quads + q] += gb;
+                pb_dx4[top + q] = pack4(unpack4(pb_dx4[top + q]) + gt);
+                pb_dx4[top + quads + q] = pack4(unpack4(pb_dx4[top + quads + q]) + gb);
             } else {
-                pb_dx4[top + q] = gt;
-                pb_dx4[top + quads + q] = gb;
+                pb_dx4[top + q] = pack4(gt);
+                pb_dx4[top + quads + q] = pack4(gb);
             }
         }
     }
@@ -356,11 +357,11 @@ fn forward_rows(nc: u32, through: Through) {
     for (var oh = 0u; oh < oh_n; oh++) {
         let base = (nc * p.h + 2u * oh) * p.w / 4u;
         let out = (nc * oh_n + oh) * (2u * m + 1u);
-        let middle = through4(pf_x4[base + m], through);
+        let middle = through4(unpack4(pf_x4[base + m]), through);
         var bottom = middle;
         for (var q = 0u; q < m; q++) {
-            let top = through4(pf_x4[base + q], through);
-            let next = through4(pf_x4[base + m + q + 1u], through);
+            let top = through4(unpack4(pf_x4[base + q]), through);
+            let next = through4(unpack4(pf_x4[base + m + q + 1u]), through);
             y[out + 2u * q] = first_max(top.xy, bottom.zw).x;
             y[out + 2u * q + 1u] = first_max(top.zw, next.xy).x;
             bottom = next;

@@ -5,11 +5,11 @@
 use siamese::gpu::conv2d_rows::{self, Mode, Shape, Through};
 use siamese::gpu::{Access, Kernel, Shader};
 
-/// The files in shaders/ run on any adapter with subgroups; the generated kernels also hold rows
-/// as 64-bit integers (src/gpu/conv2d_rows.rs, `packed`).
-fn validator(generated: bool) -> naga::valid::Validator {
+/// The files in shaders/ run on any adapter with subgroups; on llvmpipe they and the generated
+/// kernels hold runs of four floats as 64-bit integers (shaders/packed_u64.wgsl).
+fn validator(int64: bool) -> naga::valid::Validator {
     let mut caps = naga::valid::Capabilities::SUBGROUP;
-    if generated {
+    if int64 {
         caps |= naga::valid::Capabilities::SHADER_INT64;
     }
     let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
@@ -17,15 +17,16 @@ fn validator(generated: bool) -> naga::valid::Validator {
     v
 }
 
-fn parse(label: &str, source: &str, generated: bool) -> naga::Module {
+fn parse(label: &str, source: &str, int64: bool) -> naga::Module {
     let module =
         naga::front::wgsl::parse_str(source).unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(source)));
-    validator(generated).validate(&module).unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(source)));
+    validator(int64).validate(&module).unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(source)));
     module
 }
 
+/// A shader file as most adapters compile it (vec4<f32> storage, no 64-bit integers).
 fn module(shader: Shader) -> naga::Module {
-    parse(shader.file(), &shader.source(), false)
+    parse(shader.file(), &shader.source(false), false)
 }
 
 /// The model's convolutions: (c_in, c_out, side).
@@ -87,6 +88,7 @@ fn kernel_modules(kernel: Kernel) -> Vec<naga::Module> {
 fn every_shader_file_validates() {
     for shader in Shader::ALL {
         module(shader);
+        parse(&format!("{} (packed)", shader.file()), &shader.source(true), true);
     }
 }
 
@@ -95,7 +97,8 @@ fn every_shader_file_is_registered() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
     for entry in std::fs::read_dir(&dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
-        if name.ends_with(".wgsl") && name != "common.wgsl" {
+        let prelude = ["common.wgsl", "packed_f32.wgsl", "packed_u64.wgsl"].contains(&name.as_str());
+        if name.ends_with(".wgsl") && !prelude {
             assert!(Shader::ALL.iter().any(|s| s.file() == name), "shaders/{name} is not in the Shader registry");
         }
     }

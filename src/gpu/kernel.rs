@@ -29,6 +29,17 @@ pub enum Shader {
 /// Prepended to every shader file: WGSL has no includes.
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
+/// The common prelude, then how runs of four floats are held in storage (`Packed4`): as two
+/// u64s where `packed` (llvmpipe: see shaders/packed_u64.wgsl), as vec4<f32> elsewhere.
+pub fn prelude(packed: bool) -> String {
+    let storage = if packed {
+        include_str!("../../shaders/packed_u64.wgsl")
+    } else {
+        include_str!("../../shaders/packed_f32.wgsl")
+    };
+    format!("{COMMON}\n{storage}")
+}
+
 impl Shader {
     /// The files in shaders/.
     pub const ALL: [Shader; 8] = [
@@ -75,9 +86,9 @@ impl Shader {
         }
     }
 
-    /// The WGSL the device compiles: the common prelude, then the file.
-    pub fn source(self) -> String {
-        format!("{COMMON}\n{}", self.body())
+    /// The WGSL the device compiles: the prelude (see [`prelude`]), then the file.
+    pub fn source(self, packed: bool) -> String {
+        format!("{}\n{}", prelude(packed), self.body())
     }
 }
 
@@ -182,8 +193,9 @@ kernels! {
 /// Compiled shader modules and pipelines (one per kernel and specialisation), made on first
 /// use and kept. A generated shader has one module per specialisation, whose values shape the
 /// code itself instead of setting `override` constants.
-#[derive(Default)]
 pub struct Pipelines {
+    /// Whether the shader files hold runs of four floats as u64 pairs (see [`prelude`]).
+    packed: bool,
     modules: HashMap<Shader, wgpu::ShaderModule>,
     generated: HashMap<(Kernel, Vec<u32>), wgpu::ShaderModule>,
     pipelines: HashMap<(Kernel, Vec<u32>), (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
@@ -192,6 +204,16 @@ pub struct Pipelines {
 }
 
 impl Pipelines {
+    pub fn new(packed: bool) -> Self {
+        Self {
+            packed,
+            modules: HashMap::new(),
+            generated: HashMap::new(),
+            pipelines: HashMap::new(),
+            order: Vec::new(),
+        }
+    }
+
     /// Pipelines built so far (each compiled once).
     pub fn len(&self) -> usize {
         self.pipelines.len()
@@ -230,7 +252,7 @@ impl Pipelines {
                     .or_insert_with(|| compile(super::conv2d_rows::source(kernel, spec)));
                 build_pipeline(device, module, kernel, &[])
             } else {
-                let module = self.modules.entry(shader).or_insert_with(|| compile(shader.source()));
+                let module = self.modules.entry(shader).or_insert_with(|| compile(shader.source(self.packed)));
                 build_pipeline(device, module, kernel, spec)
             };
             self.pipelines.insert(key.clone(), built);

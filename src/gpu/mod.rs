@@ -263,13 +263,15 @@ impl GpuBackend {
     }
 
     pub fn with_context(ctx: GpuContext) -> Self {
+        // llvmpipe, which runs the rows kernels, is where packed storage pays.
+        let packed = ctx.rows_kernels;
         Self {
             subgroup_convs: ctx.rows_kernels,
             relu_moments: None,
             adam_scalars: None,
             adam_recorded: false,
             ctx,
-            pipelines: Pipelines::default(),
+            pipelines: Pipelines::new(packed),
             scratch: ScratchPool::default(),
             uniforms: HashMap::new(),
             bind_groups: HashMap::new(),

@@ -1,0 +1,13 @@
+// packed_f32.wgsl: how kernels hold runs of four floats in storage (`Packed4`) on most
+// adapters: as vec4<f32>, so pack4 and unpack4 compile to nothing. Prepended after common.wgsl
+// by src/gpu/kernel.rs; packed_u64.wgsl is llvmpipe's version.
+
+alias Packed4 = vec4<f32>;
+
+fn unpack4(v: Packed4) -> vec4<f32> {
+    return v;
+}
+
+fn pack4(v: vec4<f32>) -> Packed4 {
+    return v;
+}
