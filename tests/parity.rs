@@ -336,6 +336,7 @@ fn batchnorm_maxpool_shapes() {
     batchnorm_maxpool_case("tiny", 2, 1, 2, 4, 1);
     batchnorm_maxpool_case("odd", 3, 5, 7, 9, 1);
     batchnorm_maxpool_case("even-windows", 4, 3, 6, 10, 2);
+    batchnorm_maxpool_case("rows-narrow", 4, 3, 4, 2, 2);
     batchnorm_maxpool_case("train6", 256, 4, 28, 28, 2);
     batchnorm_maxpool_case("train13", 256, 8, 14, 14, 2);
 }

@@ -166,16 +166,21 @@ kernels! {
     MaxPoolForwardPairs => MaxPool::"maxpool_forward_pairs"(Read, ReadWrite);
     MaxPoolBackwardPairs => MaxPool::"maxpool_backward_pairs"(Read, Read, ReadWrite) [ACCUMULATE];
     MaxPoolForwardRows => MaxPool::"maxpool_forward_rows"(Read, Read, ReadWrite);
+    MaxPoolBackwardRows => MaxPool::"maxpool_backward_rows"(Read, Read, ReadWrite) [ACCUMULATE];
     BatchNormMaxPoolForward => MaxPool::"batchnorm_maxpool_forward"(Read, Read, ReadWrite, Read, Read, Read);
     BatchNormMaxPoolForwardPairs => MaxPool::"batchnorm_maxpool_forward_pairs"(Read, ReadWrite, Read, Read, Read);
     BatchNormMaxPoolBackwardSumsWindows =>
         MaxPool::"batchnorm_maxpool_backward_sums_windows"(Read, Read, ReadWrite, Read, Read, Read, ReadWrite);
     BatchNormMaxPoolBackwardSumsPairs =>
         MaxPool::"batchnorm_maxpool_backward_sums_pairs"(Read, Read, ReadWrite, Read, Read, Read, ReadWrite);
+    BatchNormMaxPoolBackwardSumsRows =>
+        MaxPool::"batchnorm_maxpool_backward_sums_rows"(Read, Read, ReadWrite, Read, Read, Read, ReadWrite);
     BatchNormMaxPoolBackwardInputWindows =>
         MaxPool::"batchnorm_maxpool_backward_input_windows"(Read, Read, ReadWrite, Read, Read, Read, Read) [ACCUMULATE];
     BatchNormMaxPoolBackwardInputPairs =>
         MaxPool::"batchnorm_maxpool_backward_input_pairs"(Read, Read, ReadWrite, Read, Read, Read, Read) [ACCUMULATE];
+    BatchNormMaxPoolBackwardInputRows =>
+        MaxPool::"batchnorm_maxpool_backward_input_rows"(Read, Read, ReadWrite, Read, Read, Read, Read) [ACCUMULATE];
     BatchNormMaxPoolForwardRows => MaxPool::"batchnorm_maxpool_forward_rows"(Read, Read, ReadWrite, Read, Read, Read);
     LinearForward => Linear::"linear_forward"(Read, Read, Read, ReadWrite);
     LinearBackwardInput => Linear::"linear_backward_input"(Read, Read, ReadWrite);

@@ -19,8 +19,8 @@ fn pairs(p: &MaxPoolParams) -> bool {
     p.w.is_multiple_of(4) && p.h.is_multiple_of(2)
 }
 
-/// Whether the row-pair forward kernels do: widths of 4m + 2, whose two rows of windows are
-/// whole vec4s, even H.
+/// Whether the row-pair kernels do: widths of 4m + 2, whose two rows of windows are whole
+/// vec4s, even H.
 fn rows(p: &MaxPoolParams) -> bool {
     p.w % 4 == 2 && p.h.is_multiple_of(2)
 }
@@ -41,6 +41,8 @@ pub fn maxpool_backward(gpu: &mut GpuBackend, p: &MaxPoolParams, x: &GpuTensor, 
     let accumulate = (p.accumulate & ACCUMULATE_INPUT != 0) as u32;
     if pairs(p) {
         gpu.dispatch_specialized(Kernel::MaxPoolBackwardPairs, &[accumulate], p, &[x, dy, dx], plane_groups(p));
+    } else if rows(p) {
+        gpu.dispatch_specialized(Kernel::MaxPoolBackwardRows, &[accumulate], p, &[x, dy, dx], plane_groups(p));
     } else if p.h.is_multiple_of(2) && p.w.is_multiple_of(2) {
         gpu.dispatch_specialized(Kernel::MaxPoolBackwardWindows, &[accumulate], p, &[x, dy, dx], plane_groups(p));
     } else {
@@ -93,6 +95,8 @@ pub fn batchnorm_maxpool_backward(
     assert_eq!((x.len, dy.len, dx.len), (p.x_len(), p.y_len(), p.x_len()), "batchnorm_maxpool_backward: {p:?}");
     let (sum, input) = if pairs(&p) {
         (Kernel::BatchNormMaxPoolBackwardSumsPairs, Kernel::BatchNormMaxPoolBackwardInputPairs)
+    } else if rows(&p) {
+        (Kernel::BatchNormMaxPoolBackwardSumsRows, Kernel::BatchNormMaxPoolBackwardInputRows)
     } else if p.h.is_multiple_of(2) && p.w.is_multiple_of(2) {
         (Kernel::BatchNormMaxPoolBackwardSumsWindows, Kernel::BatchNormMaxPoolBackwardInputWindows)
     } else {
