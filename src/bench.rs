@@ -9,7 +9,13 @@ use crate::train::Trainer;
 
 /// Times `steps` training steps after `warmup` untimed ones: wall time per step without
 /// profiling, then one more pass with timestamps for the per-kernel table.
-pub fn bench_steps(gpu: &mut GpuBackend, trainer: &mut Trainer<GpuBackend>, warmup: usize, steps: usize) -> String {
+pub fn bench_steps(
+    gpu: &mut GpuBackend,
+    trainer: &mut Trainer<GpuBackend>,
+    warmup: usize,
+    steps: usize,
+    launches: bool,
+) -> String {
     let batch = trainer.cfg.batch_size;
     let pairs = trainer.bench_pairs(warmup + steps);
     let mut out = String::new();
@@ -44,6 +50,9 @@ pub fn bench_steps(gpu: &mut GpuBackend, trainer: &mut Trainer<GpuBackend>, warm
         gpu.disable_profiling();
         out.push_str(&profile_table(&profile, steps));
         writeln!(out, "{:<34} {:>10} {:>10.3}", "wall time, profiled steps", "", wall * 1e3).ok();
+        if launches {
+            out.push_str(&launch_table(&profile, steps));
+        }
     } else {
         writeln!(out, "(this adapter has no timestamp queries: no per-kernel table)").ok();
     }
@@ -71,5 +80,20 @@ pub fn profile_table(profile: &Profile, steps: usize) -> String {
         .ok();
     }
     writeln!(out, "{:<34} {:>10} {:>10.3}", "total GPU time", "", total / steps as f64 / 1e6).ok();
+    out
+}
+
+/// The same time by launch: each kernel with its specialisation (for the generated conv
+/// kernels, the layer's shape and the pass: src/gpu/conv2d_rows.rs), slowest first.
+pub fn launch_table(profile: &Profile, steps: usize) -> String {
+    let total = profile.total_ns().max(1.0);
+    let mut rows = profile.launches.clone();
+    rows.sort_by(|a, b| b.ns.total_cmp(&a.ns));
+    let mut out = String::new();
+    writeln!(out, "{:>10} {:>10} {:>7}  launch", "calls/step", "ms/step", "share").ok();
+    for l in rows {
+        let (calls, ms) = (l.calls as f64 / steps as f64, l.ns / steps as f64 / 1e6);
+        writeln!(out, "{calls:>10.1} {ms:>10.3} {:>6.1}%  {}", 100.0 * l.ns / total, l.label()).ok();
+    }
     out
 }

@@ -65,6 +65,10 @@ struct BenchArgs {
     warmup: usize,
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
+    /// Also time each launch apart: every kernel with its specialisation (`override` values,
+    /// or a generated conv kernel's IC, OC, H, W, K and pass).
+    #[arg(long)]
+    launches: bool,
 }
 
 #[derive(Args)]
@@ -558,7 +562,7 @@ fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
     let data = load(&a.data, Some(rows_needed))?;
     let mut gpu = gpu_backend()?;
     let mut trainer = Trainer::new(&mut gpu, cfg, &data);
-    let report = siamese::bench::bench_steps(&mut gpu, &mut trainer, a.warmup, a.steps);
+    let report = siamese::bench::bench_steps(&mut gpu, &mut trainer, a.warmup, a.steps, a.launches);
     print!("{report}");
     Ok(())
 }

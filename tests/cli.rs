@@ -117,6 +117,38 @@ fn train_writes_every_output_and_the_loss_goes_down() {
     assert!(text(&o.stdout).contains("\"knn_k1\": 1"), "a set is its own nearest neighbour: {}", text(&o.stdout));
 }
 
+/// `bench --launches` times each launch apart: one row per kernel and specialisation, the
+/// shares adding up to the whole, every conv layer's shape among them.
+#[test]
+fn bench_times_each_launch() {
+    if !gpu_available("bench --launches") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let csv = small_csv(dir.path(), 300);
+    let args = ["bench", "--data", csv.to_str().unwrap(), "--steps", "2", "--warmup", "1", "--batch-size", "16"];
+    let o = siamese(&[&args[..], &["--launches"]].concat());
+    assert!(o.status.success(), "bench failed:\n{}", text(&o.stderr));
+    let report = text(&o.stdout);
+    if report.contains("no timestamp queries") {
+        return;
+    }
+    let table = report.split_once("  launch\n").expect("a launch table").1;
+    let rows: Vec<(f64, &str)> = table
+        .lines()
+        .map(|l| {
+            let share = l.split_whitespace().nth(2).expect("a share").trim_end_matches('%').parse().expect("a number");
+            (share, l.split_once("%  ").expect("a label").1)
+        })
+        .collect();
+    assert!(rows.len() >= 30, "{} launches in {table}", rows.len());
+    let total: f64 = rows.iter().map(|r| r.0).sum();
+    assert!((total - 100.0).abs() < 1.0, "shares add up to {total}%: {table}");
+    for shape in ["IC=1 OC=4 H=28 W=28", "IC=4 OC=4 H=28 W=28", "IC=4 OC=8 H=14 W=14", "IC=8 OC=8 H=14 W=14"] {
+        assert!(rows.iter().any(|r| r.1.contains(shape)), "no launch of {shape}: {table}");
+    }
+}
+
 #[test]
 fn pictures_without_training() {
     let dir = tempfile::tempdir().unwrap();

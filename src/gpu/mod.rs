@@ -114,6 +114,7 @@ enum Command {
 
 struct Dispatch {
     kernel: Kernel,
+    spec: Vec<u32>,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     grid: (u32, u32),
@@ -164,6 +165,25 @@ struct ScratchPool {
 pub struct Profile {
     /// Per kernel, in first-seen order.
     pub kernels: Vec<KernelTime>,
+    /// Per kernel and specialisation (a launch site, mostly), in first-seen order.
+    pub launches: Vec<LaunchTime>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LaunchTime {
+    pub kernel: Kernel,
+    /// The values of the kernel's `override` constants (`Kernel::overrides`).
+    pub spec: Vec<u32>,
+    pub calls: u64,
+    pub ns: f64,
+}
+
+impl LaunchTime {
+    /// The entry point with its specialisation, as NAME=value pairs.
+    pub fn label(&self) -> String {
+        let values = self.kernel.overrides().iter().zip(&self.spec).map(|(name, v)| format!(" {name}={v}"));
+        format!("{}{}", self.kernel.entry_point(), values.collect::<String>())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -184,7 +204,14 @@ impl KernelTime {
 }
 
 impl Profile {
-    fn add(&mut self, kernel: Kernel, ns: f64, work: Work) {
+    fn add(&mut self, kernel: Kernel, spec: &[u32], ns: f64, work: Work) {
+        match self.launches.iter_mut().find(|l| l.kernel == kernel && l.spec == spec) {
+            Some(l) => {
+                l.calls += 1;
+                l.ns += ns;
+            }
+            None => self.launches.push(LaunchTime { kernel, spec: spec.to_vec(), calls: 1, ns }),
+        }
         let (amount, flops) = match work {
             Work::Flops(f) => (f, true),
             Work::Bytes(b) => (b, false),
@@ -356,7 +383,14 @@ impl GpuBackend {
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
         let grid = if workgroups <= max { (workgroups, 1) } else { (max, workgroups.div_ceil(max)) };
         let work = work.unwrap_or_else(|| Work::Bytes(buffers.iter().map(|t| (t.len * 4) as f64).sum()));
-        self.pending.push(Command::Dispatch(Dispatch { kernel, pipeline, bind_group, grid, work }));
+        self.pending.push(Command::Dispatch(Dispatch {
+            kernel,
+            spec: spec.to_vec(),
+            pipeline,
+            bind_group,
+            grid,
+            work,
+        }));
         self.dispatches += 1;
         if self.profiler.is_some() && self.pending.len() as u32 >= PROFILE_CAPACITY {
             self.flush();
@@ -475,7 +509,7 @@ impl GpuBackend {
         };
         for (i, d) in dispatches.iter().enumerate() {
             let ns = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * prof.period_ns;
-            prof.profile.add(d.kernel, ns, d.work);
+            prof.profile.add(d.kernel, &d.spec, ns, d.work);
         }
     }
 
