@@ -68,6 +68,17 @@ fn generated_specs(kernel: Kernel) -> Vec<Vec<u32>> {
                     }
                 }
             }
+            Kernel::Conv2dBackwardRows
+                if fwd.supported()
+                    && c_in == c_out
+                    && c_out != 1
+                    && w.is_multiple_of(2)
+                    && (h * w).is_multiple_of(4) =>
+            {
+                for through in [Through::BatchNorm, Through::BatchNormOfRelu] {
+                    specs.push(vec![c_in, c_out, h, w, k, through as u32]);
+                }
+            }
             _ => {}
         }
     }

@@ -14,7 +14,7 @@ use super::batchnorm::{
 };
 use super::conv2d_rows::{IMAGES, Mode, Shape, Through, chunks};
 use super::{GpuBackend, GpuTensor, Kernel, Work};
-use crate::backend::Backend;
+use crate::backend::{Backend, DeviceTensor, VIEW_ALIGN};
 use crate::params::{BatchNormParams, Conv2dParams};
 
 /// Images per partial sum in the plain weight-gradient kernel: small enough for many
@@ -149,6 +149,42 @@ fn conv2d_backward_input_sums(
     // The bias binding and BatchNorm's second are unused.
     let through = (Through::batchnorm(relu), [x, w, saved]);
     Some(conv2d_rows(gpu, p, s, Mode::InputGradSums, [dy, w, w, dx], through))
+}
+
+/// The whole backward of a square conv reading x through BatchNorm in one pass
+/// (`conv2d_backward_rows`, where the subgroup kernels cover the shape): the input gradient
+/// into `dx`, the weight and bias gradients (then reduced into dw and db as usual), and
+/// returned, BatchNorm's backward plane sums, all as the two kernels it replaces would give
+/// them. dx is written, never added.
+#[allow(clippy::too_many_arguments)]
+fn conv2d_backward_rows(
+    gpu: &mut GpuBackend,
+    p: &Conv2dParams,
+    x: &GpuTensor,
+    bn: ReadThrough,
+    w: &GpuTensor,
+    dy: &GpuTensor,
+    dx: &GpuTensor,
+    dw: &GpuTensor,
+    db: &GpuTensor,
+) -> Option<GpuTensor> {
+    let s = through_shape(gpu, p)?;
+    if s.ic != s.oc || !s.w.is_multiple_of(2) || !(s.h * s.w).is_multiple_of(4) {
+        return None;
+    }
+    let p = Conv2dParams { chunk: IMAGES, ..*p };
+    let (chunks, taps) = (chunks(p.n, p.towers), p.w_len() + p.c_out as usize);
+    // The kernel's one output buffer: the weight partials, then the plane sums on a view boundary.
+    let planes_offset = (chunks as usize * taps).next_multiple_of(VIEW_ALIGN);
+    let planes_len = 2 * (p.n * p.c_in) as usize;
+    let out = gpu.scratch(planes_offset + planes_len);
+    let spec = [s.ic, s.oc, s.h, s.w, s.k, Through::batchnorm(bn.relu) as u32];
+    let flops = Some(Work::Flops(4.0 * p.macs() as f64));
+    let bindings = [dy, w, dx, x, bn.gamma, bn.beta, bn.saved, &out];
+    gpu.dispatch_work(Kernel::Conv2dBackwardRows, &spec, &p, &bindings, chunks.div_ceil(s.groups()), flops);
+    let partial = out.view(0, chunks as usize * taps);
+    gpu.dispatch(Kernel::Conv2dBackwardWeightReduce, &p, &[&partial, dw, db], GpuBackend::groups_for(taps));
+    Some(out.view(planes_offset, planes_len))
 }
 
 pub fn conv2d_forward(
@@ -343,6 +379,10 @@ fn batchnorm_conv2d_backward_head(
 ) -> GpuTensor {
     let pi = Conv2dParams { accumulate: 0, ..*p };
     let relu = pb.relu_input != 0;
+    let through = ReadThrough { gamma, beta, saved, relu };
+    if let Some(planes) = conv2d_backward_rows(gpu, p, x, through, w, dy, dn, dw, db) {
+        return batchnorm_backward_sums(gpu, pb, &planes, dgamma, dbeta);
+    }
     let planes = match conv2d_backward_input_sums(gpu, &pi, dy, w, dn, x, saved, relu) {
         Some(planes) => planes,
         None => {
@@ -351,7 +391,6 @@ fn batchnorm_conv2d_backward_head(
         }
     };
     if through_shape(gpu, p).is_some() {
-        let through = ReadThrough { gamma, beta, saved, relu };
         conv2d_backward_weight_of(gpu, p, x, Some(through), None, dy, dw, db);
     } else {
         let normalised = batchnorm_output(gpu, pb, x, gamma, beta, saved);

@@ -153,6 +153,8 @@ kernels! {
         Conv2dRows::"conv2d_rows"(Read, Read, Read, ReadWrite, ReadWrite, Read, Read, Read) [IC, OC, H, W, K, MODE, ACCUMULATE, THROUGH];
     Conv2dBackwardWeightRows =>
         Conv2dRows::"conv2d_backward_weight_rows"(Read, Read, ReadWrite, Read, Read, Read, Read) [IC, OC, H, W, K, THROUGH, DY_THROUGH];
+    Conv2dBackwardRows =>
+        Conv2dRows::"conv2d_backward_rows"(Read, Read, ReadWrite, Read, Read, Read, Read, ReadWrite) [IC, OC, H, W, K, THROUGH];
     BatchNormPlaneStats => BatchNorm::"batchnorm_plane_stats"(Read, ReadWrite);
     BatchNormStats => BatchNorm::"batchnorm_stats"(Read, ReadWrite, ReadWrite, ReadWrite);
     BatchNormRunningStats => BatchNorm::"batchnorm_running_stats"(Read, Read, ReadWrite);
