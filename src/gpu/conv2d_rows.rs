@@ -381,6 +381,15 @@ fn plane_stats_of_block(out: &mut String, s: Shape) {
 /// multiple of 4; one row of a width of 2 mod 4 starts at component 2 when odd: the sums turn
 /// by two around it.
 fn plane_sums_of_block(out: &mut String, s: Shape, through: Through) {
+    for j in 0..s.pieces() {
+        let bx = format!("bn_x[((img * {}u + oc) * {}u + block) * {}u + {j}u]", s.oc, s.blocks(), s.pieces());
+        w!(out, "            let bx{j} = {};", s.unpack(&bx));
+    }
+    add_plane_sums(out, s, through, |j| format!("bx{j}"));
+}
+
+/// The sums of `plane_sums_of_block` with piece j of the block's x held in `x(j)`.
+fn add_plane_sums(out: &mut String, s: Shape, through: Through, x: impl Fn(u32) -> String) {
     let turn = s.rows() == 1 && s.w % 4 == 2;
     if turn {
         w!(out, "            if y % 2u == 1u {{");
@@ -389,16 +398,14 @@ fn plane_sums_of_block(out: &mut String, s: Shape, through: Through) {
         w!(out, "            }}");
     }
     for j in 0..s.pieces() {
-        let bx = format!("bn_x[((img * {}u + oc) * {}u + block) * {}u + {j}u]", s.oc, s.blocks(), s.pieces());
-        w!(out, "            let bx{j} = {};", s.unpack(&bx));
         for e in 0..s.piece() {
             let f = j * s.piece() + e;
             let c = ["x", "y", "z", "w"][(f % 4) as usize];
-            let x = component(s, &format!("bx{j}"), e);
-            let x = if through == Through::BatchNormOfRelu { format!("max({x}, 0.0)") } else { x };
+            let v = component(s, &x(j), e);
+            let v = if through == Through::BatchNormOfRelu { format!("max({v}, 0.0)") } else { v };
             let a = accumulator(s, f);
             w!(out, "            sum_dx.{c} += {a};");
-            w!(out, "            sum_dx_xhat.{c} += {a} * ({x} - bn_mean) * bn_invstd;");
+            w!(out, "            sum_dx_xhat.{c} += {a} * ({v} - bn_mean) * bn_invstd;");
         }
     }
     if turn {
@@ -596,32 +603,9 @@ pub fn backward_source(shape: Shape, through: Through) -> String {
             w!(out, "                a{o}_{ox} = fma(w_{ci}_{kr}_{kc}, {v}, a{o}_{ox});");
         }
     });
-    // The sums, from the held x of the output block (as plane_sums_of_block from memory).
+    // The sums, from the held x of the output block (plane_sums_of_block loads it).
     let mid = (-first) as u32;
-    let turn = s.rows() == 1 && s.w % 4 == 2;
-    if turn {
-        w!(out, "            if y % 2u == 1u {{");
-        w!(out, "                sum_dx = sum_dx.zwxy;");
-        w!(out, "                sum_dx_xhat = sum_dx_xhat.zwxy;");
-        w!(out, "            }}");
-    }
-    for j in 0..s.pieces() {
-        for e in 0..s.piece() {
-            let f = j * s.piece() + e;
-            let comp = ["x", "y", "z", "w"][(f % 4) as usize];
-            let x = component(s, &format!("xr{mid}_{j}"), e);
-            let x = if relu { format!("max({x}, 0.0)") } else { x };
-            let a = accumulator(s, f);
-            w!(out, "            sum_dx.{comp} += {a};");
-            w!(out, "            sum_dx_xhat.{comp} += {a} * ({x} - bn_mean) * bn_invstd;");
-        }
-    }
-    if turn {
-        w!(out, "            if y % 2u == 1u {{");
-        w!(out, "                sum_dx = sum_dx.zwxy;");
-        w!(out, "                sum_dx_xhat = sum_dx_xhat.zwxy;");
-        w!(out, "            }}");
-    }
+    add_plane_sums(&mut out, s, through, |j| format!("xr{mid}_{j}"));
     w!(out, "            if ok {{");
     for j in 0..s.pieces() {
         let value = pack(s, |e| accumulator(s, j * s.piece() + e));
