@@ -19,11 +19,11 @@
 //! move through memory as pairs of u64s, half the components of four f32s, which is what
 //! llvmpipe's lane-by-lane loads and stores cost by (`Shape::packed`, `Shape::rows`; measured
 //! side by side, 10–20% faster for the 28-wide kernels, 12–30% for the 14-wide ones, whose
-//! two-row blocks also skip the broadcasts of pieces no tap reads). A group takes a chunk of [`IMAGES`] images of one tower
-//! one after another (a tower's last chunk may be partly empty). With
-//! two groups each takes its own image's piece in one `subgroupShuffle` from a per-lane source
-//! (one permute per component on llvmpipe; measured side by side, 25–35% faster than two
-//! broadcasts and a select).
+//! two-row blocks also skip the broadcasts of pieces no tap reads). A group takes a chunk of
+//! [`IMAGES`] images of one tower one after another (a tower's last chunk may be partly
+//! empty). With two groups each takes its own image's piece in one `subgroupShuffle` from a
+//! per-lane source (one permute per component on llvmpipe; measured side by side, 25–35%
+//! faster than two broadcasts and a select).
 //! The weight gradient runs the same loops with the roles swapped: each lane loads its own
 //! output-gradient row and accumulates the weight taps of its output channel, per
 //! [`IMAGES`]-image chunk of one tower (the chunks are then summed in order by

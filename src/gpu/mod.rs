@@ -261,8 +261,8 @@ pub struct GpuBackend {
     staging: Option<wgpu::Buffer>,
     profiler: Option<Profiler>,
     /// Whether convolutions go to the subgroup kernels (src/gpu/conv2d_rows.rs) where they
-    /// cover the shape; on by default where they can run (`GpuContext::rows_kernels`). Tests turn it off to hold
-    /// the other kernels to the reference too.
+    /// cover the shape; on by default where they can run (`GpuContext::rows_kernels`). Tests
+    /// turn it off to hold the other kernels to the reference too.
     pub subgroup_convs: bool,
     /// Plane statistics that the last dispatch computed beside its output y: a subgroup conv
     /// forward leaves those of ReLU(y) for the BatchNorm(ReLU(y)) recorded next, which takes
