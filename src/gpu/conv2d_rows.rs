@@ -499,9 +499,17 @@ pub fn backward_weight_source(shape: Shape, through: Through, dy_through: Throug
     roll_rows(&mut out, s, through);
     w!(out, "        }}");
     w!(out, "    }}");
+    store_weight_partials(&mut out, s);
+    w!(out, "}}");
+    out
+}
+
+/// Writes the lane's weight taps g_{ci}_{kr}_{kc} and bias tap gb into its chunk's partials,
+/// as `conv2d_backward_weight_reduce` reads them.
+fn store_weight_partials(out: &mut String, s: Shape) {
+    let (ic, oc, k) = (s.ic, s.oc, s.k);
     w!(out, "    if in_range {{");
-    let taps = oc * ic * k * k + oc;
-    w!(out, "        let base = chunk * {taps}u;");
+    w!(out, "        let base = chunk * {}u;", oc * ic * k * k + oc);
     for ci in 0..ic {
         for kr in 0..k {
             for kc in 0..k {
@@ -512,8 +520,6 @@ pub fn backward_weight_source(shape: Shape, through: Through, dy_through: Throug
     }
     w!(out, "        partial[base + {}u + oc] = gb;", oc * ic * k * k);
     w!(out, "    }}");
-    w!(out, "}}");
-    out
 }
 
 /// The WGSL of `conv2d_backward_rows`: the whole backward of a square conv (IC = OC = C) that
@@ -620,11 +626,7 @@ pub fn backward_source(shape: Shape, through: Through) -> String {
     w!(out, "            }}");
     // The weight gradient: the lane's own dy block, x through BatchNorm broadcast.
     for j in 0..s.pieces() {
-        for e in 0..s.piece() {
-            let (o, col) = s.element(j * s.piece() + e);
-            w!(out, "            let d{o}_{col} = {};", component(s, &format!("dy{mid}_{j}"), e));
-            w!(out, "            gb += d{o}_{col};");
-        }
+        dy_elements(&mut out, s, j, &format!("dy{mid}_{j}"));
     }
     broadcast_held(&mut out, s, "xn", true, |out, ci, o, kr, kc, col, v| {
         let ox = col as i32 + pad as i32 - kc as i32;
@@ -652,18 +654,7 @@ pub fn backward_source(shape: Shape, through: Through) -> String {
     w!(out, "            partial[plane + 1u] = sum_dx_xhat.x + sum_dx_xhat.y + sum_dx_xhat.z + sum_dx_xhat.w;");
     w!(out, "        }}");
     w!(out, "    }}");
-    w!(out, "    if in_range {{");
-    w!(out, "        let base = chunk * taps;");
-    for ci in 0..c {
-        for kr in 0..k {
-            for kc in 0..k {
-                let tap = format!("((oc * {c}u + {ci}u) * {k}u + {kr}u) * {k}u + {kc}u");
-                w!(out, "        partial[base + {tap}] = g_{ci}_{kr}_{kc};");
-            }
-        }
-    }
-    w!(out, "        partial[base + {}u + oc] = gb;", c * c * k * k);
-    w!(out, "    }}");
+    store_weight_partials(&mut out, s);
     w!(out, "}}");
     out
 }
@@ -881,11 +872,16 @@ fn dy_block(out: &mut String, s: Shape, channel: &str, through: Through) {
             let grad = format!("dn{j} * kuv.x + {z} * kuv.y + {ty}(kuv.z)");
             w!(out, "            let dy{j} = select({ty}(0.0), {grad}, {live});");
         }
-        for e in 0..s.piece() {
-            let (o, col) = s.element(j * s.piece() + e);
-            w!(out, "            let d{o}_{col} = {};", component(s, &format!("dy{j}"), e));
-            w!(out, "            gb += d{o}_{col};");
-        }
+        dy_elements(out, s, j, &format!("dy{j}"));
+    }
+}
+
+/// The elements of piece j of a block of dy held in `piece` as d{o}_{col}, added to `gb`.
+fn dy_elements(out: &mut String, s: Shape, j: u32, piece: &str) {
+    for e in 0..s.piece() {
+        let (o, col) = s.element(j * s.piece() + e);
+        w!(out, "            let d{o}_{col} = {};", component(s, piece, e));
+        w!(out, "            gb += d{o}_{col};");
     }
 }
 
