@@ -269,13 +269,7 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool, through: Throu
     }
     out.push_str(&row_loader(s, "src", "load_row_piece", s.ic, through));
     w!(out, "");
-    w!(out, "@compute @workgroup_size({LANES})");
-    w!(out, "fn conv2d_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
-    w!(out, "               @builtin(subgroup_invocation_id) lane: u32) {{");
-    w!(out, "    let oc = lane % {oc}u;");
-    w!(out, "    let group = lane / {oc}u;");
-    w!(out, "    let group_lane = group * {oc}u;");
-    image_chunk(&mut out, &format!("(wg.y * nwg.x + wg.x) * {}u + group", s.groups()));
+    open_lane_groups(&mut out, s, "conv2d_rows");
     if sums {
         w!(out, "    let bn_tower = min(tower, p.towers - 1u);");
         w!(out, "    let bn_mean = bn_saved[bn_tower * {oc}u + oc];");
@@ -459,16 +453,7 @@ pub fn backward_weight_source(shape: Shape, through: Through, dy_through: Throug
     out.push_str(&row_loader(s, "src", "load_row_piece", s.ic, through));
     out.push_str(&row_loader(s, "dy", "load_dy_piece", s.oc, Through::Plain));
     w!(out, "");
-    w!(out, "@compute @workgroup_size({LANES})");
-    w!(
-        out,
-        "fn conv2d_backward_weight_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,"
-    );
-    w!(out, "                               @builtin(subgroup_invocation_id) lane: u32) {{");
-    w!(out, "    let oc = lane % {oc}u;");
-    w!(out, "    let group = lane / {oc}u;");
-    w!(out, "    let group_lane = group * {oc}u;");
-    image_chunk(&mut out, &format!("(wg.y * nwg.x + wg.x) * {}u + group", s.groups()));
+    open_lane_groups(&mut out, s, "conv2d_backward_weight_rows");
     batchnorm_of_slots(&mut out, s, through, "tower");
     if dy_through != Through::Plain {
         w!(out, "    let bn_t = min(tower, p.towers - 1u);");
@@ -549,13 +534,7 @@ pub fn backward_source(shape: Shape, through: Through) -> String {
     out.push_str(&row_loader(s, "src", "load_dy_piece", c, Through::Plain));
     out.push_str(&row_loader(s, "bn_x", "load_x_piece", c, Through::Plain));
     w!(out, "");
-    w!(out, "@compute @workgroup_size({LANES})");
-    w!(out, "fn conv2d_backward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
-    w!(out, "                        @builtin(subgroup_invocation_id) lane: u32) {{");
-    w!(out, "    let oc = lane % {c}u;");
-    w!(out, "    let group = lane / {c}u;");
-    w!(out, "    let group_lane = group * {c}u;");
-    image_chunk(&mut out, &format!("(wg.y * nwg.x + wg.x) * {}u + group", s.groups()));
+    open_lane_groups(&mut out, s, "conv2d_backward_rows");
     w!(out, "    let taps = {}u;", c * c * k * k + c);
     w!(out, "    let planes_offset = (p.towers * per_tower * taps + {}u) / {VIEW}u * {VIEW}u;", VIEW - 1);
     // BatchNorm of the lane's channel in its tower, as batchnorm_of_slots and the sums take it.
@@ -583,17 +562,18 @@ pub fn backward_source(shape: Shape, through: Through) -> String {
         let v = if relu { format!("max({raw}, {ty}(0.0))") } else { raw.to_string() };
         format!("select({ty}(0.0), {v} * bn_a + {ty}(bn_b), ok && {block} >= 0 && {block} < {})", s.blocks())
     };
-    let load = |out: &mut String, b: u32, block: &str, var: &str| {
+    // Block `block` (WGSL) of the lane's channel into dy{b}, xr{b} (raw) and xn{b}, at
+    // `indent`, each line starting `decl`.
+    let load = |out: &mut String, b: u32, block: &str, indent: &str, decl: &str| {
         for j in 0..s.pieces() {
             let piece = format!("oc * {}u + {j}u", s.pieces());
-            w!(out, "        {var}dy{b}_{j} = load_dy_piece(img, ok, {block}, {piece});");
-            w!(out, "        {var}xr{b}_{j} = load_x_piece(img, ok, {block}, {piece});");
-            w!(out, "        {var}xn{b}_{j} = {};", normalised(&format!("xr{b}_{j}"), block));
+            w!(out, "{indent}{decl}dy{b}_{j} = load_dy_piece(img, ok, {block}, {piece});");
+            w!(out, "{indent}{decl}xr{b}_{j} = load_x_piece(img, ok, {block}, {piece});");
+            w!(out, "{indent}{decl}xn{b}_{j} = {};", normalised(&format!("xr{b}_{j}"), block));
         }
     };
     for b in 0..count {
-        let block = format!("{}", first + b as i32);
-        load(&mut out, b, &block, "var ");
+        load(&mut out, b, &(first + b as i32).to_string(), "        ", "var ");
     }
     w!(out, "        var sum_dx = vec4(0.0);");
     w!(out, "        var sum_dx_xhat = vec4(0.0);");
@@ -642,11 +622,7 @@ pub fn backward_source(shape: Shape, through: Through) -> String {
         }
     }
     let block = format!("(i32(block) + {})", first + count as i32);
-    let mut roll = String::new();
-    load(&mut roll, count - 1, &block, "");
-    for line in roll.lines() {
-        w!(out, "    {line}");
-    }
+    load(&mut out, count - 1, &block, "            ", "");
     w!(out, "        }}");
     w!(out, "        if ok {{");
     w!(out, "            let plane = planes_offset + 2u * (img * {c}u + oc);");
@@ -828,6 +804,19 @@ fn weight_bindings(out: &mut String, s: Shape) {
     w!(out, "@group(0) @binding(1) var<storage, read> src: array<{}>;", s.storage_type());
     w!(out, "@group(0) @binding(2) var<storage, read> dy: array<{}>;", s.storage_type());
     w!(out, "@group(0) @binding(3) var<storage, read_write> partial: array<f32>;");
+}
+
+/// Opens entry point `name` of a kernel of lane groups: lane `oc` of group `group` (its first
+/// lane `group_lane`), and the group's chunk of images (`image_chunk`).
+fn open_lane_groups(out: &mut String, s: Shape, name: &str) {
+    let indent = " ".repeat(name.len() + 4);
+    w!(out, "@compute @workgroup_size({LANES})");
+    w!(out, "fn {name}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
+    w!(out, "{indent}@builtin(subgroup_invocation_id) lane: u32) {{");
+    w!(out, "    let oc = lane % {}u;", s.oc);
+    w!(out, "    let group = lane / {}u;", s.oc);
+    w!(out, "    let group_lane = group * {}u;", s.oc);
+    image_chunk(out, &format!("(wg.y * nwg.x + wg.x) * {}u + group", s.groups()));
 }
 
 /// A lane group's chunk (`chunk`, WGSL): [`IMAGES`] consecutive images of one tower, numbered
