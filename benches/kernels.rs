@@ -348,11 +348,10 @@ fn linear_and_loss(c: &mut Criterion, gpu: &mut GpuBackend) {
         "linear_backward/256x49_to_8",
         Throughput::Elements(4 * (N * 49 * 8) as u64),
         |g| {
-            g.linear_backward_input(&p, &gdy, &gw, &gdx);
-            g.linear_backward_weight(&p, &gx, &gdy, &gdw, &gdb);
+            g.linear_backward(&p, &gx, &gw, &gdy, Some(&gdx), &gdw, &gdb);
         },
         || {
-            cpu::linear_backward_input(&p, &dy, &w, &mut dx);
+            cpu::linear_backward_input(&p, &x, &dy, &w, &mut dx);
             cpu::linear_backward_weight(&p, &x, &dy, &mut dw, &mut db);
         },
     );

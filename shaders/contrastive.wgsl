@@ -5,6 +5,11 @@
 // entry point            bindings 1.. (binding 0: ContrastiveParams)
 // contrastive_forward    d, t, loss       one workgroup: a tree sum, the same bits every run
 // contrastive_backward   d, t, dloss, dd  one invocation per pair
+//
+// With the pair distance in front (binding 0: PairContrastiveParams), one launch each way
+// instead of two, the same bits as pair_distance_* (distance.wgsl) and the kernels above:
+// pair_contrastive_forward    x, t, d, loss       one workgroup, as contrastive_forward
+// pair_contrastive_backward   x, d, t, dloss, dx  one invocation per element of x
 
 // src/params.rs ContrastiveParams
 struct ContrastiveParams {
@@ -57,5 +62,81 @@ fn contrastive_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
         dd[i] += g;
     } else {
         dd[i] = g;
+    }
+}
+
+// src/params.rs PairContrastiveParams
+struct PairContrastiveParams {
+    n: u32,
+    d: u32,
+    eps: f32,
+    margin: f32,
+    accumulate: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> q: PairContrastiveParams;
+
+@group(0) @binding(1) var<storage, read> pf_x: array<f32>;
+@group(0) @binding(2) var<storage, read> pf_t: array<f32>;
+@group(0) @binding(3) var<storage, read_write> pf_d: array<f32>;
+@group(0) @binding(4) var<storage, read_write> pf_loss: array<f32>;
+
+@compute @workgroup_size(WG)
+fn pair_contrastive_forward(@builtin(local_invocation_id) lid: vec3<u32>) {
+    var s = 0.0;
+    for (var i = lid.x; i < q.n; i += WG) {
+        // pair_distance_forward's sum.
+        var sq = 0.0;
+        for (var k = 0u; k < q.d; k++) {
+            let v = pf_x[i * q.d + k] - pf_x[(q.n + i) * q.d + k] + q.eps;
+            sq += v * v;
+        }
+        let dist = sqrt(sq);
+        pf_d[i] = dist;
+        let hinge = max(q.margin - dist, 0.0);
+        s += (1.0 - pf_t[i]) * dist * dist + pf_t[i] * hinge * hinge;
+    }
+    partial[lid.x] = s;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        if lid.x < stride {
+            partial[lid.x] += partial[lid.x + stride];
+        }
+        workgroupBarrier();
+    }
+    if lid.x == 0u {
+        pf_loss[0] = partial[0] / f32(q.n);
+    }
+}
+
+@group(0) @binding(1) var<storage, read> pb_x: array<f32>;
+@group(0) @binding(2) var<storage, read> pb_d: array<f32>;
+@group(0) @binding(3) var<storage, read> pb_t: array<f32>;
+@group(0) @binding(4) var<storage, read> pb_dloss: array<f32>;
+@group(0) @binding(5) var<storage, read_write> pb_dx: array<f32>;
+
+// contrastive_backward's dd for the element's pair, then pair_distance_backward.
+@compute @workgroup_size(WG)
+fn pair_contrastive_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = flat_index(gid, nwg);
+    if j >= 2u * q.n * q.d {
+        return;
+    }
+    let row = j / q.d;
+    let k = j % q.d;
+    let i = row % q.n;
+    let dist = pb_d[i];
+    let t = pb_t[i];
+    let dd = pb_dloss[0] / f32(q.n) * (2.0 * (1.0 - t) * dist - 2.0 * t * max(q.margin - dist, 0.0));
+    let scale = select(dd / dist, 0.0, dist == 0.0);
+    let diff = pb_x[i * q.d + k] - pb_x[(q.n + i) * q.d + k] + q.eps;
+    let g = select(-1.0, 1.0, row < q.n) * (scale * diff);
+    if (q.accumulate & ACCUMULATE_INPUT) != 0u {
+        pb_dx[j] += g;
+    } else {
+        pb_dx[j] = g;
     }
 }

@@ -1,9 +1,10 @@
-// linear.wgsl: the fully connected layer y = x·Wᵀ + b, forward and backward.
+// linear.wgsl: the fully connected layer y = x·Wᵀ + b, forward and backward; with
+// `relu_input`, Linear(ReLU(x)), reading x through the ReLU and masking x's gradient with it.
 // Mirrors src/cpu/linear.rs (reference) and src/gpu/linear.rs (launchers).
 //
 // entry point             bindings 1.. (binding 0: LinearParams)
 // linear_forward          x, w, b, y     one invocation per output
-// linear_backward_input   dy, w, dx      one invocation per input element
+// linear_backward_input   x, w, dy, dx   one invocation per input element
 // linear_backward_weight  x, dy, dw, db  one invocation per weight or bias, summing the batch
 //
 // Layouts: x (N, In), w (Out, In), b (Out), y (N, Out). Weight gradients are summed per tower
@@ -17,12 +18,22 @@ struct LinearParams {
     d_out: u32,
     accumulate: u32,
     towers: u32,
+    relu_input: u32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: LinearParams;
+
+// The layer's input from x's element v: v, or ReLU(v) (as relu_forward computes it).
+fn input(v: f32) -> f32 {
+    return select(v, max(v, 0.0), p.relu_input != 0u);
+}
+
+// x's gradient from ReLU(x)'s, g: 0 where the ReLU passed 0 (as relu_backward).
+fn input_grad(v: f32, g: f32) -> f32 {
+    return select(g, select(0.0, g, v > 0.0), p.relu_input != 0u);
+}
 
 @group(0) @binding(1) var<storage, read> fx: array<f32>;
 @group(0) @binding(2) var<storage, read> fw: array<f32>;
@@ -39,14 +50,15 @@ fn linear_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     let n = i / p.d_out;
     var acc = fb[o];
     for (var k = 0u; k < p.d_in; k++) {
-        acc += fx[n * p.d_in + k] * fw[o * p.d_in + k];
+        acc += input(fx[n * p.d_in + k]) * fw[o * p.d_in + k];
     }
     fy[i] = acc;
 }
 
-@group(0) @binding(1) var<storage, read> bi_dy: array<f32>;
+@group(0) @binding(1) var<storage, read> bi_x: array<f32>;
 @group(0) @binding(2) var<storage, read> bi_w: array<f32>;
-@group(0) @binding(3) var<storage, read_write> bi_dx: array<f32>;
+@group(0) @binding(3) var<storage, read> bi_dy: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bi_dx: array<f32>;
 
 @compute @workgroup_size(WG)
 fn linear_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -60,10 +72,11 @@ fn linear_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
     for (var o = 0u; o < p.d_out; o++) {
         acc += bi_dy[n * p.d_out + o] * bi_w[o * p.d_in + k];
     }
+    let g = input_grad(bi_x[i], acc);
     if (p.accumulate & ACCUMULATE_INPUT) != 0u {
-        bi_dx[i] += acc;
+        bi_dx[i] += g;
     } else {
-        bi_dx[i] = acc;
+        bi_dx[i] = g;
     }
 }
 
@@ -81,7 +94,7 @@ fn batch_sum(i: u32, o: u32, weight: bool) -> f32 {
     for (var t = 0u; t < p.towers; t++) {
         var s = 0.0;
         for (var n = t * tower_n; n < (t + 1u) * tower_n; n++) {
-            s += bw_dy[n * p.d_out + o] * select(1.0, bw_x[n * p.d_in + k], weight);
+            s += bw_dy[n * p.d_out + o] * select(1.0, input(bw_x[n * p.d_in + k]), weight);
         }
         acc += s;
     }
@@ -121,10 +134,12 @@ fn linear_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builti
 // invocation loads one row of x or dy (one column of x for the weights). The kernels above
 // load a row of x and one of w per output, a lane at a time. Workgroups of 16: llvmpipe runs
 // each on one thread, and the weight gradient has only D_IN + 1 invocations to share out.
+// The backward is one launch: its first workgroups take the rows of dx, the rest the columns
+// of dw (and db), each as it would alone.
 //
-// linear_forward_narrow          x, w, b, y      one invocation per row of the batch
-// linear_backward_input_narrow   dy, w, dx       one invocation per row of the batch
-// linear_backward_weight_narrow  x, dy, dw, db   one invocation per input column, one for the bias
+// linear_forward_narrow    x, w, b, y                one invocation per row of the batch
+// linear_backward_narrow   x, w, dy, dx, dw, db      one per row of the batch, then one per
+//                                                    input column and one for the bias
 
 override D_IN: u32 = 1u;
 override D_OUT: u32 = 1u;
@@ -141,7 +156,7 @@ fn linear_forward_narrow(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc[o] = fb[o];
     }
     for (var k = 0u; k < D_IN; k++) {
-        let v = fx[n * D_IN + k];
+        let v = input(fx[n * D_IN + k]);
         for (var o = 0u; o < D_OUT; o++) {
             acc[o] += v * fw[o * D_IN + k];
         }
@@ -151,34 +166,50 @@ fn linear_forward_narrow(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
+@group(0) @binding(1) var<storage, read> nb_x: array<f32>;
+@group(0) @binding(2) var<storage, read> nb_w: array<f32>;
+@group(0) @binding(3) var<storage, read> nb_dy: array<f32>;
+@group(0) @binding(4) var<storage, read_write> nb_dx: array<f32>;
+@group(0) @binding(5) var<storage, read_write> nb_dw: array<f32>;
+@group(0) @binding(6) var<storage, read_write> nb_db: array<f32>;
+
 @compute @workgroup_size(16)
-fn linear_backward_input_narrow(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n = gid.x;
+fn linear_backward_narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row_groups = (p.n + 15u) / 16u;
+    if wg.x < row_groups {
+        input_grad_row(wg.x * 16u + lid.x);
+    } else {
+        weight_grad_column((wg.x - row_groups) * 16u + lid.x);
+    }
+}
+
+// Row n of dx.
+fn input_grad_row(n: u32) {
     if n >= p.n {
         return;
     }
     var dy: array<f32, NARROW>;
     for (var o = 0u; o < D_OUT; o++) {
-        dy[o] = bi_dy[n * D_OUT + o];
+        dy[o] = nb_dy[n * D_OUT + o];
     }
     for (var k = 0u; k < D_IN; k++) {
         var acc = 0.0;
         for (var o = 0u; o < D_OUT; o++) {
-            acc += dy[o] * bi_w[o * D_IN + k];
+            acc += dy[o] * nb_w[o * D_IN + k];
         }
+        let i = n * D_IN + k;
+        let g = input_grad(nb_x[i], acc);
         if (p.accumulate & ACCUMULATE_INPUT) != 0u {
-            bi_dx[n * D_IN + k] += acc;
+            nb_dx[i] += g;
         } else {
-            bi_dx[n * D_IN + k] = acc;
+            nb_dx[i] = g;
         }
     }
 }
 
-// Invocation k < D_IN sums column k of x against dy for dw[·, k]; invocation D_IN sums dy
-// alone for db. Per tower, then the towers' sums, as batch_sum.
-@compute @workgroup_size(16)
-fn linear_backward_weight_narrow(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let k = gid.x;
+// Column k < D_IN of x against dy for dw[·, k]; k = D_IN sums dy alone for db. Per tower,
+// then the towers' sums, as batch_sum.
+fn weight_grad_column(k: u32) {
     if k > D_IN {
         return;
     }
@@ -194,9 +225,9 @@ fn linear_backward_weight_narrow(@builtin(global_invocation_id) gid: vec3<u32>) 
             s[o] = 0.0;
         }
         for (var n = t * tower_n; n < (t + 1u) * tower_n; n++) {
-            let v = select(1.0, bw_x[n * D_IN + min(k, D_IN - 1u)], weight);
+            let v = select(1.0, input(nb_x[n * D_IN + min(k, D_IN - 1u)]), weight);
             for (var o = 0u; o < D_OUT; o++) {
-                s[o] += bw_dy[n * D_OUT + o] * v;
+                s[o] += nb_dy[n * D_OUT + o] * v;
             }
         }
         for (var o = 0u; o < D_OUT; o++) {
@@ -206,13 +237,13 @@ fn linear_backward_weight_narrow(@builtin(global_invocation_id) gid: vec3<u32>) 
     let add = (p.accumulate & ACCUMULATE_PARAMS) != 0u;
     for (var o = 0u; o < D_OUT; o++) {
         if weight && add {
-            bw_dw[o * D_IN + k] += acc[o];
+            nb_dw[o * D_IN + k] += acc[o];
         } else if weight {
-            bw_dw[o * D_IN + k] = acc[o];
+            nb_dw[o * D_IN + k] = acc[o];
         } else if add {
-            bw_db[o] += acc[o];
+            nb_db[o] += acc[o];
         } else {
-            bw_db[o] = acc[o];
+            nb_db[o] = acc[o];
         }
     }
 }

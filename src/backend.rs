@@ -308,6 +308,7 @@ pub trait Backend {
     }
 
     // --- linear ----------------------------------------------------------------------------
+    /// y = x·Wᵀ + b, or Linear(ReLU(x)) where `p.relu_input` says so.
     fn linear_forward(
         &mut self,
         p: &LinearParams,
@@ -316,12 +317,16 @@ pub trait Backend {
         b: &Self::Tensor,
         y: &Self::Tensor,
     );
-    fn linear_backward_input(&mut self, p: &LinearParams, dy: &Self::Tensor, w: &Self::Tensor, dx: &Self::Tensor);
-    fn linear_backward_weight(
+    /// The gradients from dy: dx where given (by `p.accumulate`'s input bit), dw and db (by its
+    /// params bit), in one pass where the backend can (the GPU's narrow layers).
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward(
         &mut self,
         p: &LinearParams,
         x: &Self::Tensor,
+        w: &Self::Tensor,
         dy: &Self::Tensor,
+        dx: Option<&Self::Tensor>,
         dw: &Self::Tensor,
         db: &Self::Tensor,
     );
@@ -345,6 +350,40 @@ pub trait Backend {
         dloss: &Self::Tensor,
         dd: &Self::Tensor,
     );
+
+    /// The contrastive loss of the pairs stacked in x (2N, D), distance and loss as one op:
+    /// the distances into d (N) and the mean loss into `loss`. By default the two ops in turn;
+    /// the GPU runs both in one workgroup.
+    #[allow(clippy::too_many_arguments)]
+    fn pair_contrastive_forward(
+        &mut self,
+        pd: &PairDistanceParams,
+        pc: &ContrastiveParams,
+        x: &Self::Tensor,
+        t: &Self::Tensor,
+        d: &Self::Tensor,
+        loss: &Self::Tensor,
+    ) {
+        self.pair_distance_forward(pd, x, d);
+        self.contrastive_forward(pc, d, t, loss);
+    }
+    /// Its backward, from the loss's gradient to x's (written or added as `pd.accumulate`
+    /// says). By default the distances' gradient goes to scratch; the GPU never writes it.
+    #[allow(clippy::too_many_arguments)]
+    fn pair_contrastive_backward(
+        &mut self,
+        pd: &PairDistanceParams,
+        pc: &ContrastiveParams,
+        x: &Self::Tensor,
+        d: &Self::Tensor,
+        t: &Self::Tensor,
+        dloss: &Self::Tensor,
+        dx: &Self::Tensor,
+    ) {
+        let dd = self.scratch(pd.n as usize);
+        self.contrastive_backward(&ContrastiveParams { accumulate: 0, ..*pc }, d, t, dloss, &dd);
+        self.pair_distance_backward(pd, x, d, &dd, dx);
+    }
 
     // --- optimizer -------------------------------------------------------------------------
     /// Adam step `t` (1-based) over flat buffers of equal length.

@@ -234,7 +234,8 @@ impl SiameseNet {
             // BatchNorm inside the max-pool or conv after it, which reads through it
             // (relu_batchnorm_maxpool, relu_batchnorm_conv2d), and a conv before it, too, where
             // a conv follows (conv2d_relu_batchnorm_conv2d, for its backward).
-            if *layer == Relu && matches!(FEATURE_NET.get(k + 1), Some(BatchNorm { .. })) {
+            // The last ReLU runs inside the linear layer after the feature net (relu_linear).
+            if *layer == Relu && matches!(FEATURE_NET.get(k + 1), Some(BatchNorm { .. }) | None) {
                 outputs.push(Traced::ReluOf(h));
                 continue;
             }
@@ -293,7 +294,11 @@ impl SiameseNet {
         }
         let flat = tape.reshape(h, &[n, FEATURES]);
         let (w, b) = weights.param_pair(tape, "linear");
-        (tape.linear(flat, w, b, towers), outputs)
+        let y = match outputs.last() {
+            Some(Traced::ReluOf(_)) => tape.relu_linear(flat, w, b, towers),
+            _ => tape.linear(flat, w, b, towers),
+        };
+        (y, outputs)
     }
 
     pub fn forward<B: Backend>(&self, tape: &mut Tape<B>, weights: &Weights<B>, x: Var, towers: usize) -> Var {
@@ -312,8 +317,7 @@ impl SiameseNet {
         margin: f32,
     ) -> (Var, Var) {
         let emb = self.forward(tape, weights, images, 2);
-        let d = tape.pair_distance(emb);
-        (tape.contrastive_loss(d, targets, margin), d)
+        tape.pair_contrastive_loss(emb, targets, margin)
     }
 }
 

@@ -183,7 +183,9 @@ impl MaxPoolParams {
     }
 }
 
-/// Fully connected layer y = x·Wᵀ + b, W of shape (out, in) as in PyTorch.
+/// Fully connected layer y = x·Wᵀ + b, W of shape (out, in) as in PyTorch. With
+/// `relu_input` the op is Linear(ReLU(x)): it reads x through the ReLU and masks x's gradient
+/// with it, so ReLU(x) is never a tensor.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct LinearParams {
@@ -192,12 +194,17 @@ pub struct LinearParams {
     pub d_out: u32,
     pub accumulate: u32,
     pub towers: u32,
-    pub _pad: [u32; 3],
+    pub relu_input: u32,
+    pub _pad: [u32; 2],
 }
 
 impl LinearParams {
     pub fn new(n: usize, d_in: usize, d_out: usize) -> Self {
-        Self { n: n as u32, d_in: d_in as u32, d_out: d_out as u32, accumulate: 0, towers: 1, _pad: [0; 3] }
+        let (n, d_in, d_out) = (n as u32, d_in as u32, d_out as u32);
+        Self { n, d_in, d_out, accumulate: 0, towers: 1, relu_input: 0, _pad: [0; 2] }
+    }
+    pub fn with_relu_input(self, relu: bool) -> Self {
+        Self { relu_input: relu as u32, ..self }
     }
     /// The batch split into `towers` slices (see the module docs).
     pub fn with_towers(self, towers: usize) -> Self {
@@ -241,6 +248,27 @@ pub struct ContrastiveParams {
 impl ContrastiveParams {
     pub fn new(n: usize, margin: f32) -> Self {
         Self { n: n as u32, margin, accumulate: 0, _pad: 0 }
+    }
+}
+
+/// The contrastive loss of the pairs stacked in one (2N, D) tensor: the pair distance and the
+/// loss as one op (the GPU's `pair_contrastive_*` kernels), their params side by side.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct PairContrastiveParams {
+    pub n: u32,
+    pub d: u32,
+    pub eps: f32,
+    pub margin: f32,
+    /// x's gradient, written or added (the distance's `accumulate`).
+    pub accumulate: u32,
+    pub _pad: [u32; 3],
+}
+
+impl PairContrastiveParams {
+    pub fn new(pd: &PairDistanceParams, pc: &ContrastiveParams) -> Self {
+        assert_eq!(pd.n, pc.n, "pair_contrastive: {pd:?} and {pc:?} disagree on the pairs");
+        Self { n: pd.n, d: pd.d, eps: pd.eps, margin: pc.margin, accumulate: pd.accumulate, _pad: [0; 3] }
     }
 }
 

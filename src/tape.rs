@@ -122,6 +122,14 @@ enum Op {
         d: Var,
         p: PairDistanceParams,
     },
+    PairContrastive {
+        x: Var,
+        t: Var,
+        d: Var,
+        loss: Var,
+        pd: PairDistanceParams,
+        pc: ContrastiveParams,
+    },
     Contrastive {
         d: Var,
         t: Var,
@@ -472,9 +480,19 @@ impl<'b, B: Backend> Tape<'b, B> {
 
     /// y = x·Wᵀ + b: x (N, In), w (Out, In), b (Out).
     pub fn linear(&mut self, x: Var, w: Var, b: Var, towers: usize) -> Var {
+        self.linear_op(x, w, b, towers, false)
+    }
+
+    /// Linear(ReLU(x)) as one op: the ReLU is applied as the layer reads x, and its mask as
+    /// it writes x's gradient, so ReLU(x) never exists as a tensor.
+    pub fn relu_linear(&mut self, x: Var, w: Var, b: Var, towers: usize) -> Var {
+        self.linear_op(x, w, b, towers, true)
+    }
+
+    fn linear_op(&mut self, x: Var, w: Var, b: Var, towers: usize, relu: bool) -> Var {
         let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
         assert!(xs.len() == 2 && ws.len() == 2 && xs[1] == ws[1], "linear: x {xs:?}, w {ws:?}");
-        let p = LinearParams::new(xs[0], xs[1], ws[0]).with_towers(towers);
+        let p = LinearParams::new(xs[0], xs[1], ws[0]).with_towers(towers).with_relu_input(relu);
         let y = self.output(&[xs[0], ws[0]], &[x, w, b]);
         self.backend.linear_forward(
             &p,
@@ -507,6 +525,23 @@ impl<'b, B: Backend> Tape<'b, B> {
         self.backend.contrastive_forward(&p, self.values.data(d), self.values.data(t), self.values.data(loss));
         self.record(Op::Contrastive { d, t, loss, p });
         loss
+    }
+
+    /// The mean contrastive loss of the pairs stacked in x (2N, D) against targets t (N), as
+    /// `pair_distance` then `contrastive_loss` in one op: returns (loss, distances). The
+    /// distances are a result only: no gradient flows back through them.
+    pub fn pair_contrastive_loss(&mut self, x: Var, t: Var, margin: f32) -> (Var, Var) {
+        let s = self.shape(x).to_vec();
+        assert!(s.len() == 2 && s[0].is_multiple_of(2), "pair_contrastive_loss: x {s:?} is not two stacked towers");
+        let n = s[0] / 2;
+        assert_eq!(self.shape(t), [n], "pair_contrastive_loss: targets");
+        let (pd, pc) = (PairDistanceParams::new(n, s[1]), ContrastiveParams::new(n, margin));
+        let d = self.output(&[n], &[]);
+        let loss = self.output(&[1], &[x]);
+        let data = |v| self.values.data(v);
+        self.backend.pair_contrastive_forward(&pd, &pc, data(x), data(t), data(d), data(loss));
+        self.record(Op::PairContrastive { x, t, d, loss, pd, pc });
+        (loss, d)
     }
 
     // --- backward --------------------------------------------------------------------------
@@ -639,20 +674,25 @@ impl<'b, B: Backend> Tape<'b, B> {
             }
             Op::Linear { x, w, b, y, p } => {
                 let Some(dy) = self.out_grad(y) else { return };
-                if let Some((dx, acc)) = self.grad_slot(x, ACCUMULATE_INPUT) {
-                    let p = LinearParams { accumulate: acc, ..p };
-                    self.backend.linear_backward_input(&p, &dy, self.values.data(w), &dx);
-                }
-                if let Some(((dw, acc), (db, _))) = self.param_pair(w, b) {
-                    let p = LinearParams { accumulate: acc, ..p };
-                    self.backend.linear_backward_weight(&p, self.values.data(x), &dy, &dw, &db);
-                }
+                let dx = self.grad_slot(x, ACCUMULATE_INPUT);
+                let (acc, dw, db) = self.param_grads(w, b, (p.d_out as usize * p.d_in as usize, p.d_out as usize));
+                let p = LinearParams { accumulate: acc | dx.as_ref().map_or(0, |d| d.1), ..p };
+                let (x, w) = (self.values.data(x), self.values.data(w));
+                self.backend.linear_backward(&p, x, w, &dy, dx.as_ref().map(|d| &d.0), &dw, &db);
             }
             Op::PairDistance { x, d, p } => {
                 let Some(dd) = self.out_grad(d) else { return };
                 if let Some((dx, acc)) = self.grad_slot(x, ACCUMULATE_INPUT) {
                     let p = PairDistanceParams { accumulate: acc, ..p };
                     self.backend.pair_distance_backward(&p, self.values.data(x), self.values.data(d), &dd, &dx);
+                }
+            }
+            Op::PairContrastive { x, t, d, loss, pd, pc } => {
+                let Some(dloss) = self.out_grad(loss) else { return };
+                if let Some((dx, acc)) = self.grad_slot(x, ACCUMULATE_INPUT) {
+                    let pd = PairDistanceParams { accumulate: acc, ..pd };
+                    let data = |v| self.values.data(v);
+                    self.backend.pair_contrastive_backward(&pd, &pc, data(x), data(d), data(t), &dloss, &dx);
                 }
             }
             Op::Contrastive { d, t, loss, p } => {

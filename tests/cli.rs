@@ -141,7 +141,7 @@ fn bench_times_each_launch() {
             (share, l.split_once("%  ").expect("a label").1)
         })
         .collect();
-    assert!(rows.len() >= 30, "{} launches in {table}", rows.len());
+    assert!(rows.len() >= 25, "{} launches in {table}", rows.len());
     let total: f64 = rows.iter().map(|r| r.0).sum();
     assert!((total - 100.0).abs() < 1.0, "shares add up to {total}%: {table}");
     for shape in ["IC=1 OC=4 H=28 W=28", "IC=4 OC=4 H=28 W=28", "IC=4 OC=8 H=14 W=14", "IC=8 OC=8 H=14 W=14"] {

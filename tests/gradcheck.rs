@@ -135,8 +135,14 @@ fn relu() {
 
 #[test]
 fn linear() {
+    for relu in [false, true] {
+        linear_with(relu);
+    }
+}
+
+fn linear_with(relu: bool) {
     let mut r = rng(5);
-    let p = LinearParams::new(6, 49, 8).with_towers(2);
+    let p = LinearParams::new(6, 49, 8).with_towers(2).with_relu_input(relu);
     let (x, w, b, gy) = (
         uniform(&mut r, 6 * 49, -1.0, 1.0),
         uniform(&mut r, 8 * 49, -1.0, 1.0),
@@ -149,11 +155,11 @@ fn linear() {
         dot(&y, &gy)
     };
     let (mut dx, mut dw, mut db) = (vec![0.0; 6 * 49], vec![0.0; 8 * 49], vec![0.0; 8]);
-    cpu::linear_backward_input(&p, &gy, &w, &mut dx);
+    cpu::linear_backward_input(&p, &x, &gy, &w, &mut dx);
     cpu::linear_backward_weight(&p, &x, &gy, &mut dw, &mut db);
-    check("linear dx", &x, &dx, |x| loss(x, &w, &b));
-    check("linear dw", &w, &dw, |w| loss(&x, w, &b));
-    check("linear db", &b, &db, |b| loss(&x, &w, b));
+    check(&format!("linear dx relu={relu}"), &x, &dx, |x| loss(x, &w, &b));
+    check(&format!("linear dw relu={relu}"), &w, &dw, |w| loss(&x, w, &b));
+    check(&format!("linear db relu={relu}"), &b, &db, |b| loss(&x, &w, b));
 }
 
 #[test]

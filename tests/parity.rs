@@ -597,9 +597,15 @@ fn relu_shapes() {
 }
 
 fn linear_case(name: &str, n: usize, d_in: usize, d_out: usize, towers: usize) {
+    for relu in [false, true] {
+        linear_case_with(&format!("{name} relu={relu}"), n, d_in, d_out, towers, relu);
+    }
+}
+
+fn linear_case_with(name: &str, n: usize, d_in: usize, d_out: usize, towers: usize, relu: bool) {
     with_gpu(&format!("linear {name}"), |gpu| {
         let mut r = rng((n * 3 + d_in + d_out) as u64);
-        let p = LinearParams::new(n, d_in, d_out).with_towers(towers);
+        let p = LinearParams::new(n, d_in, d_out).with_towers(towers).with_relu_input(relu);
         let (x, w, b, dy) =
             (randn(&mut r, n * d_in), randn(&mut r, d_out * d_in), randn(&mut r, d_out), randn(&mut r, n * d_out));
         let mut y = vec![0.0f32; n * d_out];
@@ -608,23 +614,51 @@ fn linear_case(name: &str, n: usize, d_in: usize, d_out: usize, towers: usize) {
             g.linear_forward(&p, &i[0], &i[1], &i[2], &o[0])
         });
         assert_close(&format!("linear_forward {name}"), &f64s(&y), &got[0], TOL);
-        for (acc, dx0) in grad_modes(&mut r, n * d_in, ACCUMULATE_INPUT) {
-            let p = LinearParams { accumulate: acc, ..p };
-            let mut dx = dx0.clone();
-            cpu::linear_backward_input(&p, &dy, &w, &mut dx);
-            let got = gpu_run(gpu, &[&dy, &w], &[&dx0], |g, i, o| g.linear_backward_input(&p, &i[0], &i[1], &o[0]));
-            assert_close(&format!("linear_backward_input {name} accumulate={acc}"), &f64s(&dx), &got[0], TOL);
-        }
-        for acc in [0, ACCUMULATE_PARAMS] {
-            let p = LinearParams { accumulate: acc, ..p };
-            let (dw0, db0) = (randn(&mut r, d_out * d_in), randn(&mut r, d_out));
-            let (mut dw, mut db) = (dw0.clone(), db0.clone());
-            cpu::linear_backward_weight(&p, &x, &dy, &mut dw, &mut db);
-            let got = gpu_run(gpu, &[&x, &dy], &[&dw0, &db0], |g, i, o| {
-                g.linear_backward_weight(&p, &i[0], &i[1], &o[0], &o[1])
+        // Through a ReLU: the same bits as a ReLU op, then the plain layer.
+        if relu {
+            let plain = LinearParams { relu_input: 0, ..p };
+            let apart = gpu_run(gpu, &[&x, &w, &b], &[&vec![f32::NAN; n * d_out]], |g, i, o| {
+                let relu = g.zeros(n * d_in);
+                g.relu_forward(&i[0], &relu);
+                g.linear_forward(&plain, &relu, &i[1], &i[2], &o[0])
             });
-            assert_close(&format!("linear_backward_weight dw {name} accumulate={acc}"), &f64s(&dw), &got[0], TOL);
-            assert_close(&format!("linear_backward_weight db {name} accumulate={acc}"), &f64s(&db), &got[1], TOL);
+            assert_close(&format!("linear_forward {name} (ReLU apart)"), &apart[0], &got[0], 0.0);
+        }
+        for acc in [0, ACCUMULATE_INPUT | ACCUMULATE_PARAMS] {
+            let p = LinearParams { accumulate: acc, ..p };
+            let starts = [n * d_in, d_out * d_in, d_out]
+                .map(|len| if acc != 0 { randn(&mut r, len) } else { vec![f32::NAN; len] });
+            let mut want = starts.clone();
+            let [dx, dw, db] = &mut want;
+            cpu::linear_backward_input(&p, &x, &dy, &w, dx);
+            cpu::linear_backward_weight(&p, &x, &dy, dw, db);
+            let outputs: Vec<&[f32]> = starts.iter().map(Vec::as_slice).collect();
+            let got = gpu_run(gpu, &[&x, &w, &dy], &outputs, |g, i, o| {
+                g.linear_backward(&p, &i[0], &i[1], &i[2], Some(&o[0]), &o[1], &o[2])
+            });
+            for (k, what) in ["dx", "dw", "db"].iter().enumerate() {
+                let what = format!("linear_backward {what} {name} accumulate={acc}");
+                assert_close(&what, &f64s(&want[k]), &got[k], TOL);
+            }
+            // Without dx: the same dw and db.
+            let weights_only = gpu_run(gpu, &[&x, &w, &dy], &outputs[1..], |g, i, o| {
+                g.linear_backward(&p, &i[0], &i[1], &i[2], None, &o[0], &o[1])
+            });
+            assert_close(&format!("linear_backward dw {name} accumulate={acc}, no dx"), &got[1], &weights_only[0], 0.0);
+            if relu {
+                // The same bits as the plain layer's backward and a ReLU op's.
+                let plain = LinearParams { relu_input: 0, accumulate: acc & ACCUMULATE_PARAMS, ..p };
+                let apart = gpu_run(gpu, &[&x, &w, &dy], &outputs, |g, i, o| {
+                    let (relu, drelu) = (g.zeros(n * d_in), g.zeros(n * d_in));
+                    g.relu_forward(&i[0], &relu);
+                    g.linear_backward(&plain, &relu, &i[1], &i[2], Some(&drelu), &o[1], &o[2]);
+                    g.relu_backward(&relu, &drelu, &o[0], acc & ACCUMULATE_INPUT);
+                });
+                for (k, what) in ["dx", "dw", "db"].iter().enumerate() {
+                    let what = format!("linear_backward {what} {name} accumulate={acc} (ReLU apart)");
+                    assert_close(&what, &apart[k], &got[k], 0.0);
+                }
+            }
         }
     });
 }
@@ -636,6 +670,8 @@ fn linear_shapes() {
     linear_case("odd-towers", 9, 49, 3, 3);
     linear_case("batch1", 1, 49, 8, 1);
     linear_case("train", 256, 49, 8, 2);
+    // Rows of dx and columns of dw sharing no workgroup, and more rows than one workgroup.
+    linear_case("rows", 40, 20, 8, 2);
     // More outputs than the narrow kernels hold: the general ones.
     linear_case("wide", 6, 5, 17, 2);
 }
@@ -680,6 +716,48 @@ fn distance_and_loss_case(name: &str, n: usize, d: usize) {
                 g.contrastive_backward(&pc, &i[0], &i[1], &i[2], &o[0])
             });
             assert_close(&format!("contrastive_backward {name} accumulate={acc}"), &f64s(&ddist), &got[0], TOL);
+        }
+
+        // Distance and loss as one op: the same bits as the two, one launch each way.
+        let outputs = [vec![f32::NAN; n], vec![f32::NAN]];
+        let outputs: Vec<&[f32]> = outputs.iter().map(Vec::as_slice).collect();
+        let mut launches = 0;
+        let fused = gpu_run(gpu, &[&x, &t], &outputs, |g, i, o| {
+            let before = g.dispatches;
+            g.pair_contrastive_forward(&pd, &pc, &i[0], &i[1], &o[0], &o[1]);
+            launches = g.dispatches - before;
+        });
+        let apart = gpu_run(gpu, &[&x, &t], &outputs, |g, i, o| {
+            g.pair_distance_forward(&pd, &i[0], &o[0]);
+            g.contrastive_forward(&pc, &o[0], &i[1], &o[1]);
+        });
+        assert_eq!(launches, 1, "pair_contrastive_forward {name}: launches");
+        for (k, what) in ["d", "loss"].iter().enumerate() {
+            assert_close(&format!("pair_contrastive_forward {what} {name}"), &apart[k], &fused[k], 0.0);
+        }
+        let mut loss = [0.0f32];
+        cpu::contrastive_forward(&pc, &dist, &t, &mut loss);
+        assert_close(&format!("pair_contrastive_forward loss {name} (CPU)"), &f64s(&loss), &fused[1], TOL);
+        let dist = to_f32(&fused[0]);
+        for (acc, dx0) in grad_modes(&mut r, 2 * n * d, ACCUMULATE_INPUT) {
+            let pd = PairDistanceParams { accumulate: acc, ..pd };
+            let fused = gpu_run(gpu, &[&x, &dist, &t, &dloss], &[&dx0], |g, i, o| {
+                let before = g.dispatches;
+                g.pair_contrastive_backward(&pd, &pc, &i[0], &i[1], &i[2], &i[3], &o[0]);
+                launches = g.dispatches - before;
+            });
+            let apart = gpu_run(gpu, &[&x, &dist, &t, &dloss], &[&dx0], |g, i, o| {
+                let dd = g.zeros(n);
+                g.contrastive_backward(&pc, &i[1], &i[2], &i[3], &dd);
+                g.pair_distance_backward(&pd, &i[0], &i[1], &dd, &o[0]);
+            });
+            assert_eq!(launches, 1, "pair_contrastive_backward {name}: launches");
+            let what = format!("pair_contrastive_backward {name} accumulate={acc}");
+            assert_close(&what, &apart[0], &fused[0], 0.0);
+            let (mut dd, mut dx) = (vec![0.0f32; n], dx0.clone());
+            cpu::contrastive_backward(&pc, &dist, &t, &dloss, &mut dd);
+            cpu::pair_distance_backward(&pd, &x, &dist, &dd, &mut dx);
+            assert_close(&format!("{what} (CPU)"), &f64s(&dx), &fused[0], TOL);
         }
     });
 }

@@ -107,8 +107,7 @@ fn ops_fixture_on<B: Backend>(b: &mut B, fx: &Fixture, tol: f64, report: &mut Re
     let p = LinearParams::new(5, 49, 8);
     let (y, gx, gw, gb) = (b.zeros(40), b.zeros(5 * 49), b.zeros(8 * 49), b.zeros(8));
     b.linear_forward(&p, &x, &w, &bias, &y);
-    b.linear_backward_input(&p, &gy, &w, &gx);
-    b.linear_backward_weight(&p, &x, &gy, &gw, &gb);
+    b.linear_backward(&p, &x, &w, &gy, Some(&gx), &gw, &gb);
     for (key, t) in [("y", &y), ("gx", &gx), ("gw", &gw), ("gb", &gb)] {
         report.check("linear", &format!("{name} linear.{key}"), &fx.get(&format!("linear.{key}")), &read(b, t), tol);
     }

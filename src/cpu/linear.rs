@@ -1,7 +1,15 @@
-//! Linear layer y = x·Wᵀ + b: the CPU reference, forward and backward.
+//! Linear layer y = x·Wᵀ + b (or Linear(ReLU(x)), `relu_input`): the CPU reference, forward and
+//! backward.
 
 use super::float::{Float, store};
 use crate::params::{ACCUMULATE_INPUT, ACCUMULATE_PARAMS, LinearParams};
+
+/// The layer's input at i: x, or ReLU(x) when the params say it reads through a ReLU.
+#[inline]
+fn input<F: Float>(p: &LinearParams, x: &[F], i: usize) -> f64 {
+    let v = x[i].to_f64();
+    if p.relu_input != 0 { v.max(0.0) } else { v }
+}
 
 pub fn linear_forward<F: Float>(
     p: &LinearParams,
@@ -15,16 +23,18 @@ pub fn linear_forward<F: Float>(
         for o in 0..d_out {
             let mut acc = b[o].to_f64();
             for i in 0..d_in {
-                acc += x[n * d_in + i].to_f64() * w[o * d_in + i].to_f64();
+                acc += input(p, x, n * d_in + i) * w[o * d_in + i].to_f64();
             }
             y[n * d_out + o] = F::from_f64(acc);
         }
     }
 }
 
-/// dx[n, i] = Σ_o dy[n, o] · w[o, i]
+/// dx[n, i] = Σ_o dy[n, o] · w[o, i], and 0 where a ReLU in front (`relu_input`) passed 0
+/// (x ≤ 0: PyTorch's convention for the gradient at exactly 0).
 pub fn linear_backward_input<F: Float>(
     p: &LinearParams,
+    x: &[F],      // (N, In)
     dy: &[F],     // (N, Out)
     w: &[F],      // (Out, In)
     dx: &mut [F], // (N, In)
@@ -33,7 +43,12 @@ pub fn linear_backward_input<F: Float>(
     for n in 0..p.n as usize {
         for i in 0..d_in {
             let acc: f64 = (0..d_out).map(|o| dy[n * d_out + o].to_f64() * w[o * d_in + i].to_f64()).sum();
-            store(&mut dx[n * d_in + i], F::from_f64(acc), p.accumulate & ACCUMULATE_INPUT != 0);
+            let passed = p.relu_input == 0 || x[n * d_in + i] > F::ZERO;
+            store(
+                &mut dx[n * d_in + i],
+                F::from_f64(if passed { acc } else { 0.0 }),
+                p.accumulate & ACCUMULATE_INPUT != 0,
+            );
         }
     }
 }
@@ -55,7 +70,7 @@ pub fn linear_backward_weight<F: Float>(
     };
     for o in 0..d_out {
         for i in 0..d_in {
-            let s = per_tower(&|n| dy[n * d_out + o].to_f64() * x[n * d_in + i].to_f64());
+            let s = per_tower(&|n| dy[n * d_out + o].to_f64() * input(p, x, n * d_in + i));
             store(&mut dw[o * d_in + i], F::from_f64(s), acc);
         }
         let s = per_tower(&|n| dy[n * d_out + o].to_f64());

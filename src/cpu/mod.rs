@@ -272,19 +272,20 @@ impl<F: Float> Backend for CpuBackend<F> {
         let (x, w, b) = (get(x), get(w), get(b));
         update(y, |y| linear_forward(p, &x, &w, &b, y));
     }
-    fn linear_backward_input(&mut self, p: &LinearParams, dy: &CpuTensor<F>, w: &CpuTensor<F>, dx: &CpuTensor<F>) {
-        let (dy, w) = (get(dy), get(w));
-        update(dx, |dx| linear_backward_input(p, &dy, &w, dx));
-    }
-    fn linear_backward_weight(
+    fn linear_backward(
         &mut self,
         p: &LinearParams,
         x: &CpuTensor<F>,
+        w: &CpuTensor<F>,
         dy: &CpuTensor<F>,
+        dx: Option<&CpuTensor<F>>,
         dw: &CpuTensor<F>,
         db: &CpuTensor<F>,
     ) {
-        let (x, dy, mut db_v) = (get(x), get(dy), get(db));
+        let (x, w, dy, mut db_v) = (get(x), get(w), get(dy), get(db));
+        if let Some(dx) = dx {
+            update(dx, |dx| linear_backward_input(p, &x, &dy, &w, dx));
+        }
         update(dw, |dw| linear_backward_weight(p, &x, &dy, dw, &mut db_v));
         put(db, &db_v);
     }

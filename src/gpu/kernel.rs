@@ -185,15 +185,16 @@ kernels! {
         MaxPool::"batchnorm_maxpool_backward_input_rows"(Read, Read, ReadWrite, Read, Read, Read, Read) [ACCUMULATE];
     BatchNormMaxPoolForwardRows => MaxPool::"batchnorm_maxpool_forward_rows"(Read, Read, ReadWrite, Read, Read, Read);
     LinearForward => Linear::"linear_forward"(Read, Read, Read, ReadWrite);
-    LinearBackwardInput => Linear::"linear_backward_input"(Read, Read, ReadWrite);
+    LinearBackwardInput => Linear::"linear_backward_input"(Read, Read, Read, ReadWrite);
     LinearBackwardWeight => Linear::"linear_backward_weight"(Read, Read, ReadWrite, ReadWrite);
     LinearForwardNarrow => Linear::"linear_forward_narrow"(Read, Read, Read, ReadWrite) [D_IN, D_OUT];
-    LinearBackwardInputNarrow => Linear::"linear_backward_input_narrow"(Read, Read, ReadWrite) [D_IN, D_OUT];
-    LinearBackwardWeightNarrow => Linear::"linear_backward_weight_narrow"(Read, Read, ReadWrite, ReadWrite) [D_IN, D_OUT];
+    LinearBackwardNarrow => Linear::"linear_backward_narrow"(Read, Read, Read, ReadWrite, ReadWrite, ReadWrite) [D_IN, D_OUT];
     PairDistanceForward => Distance::"pair_distance_forward"(Read, ReadWrite);
     PairDistanceBackward => Distance::"pair_distance_backward"(Read, Read, Read, ReadWrite);
     ContrastiveForward => Contrastive::"contrastive_forward"(Read, Read, ReadWrite);
     ContrastiveBackward => Contrastive::"contrastive_backward"(Read, Read, Read, ReadWrite);
+    PairContrastiveForward => Contrastive::"pair_contrastive_forward"(Read, Read, ReadWrite, ReadWrite);
+    PairContrastiveBackward => Contrastive::"pair_contrastive_backward"(Read, Read, Read, Read, ReadWrite);
     AdamStep => Optim::"adam_step"(ReadWrite, Read, ReadWrite, ReadWrite, Read);
 }
 

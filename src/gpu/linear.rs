@@ -1,6 +1,7 @@
 //! Launchers of shaders/linear.wgsl: the fully connected layer, forward and backward.
 
 use super::{GpuBackend, GpuTensor, Kernel};
+use crate::backend::Backend;
 use crate::params::LinearParams;
 
 /// Outputs the `_narrow` kernels take (shaders/linear.wgsl, NARROW): their sums in registers.
@@ -45,39 +46,44 @@ pub fn linear_forward(
     }
 }
 
-pub fn linear_backward_input(gpu: &mut GpuBackend, p: &LinearParams, dy: &GpuTensor, w: &GpuTensor, dx: &GpuTensor) {
-    let (x_len, w_len, y_len) = sizes(p);
-    assert_eq!((dy.len, w.len, dx.len), (y_len, w_len, x_len), "linear_backward_input: {p:?}");
-    match narrow(p) {
-        Some(spec) => {
-            gpu.dispatch_specialized(Kernel::LinearBackwardInputNarrow, &spec, p, &[dy, w, dx], row_groups(p))
-        }
-        None => gpu.dispatch(Kernel::LinearBackwardInput, p, &[dy, w, dx], GpuBackend::groups_for(x_len)),
-    }
-}
-
-pub fn linear_backward_weight(
+/// dx (where given), dw and db: at the narrow shapes one launch, rows of dx then columns of dw.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward(
     gpu: &mut GpuBackend,
     p: &LinearParams,
     x: &GpuTensor,
+    w: &GpuTensor,
     dy: &GpuTensor,
+    dx: Option<&GpuTensor>,
     dw: &GpuTensor,
     db: &GpuTensor,
 ) {
     let (x_len, w_len, y_len) = sizes(p);
     assert_eq!(
-        (x.len, dy.len, dw.len, db.len),
-        (x_len, y_len, w_len, p.d_out as usize),
-        "linear_backward_weight: {p:?}"
+        (x.len, w.len, dy.len, dx.map_or(x_len, |t| t.len), dw.len, db.len),
+        (x_len, w_len, y_len, x_len, w_len, p.d_out as usize),
+        "linear_backward: {p:?}"
     );
-    let bindings = [x, dy, dw, db];
     match narrow(p) {
         Some(spec) => {
-            let groups = (p.d_in + 1).div_ceil(NARROW_WORKGROUP);
-            gpu.dispatch_specialized(Kernel::LinearBackwardWeightNarrow, &spec, p, &bindings, groups)
+            // The rows of dx are part of the launch: without a dx they go to scratch.
+            let scratch;
+            let dx = match dx {
+                Some(dx) => dx,
+                None => {
+                    scratch = gpu.scratch(x_len);
+                    &scratch
+                }
+            };
+            let groups = row_groups(p) + (p.d_in + 1).div_ceil(NARROW_WORKGROUP);
+            gpu.dispatch_specialized(Kernel::LinearBackwardNarrow, &spec, p, &[x, w, dy, dx, dw, db], groups)
         }
         None => {
-            gpu.dispatch(Kernel::LinearBackwardWeight, p, &bindings, GpuBackend::groups_for(w_len + p.d_out as usize))
+            if let Some(dx) = dx {
+                gpu.dispatch(Kernel::LinearBackwardInput, p, &[x, w, dy, dx], GpuBackend::groups_for(x_len));
+            }
+            let groups = GpuBackend::groups_for(w_len + p.d_out as usize);
+            gpu.dispatch(Kernel::LinearBackwardWeight, p, &[x, dy, dw, db], groups)
         }
     }
 }

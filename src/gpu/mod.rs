@@ -893,20 +893,42 @@ impl Backend for GpuBackend {
     fn linear_forward(&mut self, p: &LinearParams, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor, y: &GpuTensor) {
         linear::linear_forward(self, p, x, w, b, y)
     }
-    fn linear_backward_input(&mut self, p: &LinearParams, dy: &GpuTensor, w: &GpuTensor, dx: &GpuTensor) {
-        linear::linear_backward_input(self, p, dy, w, dx)
-    }
-    fn linear_backward_weight(
+    fn linear_backward(
         &mut self,
         p: &LinearParams,
         x: &GpuTensor,
+        w: &GpuTensor,
         dy: &GpuTensor,
+        dx: Option<&GpuTensor>,
         dw: &GpuTensor,
         db: &GpuTensor,
     ) {
-        linear::linear_backward_weight(self, p, x, dy, dw, db)
+        linear::linear_backward(self, p, x, w, dy, dx, dw, db)
     }
 
+    fn pair_contrastive_forward(
+        &mut self,
+        pd: &PairDistanceParams,
+        pc: &ContrastiveParams,
+        x: &GpuTensor,
+        t: &GpuTensor,
+        d: &GpuTensor,
+        loss: &GpuTensor,
+    ) {
+        contrastive::pair_contrastive_forward(self, pd, pc, x, t, d, loss)
+    }
+    fn pair_contrastive_backward(
+        &mut self,
+        pd: &PairDistanceParams,
+        pc: &ContrastiveParams,
+        x: &GpuTensor,
+        d: &GpuTensor,
+        t: &GpuTensor,
+        dloss: &GpuTensor,
+        dx: &GpuTensor,
+    ) {
+        contrastive::pair_contrastive_backward(self, pd, pc, x, d, t, dloss, dx)
+    }
     fn pair_distance_forward(&mut self, p: &PairDistanceParams, x: &GpuTensor, d: &GpuTensor) {
         distance::pair_distance_forward(self, p, x, d)
     }
