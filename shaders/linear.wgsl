@@ -134,12 +134,12 @@ fn linear_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builti
 // invocation loads one row of x or dy (one column of x for the weights). The kernels above
 // load a row of x and one of w per output, a lane at a time. Workgroups of 16: llvmpipe runs
 // each on one thread, and the weight gradient has only D_IN + 1 invocations to share out.
-// The backward is one launch: its first workgroups take the rows of dx, the rest the columns
-// of dw (and db), each as it would alone.
+// The backward is one launch: its first workgroups take the columns of dw (and db), each a
+// sum over the whole batch, so that they start first, and the rest the rows of dx.
 //
 // linear_forward_narrow    x, w, b, y                one invocation per row of the batch
-// linear_backward_narrow   x, w, dy, dx, dw, db      one per row of the batch, then one per
-//                                                    input column and one for the bias
+// linear_backward_narrow   x, w, dy, dx, dw, db      one per input column and one for the
+//                                                    bias, then one per row of the batch
 
 override D_IN: u32 = 1u;
 override D_OUT: u32 = 1u;
@@ -175,11 +175,11 @@ fn linear_forward_narrow(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @compute @workgroup_size(16)
 fn linear_backward_narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row_groups = (p.n + 15u) / 16u;
-    if wg.x < row_groups {
-        input_grad_row(wg.x * 16u + lid.x);
+    let column_groups = (D_IN + 1u + 15u) / 16u;
+    if wg.x < column_groups {
+        weight_grad_column(wg.x * 16u + lid.x);
     } else {
-        weight_grad_column((wg.x - row_groups) * 16u + lid.x);
+        input_grad_row((wg.x - column_groups) * 16u + lid.x);
     }
 }
 

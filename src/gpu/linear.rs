@@ -46,7 +46,7 @@ pub fn linear_forward(
     }
 }
 
-/// dx (where given), dw and db: at the narrow shapes one launch, rows of dx then columns of dw.
+/// dx (where given), dw and db: at the narrow shapes one launch, columns of dw then rows of dx.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward(
     gpu: &mut GpuBackend,
@@ -75,7 +75,7 @@ pub fn linear_backward(
                     &scratch
                 }
             };
-            let groups = row_groups(p) + (p.d_in + 1).div_ceil(NARROW_WORKGROUP);
+            let groups = (p.d_in + 1).div_ceil(NARROW_WORKGROUP) + row_groups(p);
             gpu.dispatch_specialized(Kernel::LinearBackwardNarrow, &spec, p, &[x, w, dy, dx, dw, db], groups)
         }
         None => {
