@@ -935,3 +935,67 @@ fn conv_then_relu_batchnorm_shares_plane_statistics() {
         });
     }
 }
+
+/// Weight gradients going to views of one flat buffer (the model's gradients) wait and are
+/// summed in one launch for all the layers (src/gpu/weight_sums.rs): the same bits as each
+/// layer's summed at once into buffers of its own, a second gradient added into weights whose
+/// sum still waits launching the waiting ones first, and one launch for the rest.
+#[test]
+fn weight_sums_wait_and_match() {
+    use siamese::backend::{DeviceTensor, VIEW_ALIGN};
+    with_gpu("weight sums", |gpu| {
+        let mut r = rng(11);
+        let shapes = [(1, (28, 28), 4), (4, (14, 14), 8), (8, (7, 7), 1)];
+        let layers: Vec<_> = shapes
+            .iter()
+            .map(|&(c_in, (h, w), c_out)| {
+                let p = Conv2dParams::same(16, c_in, h, w, c_out, 3).with_towers(2);
+                (p, randn(&mut r, p.x_len()), randn(&mut r, p.y_len()))
+            })
+            .collect();
+        // Layer 0 again at the end, added to its first gradient.
+        let calls = [0, 1, 2, 0];
+        let accumulate = |call: usize| if call == 3 { ACCUMULATE_PARAMS } else { 0 };
+
+        let mut apart = Vec::new();
+        for (i, &l) in calls.iter().enumerate() {
+            let (p, x, dy) = &layers[l];
+            let p = Conv2dParams { accumulate: accumulate(i), ..*p };
+            let start =
+                if i == 3 { apart[0..2].to_vec() } else { vec![vec![0.0; p.w_len()], vec![0.0; p.c_out as usize]] };
+            let start: Vec<Vec<f32>> = start.iter().map(|v: &Vec<f64>| to_f32(v)).collect();
+            let got = gpu_run(gpu, &[x, dy], &[&start[0], &start[1]], |g, i, o| {
+                g.conv2d_backward_weight(&p, &i[0], &i[1], &o[0], &o[1])
+            });
+            if i == 3 {
+                apart.splice(0..2, got);
+            } else {
+                apart.extend(got);
+            }
+        }
+
+        let places: Vec<usize> = layers.iter().flat_map(|(p, ..)| [p.w_len(), p.c_out as usize]).collect();
+        let offsets: Vec<usize> = places
+            .iter()
+            .scan(0, |at, len| Some(std::mem::replace(at, *at + len.next_multiple_of(VIEW_ALIGN))))
+            .collect();
+        let flat = gpu.zeros(offsets.last().unwrap() + VIEW_ALIGN);
+        let views: Vec<GpuTensor> = offsets.iter().zip(&places).map(|(&at, &len)| flat.view(at, len)).collect();
+        let inputs: Vec<(GpuTensor, GpuTensor)> =
+            layers.iter().map(|(_, x, dy)| (gpu.upload(x), gpu.upload(dy))).collect();
+        gpu.sync();
+        let before = gpu.dispatches;
+        for (i, &l) in calls.iter().enumerate() {
+            let p = Conv2dParams { accumulate: accumulate(i), ..layers[l].0 };
+            gpu.conv2d_backward_weight(&p, &inputs[l].0, &inputs[l].1, &views[2 * l], &views[2 * l + 1]);
+        }
+        gpu.sync();
+        // Four weight-gradient launches; the three first sums in one launch, before the fourth
+        // gradient's sum adds to one of them; that one alone.
+        assert_eq!(gpu.dispatches - before, 4 + 2, "weight sums launches");
+        for (k, view) in views.iter().enumerate() {
+            let got = f64s(&gpu.read(view));
+            assert_close(&format!("weight sums, layer {} {}", k / 2, ["dw", "db"][k % 2]), &apart[k], &got, 0.0);
+        }
+    });
+}

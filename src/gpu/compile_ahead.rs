@@ -65,6 +65,10 @@ impl Drop for CompileAhead {
 /// table, 1 KiB) fits.
 const PLACEHOLDER: usize = 1024;
 
+/// Words of the placeholder params: the largest params struct (WeightSumsParams, 272 bytes)
+/// fits.
+const PLACEHOLDER_PARAMS: usize = 128;
+
 impl GpuBackend {
     /// Runs `kernel` once, one workgroup on placeholder buffers with zeroed parameters, which
     /// give it no images, rows or elements to touch, and waits: a driver that compiles at first
@@ -73,7 +77,7 @@ impl GpuBackend {
         let (read, write) = (self.zeros(PLACEHOLDER), self.zeros(PLACEHOLDER));
         let buffers: Vec<&GpuTensor> =
             kernel.bindings().iter().map(|access| if *access == Access::ReadWrite { &write } else { &read }).collect();
-        self.dispatch_specialized(kernel, spec, &[0u32; 64], &buffers, 1);
+        self.dispatch_specialized(kernel, spec, &[0u32; PLACEHOLDER_PARAMS], &buffers, 1);
         self.sync();
         self.ctx.take_error().map_or(Ok(()), Err)
     }

@@ -177,13 +177,12 @@ fn conv2d_backward_rows(
     // The kernel's one output buffer: the weight partials, then the plane sums on a view boundary.
     let planes_offset = (chunks as usize * taps).next_multiple_of(VIEW_ALIGN);
     let planes_len = 2 * (p.n * p.c_in) as usize;
-    let out = gpu.scratch(planes_offset + planes_len);
+    let out = gpu.weight_partials(planes_offset + planes_len);
     let spec = [s.ic, s.oc, s.h, s.w, s.k, Through::batchnorm(bn.relu) as u32];
     let flops = Some(Work::Flops(4.0 * p.macs() as f64));
     let bindings = [dy, w, dx, x, bn.gamma, bn.beta, bn.saved, &out];
     gpu.dispatch_work(Kernel::Conv2dBackwardRows, &spec, &p, &bindings, chunks.div_ceil(s.groups()), flops);
-    let partial = out.view(0, chunks as usize * taps);
-    gpu.dispatch(Kernel::Conv2dBackwardWeightReduce, &p, &[&partial, dw, db], GpuBackend::groups_for(taps));
+    gpu.sum_weight_partials(&p, &out.view(0, chunks as usize * taps), dw, db);
     Some(out.view(planes_offset, planes_len))
 }
 
@@ -266,7 +265,7 @@ fn conv2d_backward_weight_of(
     let p = if let Some(shape) = rows_shape(gpu, p, false) {
         let p = Conv2dParams { chunk: IMAGES, ..*p };
         let chunks = chunks(p.n, p.towers);
-        let partial = gpu.scratch(chunks as usize * taps);
+        let partial = gpu.weight_partials(chunks as usize * taps);
         let spec = |relu: Option<bool>| relu.map_or(Through::Plain, Through::batchnorm) as u32;
         let (x_spec, dy_spec) = (spec(through.map(|t| t.relu)), spec(dy_through.map(|t| t.relu)));
         let spec = [shape.ic, shape.oc, shape.h, shape.w, shape.k, x_spec, dy_spec];
@@ -283,7 +282,7 @@ fn conv2d_backward_weight_of(
         (p, partial)
     } else if tiled(p) {
         let p = Conv2dParams { chunk: 1, ..*p };
-        let partial = gpu.scratch(p.n as usize * taps);
+        let partial = gpu.weight_partials(p.n as usize * taps);
         let spec = [p.c_in, p.c_out, p.h, p.w, p.k];
         let groups = (p.n * p.c_in).div_ceil(WEIGHT_TILE_WORKGROUP);
         let flops = Some(Work::Flops(2.0 * p.macs() as f64));
@@ -292,14 +291,14 @@ fn conv2d_backward_weight_of(
     } else {
         let p = Conv2dParams { chunk: WEIGHT_GRAD_CHUNK as u32, ..*p };
         let chunks = p.towers as usize * ((p.n / p.towers) as usize).div_ceil(WEIGHT_GRAD_CHUNK);
-        let partial = gpu.scratch(chunks * taps);
+        let partial = gpu.weight_partials(chunks * taps);
         let groups = GpuBackend::groups_for(chunks * taps);
         let flops = Some(Work::Flops(2.0 * p.macs() as f64));
         gpu.dispatch_work(Kernel::Conv2dBackwardWeightPartial, &[], &p, &[x, dy, &partial], groups, flops);
         (p, partial)
     };
     let (p, partial) = p;
-    gpu.dispatch(Kernel::Conv2dBackwardWeightReduce, &p, &[&partial, dw, db], GpuBackend::groups_for(taps));
+    gpu.sum_weight_partials(&p, &partial, dw, db);
 }
 
 /// Conv2d(BatchNorm(x)) with BatchNorm's statistics in `saved` (the batch's in training, the

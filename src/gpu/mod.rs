@@ -18,6 +18,7 @@ pub mod kernel;
 mod linear;
 mod maxpool;
 mod optim;
+mod weight_sums;
 
 pub use context::{AdapterSummary, GpuContext, adapters};
 pub use conv2d::WEIGHT_GRAD_CHUNK;
@@ -281,6 +282,8 @@ pub struct GpuBackend {
     pub submits: u64,
     /// The second device compiling kernels during warm-up, if any (`Backend::compile_ahead`).
     compiling_ahead: Option<compile_ahead::CompileAhead>,
+    /// Conv weight-gradient partials and the sums waiting on them (src/gpu/weight_sums.rs).
+    weight_sums: weight_sums::WeightSums,
 }
 
 impl GpuBackend {
@@ -309,6 +312,7 @@ impl GpuBackend {
             allocations: 0,
             submits: 0,
             compiling_ahead: None,
+            weight_sums: Default::default(),
         }
     }
 
@@ -343,6 +347,9 @@ impl GpuBackend {
         work: Option<Work>,
     ) {
         assert_eq!(buffers.len(), kernel.bindings().len(), "{kernel:?}: wrong number of buffers");
+        if self.touches_weight_sums(buffers.iter().copied()) {
+            self.flush_weight_sums();
+        }
         self.relu_moments = None;
         assert!(workgroups > 0, "{kernel:?}: no work");
         let uniform = self.uniform(bytemuck::bytes_of(params));
@@ -437,6 +444,9 @@ impl GpuBackend {
     /// distinct ones).
     pub fn record_copy(&mut self, src: &GpuTensor, dst: &GpuTensor) {
         assert!(src.len == dst.len && src.buffer != dst.buffer, "record_copy: {src:?} into {dst:?}");
+        if self.touches_weight_sums([src, dst].into_iter()) {
+            self.flush_weight_sums();
+        }
         self.relu_moments = None;
         self.pending.push(Command::Copy {
             src: src.buffer.clone(),
@@ -450,6 +460,7 @@ impl GpuBackend {
     /// Submits every recorded command in one command buffer: each run of dispatches in one
     /// compute pass (with profiling, one pass per dispatch between timestamps), copies between.
     pub fn flush(&mut self) {
+        self.flush_weight_sums();
         if self.pending.is_empty() {
             return;
         }
@@ -675,6 +686,7 @@ impl Backend for GpuBackend {
         }
     }
     fn reset_scratch(&mut self) {
+        self.reset_weight_partials();
         for (_, in_use) in self.scratch.by_size.values_mut() {
             *in_use = 0;
         }

@@ -1,0 +1,133 @@
+//! Sums the conv layers' weight-gradient partials in one launch per backward pass instead of one
+//! per layer.
+//!
+//! Why: a conv's weight gradient is computed per chunk of images and the chunks are then
+//! summed in order (`conv2d_backward_weight_reduce`): tiny launches, each mostly the fixed cost
+//! of a launch on llvmpipe (about 0.1 ms of kernel and as much again between launches), five
+//! per training step. Here the partials go to one arena buffer that `reset_scratch` empties,
+//! and where a layer's dw and db share a buffer (the model's flat gradient buffer) their sums
+//! wait: one `conv2d_backward_weight_sums` launch takes all that are waiting when a dispatch or
+//! copy next binds a range they write (Adam's, in training), at a submit, or at a scratch
+//! reset. The sums are `conv2d_backward_weight_reduce`'s, tap for tap, so the bits do not
+//! change; anything else runs at once through that kernel.
+
+use super::{GpuBackend, GpuTensor, Kernel};
+use crate::backend::VIEW_ALIGN;
+use crate::params::{ACCUMULATE_PARAMS, Conv2dParams, WEIGHT_SUMS_LAYERS, WeightSumsParams};
+
+/// Elements of the first arena; it doubles when a step needs more.
+const FIRST_ARENA: usize = 1 << 16;
+
+/// The partials' arena and the layers whose sums wait.
+#[derive(Default)]
+pub(super) struct WeightSums {
+    arena: Option<wgpu::Buffer>,
+    /// Elements of the arena handed out since the last reset.
+    used: usize,
+    waiting: Vec<Waiting>,
+}
+
+/// One layer's sums, waiting: its partials (in the arena) and where dw and db go.
+struct Waiting {
+    p: Conv2dParams,
+    partials: GpuTensor,
+    dw: GpuTensor,
+    db: GpuTensor,
+}
+
+impl Waiting {
+    /// This layer's row of `WeightSumsParams::table`.
+    fn row(&self) -> [u32; 8] {
+        let taps = self.p.w_len() + self.p.c_out as usize;
+        let chunks_per_tower = (self.p.n / self.p.towers).div_ceil(self.p.chunk);
+        let add = (self.p.accumulate & ACCUMULATE_PARAMS != 0) as u32;
+        let at = |t: &GpuTensor| t.offset as u32;
+        [
+            at(&self.partials),
+            taps as u32,
+            chunks_per_tower,
+            self.p.towers,
+            self.p.w_len() as u32,
+            at(&self.dw),
+            at(&self.db),
+            add,
+        ]
+    }
+}
+
+/// Whether two views overlap.
+fn overlap(a: &GpuTensor, b: &GpuTensor) -> bool {
+    a.buffer == b.buffer && a.offset < b.offset + b.len && b.offset < a.offset + a.len
+}
+
+impl GpuBackend {
+    /// Scratch for `len` elements of weight-gradient partials, in the arena.
+    pub(super) fn weight_partials(&mut self, len: usize) -> GpuTensor {
+        let capacity = self.weight_sums.arena.as_ref().map_or(0, |a| (a.size() / 4) as usize);
+        if self.weight_sums.used + len > capacity {
+            // The waiting sums read the old arena: they go first.
+            self.flush_weight_sums();
+            let size = (2 * capacity).max(FIRST_ARENA).max(len.next_multiple_of(VIEW_ALIGN));
+            self.weight_sums.arena = Some(self.create_buffer((size * 4) as u64, "weight partials"));
+            self.weight_sums.used = 0;
+        }
+        let buffer = self.weight_sums.arena.clone().expect("made above");
+        let at = self.weight_sums.used;
+        self.weight_sums.used += len.next_multiple_of(VIEW_ALIGN);
+        GpuTensor { buffer, offset: at, len }
+    }
+
+    /// dw and db from the partials of one conv's weight gradient (`p.chunk` images a chunk):
+    /// later, with other layers', where they can wait (see the module docs), else now.
+    pub(super) fn sum_weight_partials(
+        &mut self,
+        p: &Conv2dParams,
+        partials: &GpuTensor,
+        dw: &GpuTensor,
+        db: &GpuTensor,
+    ) {
+        let in_arena = self.weight_sums.arena.as_ref() == Some(&partials.buffer);
+        if !in_arena || dw.buffer != db.buffer {
+            let taps = p.w_len() + p.c_out as usize;
+            self.dispatch(Kernel::Conv2dBackwardWeightReduce, p, &[partials, dw, db], GpuBackend::groups_for(taps));
+            return;
+        }
+        let sums = &self.weight_sums.waiting;
+        let clash = sums.first().is_some_and(|w| w.dw.buffer != dw.buffer)
+            || sums.len() == WEIGHT_SUMS_LAYERS
+            || sums.iter().any(|w| [&w.dw, &w.db].iter().any(|t| overlap(t, dw) || overlap(t, db)));
+        if clash {
+            self.flush_weight_sums();
+        }
+        let waiting = Waiting { p: *p, partials: partials.clone(), dw: dw.clone(), db: db.clone() };
+        self.weight_sums.waiting.push(waiting);
+    }
+
+    /// Whether a dispatch or copy binding `tensors` must wait for the waiting sums: it binds a
+    /// range they write.
+    pub(super) fn touches_weight_sums<'t>(&self, mut tensors: impl Iterator<Item = &'t GpuTensor>) -> bool {
+        let waiting = &self.weight_sums.waiting;
+        !waiting.is_empty() && tensors.any(|t| waiting.iter().any(|w| overlap(t, &w.dw) || overlap(t, &w.db)))
+    }
+
+    /// Launches the waiting sums, all in one.
+    pub(super) fn flush_weight_sums(&mut self) {
+        let waiting = std::mem::take(&mut self.weight_sums.waiting);
+        let Some(first) = waiting.first() else { return };
+        let mut params = WeightSumsParams { layers: waiting.len() as u32, ..Default::default() };
+        for (row, w) in params.table.iter_mut().zip(&waiting) {
+            *row = w.row();
+        }
+        let whole =
+            |t: &GpuTensor| GpuTensor { buffer: t.buffer.clone(), offset: 0, len: (t.buffer.size() / 4) as usize };
+        let (partials, grads) = (whole(&first.partials), whole(&first.dw));
+        let taps: usize = waiting.iter().map(|w| w.p.w_len() + w.p.c_out as usize).sum();
+        self.dispatch(Kernel::Conv2dBackwardWeightSums, &params, &[&partials, &grads], GpuBackend::groups_for(taps));
+    }
+
+    /// Empties the arena (the waiting sums run first): `reset_scratch`.
+    pub(super) fn reset_weight_partials(&mut self) {
+        self.flush_weight_sums();
+        self.weight_sums.used = 0;
+    }
+}
