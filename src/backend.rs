@@ -62,6 +62,13 @@ pub trait Backend {
 
     // --- elementwise -----------------------------------------------------------------------
     fn fill(&mut self, t: &Self::Tensor, value: f32);
+    /// One element holding 1, the seed of a backward pass, which nothing writes. By default
+    /// scratch filled with it; the GPU keeps one, so that a training step launches no fill.
+    fn one(&mut self) -> Self::Tensor {
+        let t = self.scratch(1);
+        self.fill(&t, 1.0);
+        t
+    }
     /// dst += src
     fn accumulate(&mut self, src: &Self::Tensor, dst: &Self::Tensor);
     fn copy(&mut self, src: &Self::Tensor, dst: &Self::Tensor);

@@ -573,8 +573,18 @@ impl<'b, B: Backend> Tape<'b, B> {
     pub fn backward(&mut self, loss: Var) {
         assert_eq!(self.mode, Mode::Train, "backward: the tape is in eval mode and recorded nothing");
         assert_eq!(self.shape(loss), [1], "backward: the loss must be a single value");
-        let (seed, _) = self.grad_slot(loss, 0).expect("backward: the loss does not depend on any parameter");
-        self.backend.fill(&seed, 1.0);
+        let value = &self.values[loss];
+        assert!(value.requires_grad, "backward: the loss does not depend on any parameter");
+        if value.is_param {
+            let (seed, _) = self.grad_slot(loss, 0).expect("a param has a gradient slot");
+            self.backend.fill(&seed, 1.0);
+        } else {
+            // The backend's shared 1: no op writes the loss's gradient, as none recorded after
+            // the loss is reached from it.
+            let seed = self.backend.one();
+            let value = &mut self.values[loss];
+            (value.grad, value.grad_written) = (Some(seed), true);
+        }
         let ops = std::mem::take(&mut self.ops);
         for op in ops.iter().rev() {
             self.backward_op(op);

@@ -118,7 +118,7 @@ fn every_kernel_of_a_run_runs_on_placeholders() {
     let mut gpu = GpuBackend::new().expect("an adapter");
     warm_up(&mut gpu, &TrainConfig::default());
     let kernels = gpu.kernels_built().to_vec();
-    assert!(kernels.len() >= 30, "the warm-up built {} pipelines", kernels.len());
+    assert!(kernels.len() >= 25, "the warm-up built {} pipelines", kernels.len());
     let mut second = GpuBackend::new().expect("an adapter");
     for (kernel, spec) in &kernels {
         if let Err(e) = second.compile_kernel(*kernel, spec) {

@@ -274,6 +274,8 @@ pub struct GpuBackend {
     /// whether a launch reading them is recorded but not yet submitted.
     adam_scalars: Option<GpuTensor>,
     adam_recorded: bool,
+    /// `Backend::one`'s tensor, made at its first call.
+    one: Option<GpuTensor>,
     /// Dispatches recorded since creation.
     pub dispatches: u64,
     /// Buffers and bind groups made since creation: a training step after the first makes none.
@@ -299,6 +301,7 @@ impl GpuBackend {
             subgroup_convs: ctx.rows_kernels,
             relu_moments: None,
             adam_scalars: None,
+            one: None,
             adam_recorded: false,
             ctx,
             pipelines: Pipelines::new(packed),
@@ -684,6 +687,12 @@ impl Backend for GpuBackend {
         if let Some(ahead) = &self.compiling_ahead {
             ahead.stop();
         }
+    }
+    fn one(&mut self) -> GpuTensor {
+        if self.one.is_none() {
+            self.one = Some(self.upload(&[1.0]));
+        }
+        self.one.clone().expect("made above")
     }
     fn reset_scratch(&mut self) {
         self.reset_weight_partials();
