@@ -27,23 +27,34 @@ struct ContrastiveParams {
 
 var<workgroup> partial: array<f32, WG>;
 
+// One pair's term of the loss; `label` is its target t (0: the same class).
+fn loss_term(dist: f32, label: f32, margin: f32) -> f32 {
+    let hinge = max(margin - dist, 0.0);
+    return (1.0 - label) * dist * dist + label * hinge * hinge;
+}
+
+// The sum of every invocation's s, as a tree: the same bits every run.
+fn workgroup_sum(lid: u32, s: f32) -> f32 {
+    partial[lid] = s;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        if lid < stride {
+            partial[lid] += partial[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    return partial[0];
+}
+
 @compute @workgroup_size(WG)
 fn contrastive_forward(@builtin(local_invocation_id) lid: vec3<u32>) {
     var s = 0.0;
     for (var i = lid.x; i < p.n; i += WG) {
-        let hinge = max(p.margin - d[i], 0.0);
-        s += (1.0 - t[i]) * d[i] * d[i] + t[i] * hinge * hinge;
+        s += loss_term(d[i], t[i], p.margin);
     }
-    partial[lid.x] = s;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if lid.x < stride {
-            partial[lid.x] += partial[lid.x + stride];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(lid.x, s);
     if lid.x == 0u {
-        loss[0] = partial[0] / f32(p.n);
+        loss[0] = total / f32(p.n);
     }
 }
 
@@ -96,19 +107,11 @@ fn pair_contrastive_forward(@builtin(local_invocation_id) lid: vec3<u32>) {
         }
         let dist = sqrt(sq);
         pf_d[i] = dist;
-        let hinge = max(q.margin - dist, 0.0);
-        s += (1.0 - pf_t[i]) * dist * dist + pf_t[i] * hinge * hinge;
+        s += loss_term(dist, pf_t[i], q.margin);
     }
-    partial[lid.x] = s;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if lid.x < stride {
-            partial[lid.x] += partial[lid.x + stride];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(lid.x, s);
     if lid.x == 0u {
-        pf_loss[0] = partial[0] / f32(q.n);
+        pf_loss[0] = total / f32(q.n);
     }
 }
 
