@@ -9,6 +9,11 @@
 //! devices read, hands what it compiled to the first device when that one gets there. Without
 //! the cache (MESA_SHADER_CACHE_DISABLE) nothing is shared and nothing changes but the second
 //! core's load. Measured on 2 cores: a first run's first step 11.2–11.6 s → 6.8–7.2 s.
+//!
+//! What is left is compile time itself, about 11 s of it for a step's kernels (Mesa 22.3,
+//! LLVM 15): it grows faster than a kernel's length (the 8→8 conv's fused backward takes 4.3 s,
+//! its input and weight gradients as two kernels 3.0 s), and in a profile of that kernel LLVM's
+//! coroutine splitting, which llvmpipe runs on every compute kernel, took 44% of it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
