@@ -115,15 +115,19 @@ fn every_kernel_of_a_run_runs_on_placeholders() {
     if !gpu_available("every_kernel_of_a_run_runs_on_placeholders") {
         return;
     }
-    let mut gpu = GpuBackend::new().expect("an adapter");
-    warm_up(&mut gpu, &TrainConfig::default());
-    let kernels = gpu.kernels_built().to_vec();
-    assert!(kernels.len() >= 25, "the warm-up built {} pipelines", kernels.len());
-    let mut second = GpuBackend::new().expect("an adapter");
-    for (kernel, spec) in &kernels {
-        if let Err(e) = second.compile_kernel(*kernel, spec) {
-            panic!("{kernel:?} {spec:?} on placeholders: {e}");
+    // With the subgroup convs and without them (the kernels of adapters that lack them).
+    for subgroups in [true, false] {
+        let mut gpu = GpuBackend::new().expect("an adapter");
+        gpu.subgroup_convs &= subgroups;
+        warm_up(&mut gpu, &TrainConfig::default());
+        let kernels = gpu.kernels_built().to_vec();
+        assert!(kernels.len() >= 25, "the warm-up built {} pipelines", kernels.len());
+        let mut second = GpuBackend::new().expect("an adapter");
+        for (kernel, spec) in &kernels {
+            if let Err(e) = second.compile_kernel(*kernel, spec) {
+                panic!("{kernel:?} {spec:?} on placeholders (subgroup convs: {subgroups}): {e}");
+            }
         }
+        assert_eq!(second.kernels_built(), kernels, "the same pipelines, in the same order");
     }
-    assert_eq!(second.kernels_built(), kernels, "the same pipelines, in the same order");
 }

@@ -66,9 +66,9 @@ impl Drop for CompileAhead {
     }
 }
 
-/// Elements of each placeholder buffer: the largest fixed-size binding (gather_images' pixel
-/// table, 1 KiB) fits.
-const PLACEHOLDER: usize = 1024;
+/// Elements of each placeholder buffer: the largest fixed-size binding (conv2d_tile's packed
+/// weights, 6400 bytes, where the subgroup convs do not run) fits.
+const PLACEHOLDER: usize = 2048;
 
 /// Words of the placeholder params: the largest params struct (WeightSumsParams, 272 bytes)
 /// fits.
