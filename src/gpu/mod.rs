@@ -350,9 +350,7 @@ impl GpuBackend {
         work: Option<Work>,
     ) {
         assert_eq!(buffers.len(), kernel.bindings().len(), "{kernel:?}: wrong number of buffers");
-        if self.touches_weight_sums(buffers.iter().copied()) {
-            self.flush_weight_sums();
-        }
+        self.flush_weight_sums_into(buffers.iter().copied());
         self.relu_moments = None;
         assert!(workgroups > 0, "{kernel:?}: no work");
         let uniform = self.uniform(bytemuck::bytes_of(params));
@@ -447,9 +445,7 @@ impl GpuBackend {
     /// distinct ones).
     pub fn record_copy(&mut self, src: &GpuTensor, dst: &GpuTensor) {
         assert!(src.len == dst.len && src.buffer != dst.buffer, "record_copy: {src:?} into {dst:?}");
-        if self.touches_weight_sums([src, dst].into_iter()) {
-            self.flush_weight_sums();
-        }
+        self.flush_weight_sums_into([src, dst].into_iter());
         self.relu_moments = None;
         self.pending.push(Command::Copy {
             src: src.buffer.clone(),

@@ -103,11 +103,13 @@ impl GpuBackend {
         self.weight_sums.waiting.push(waiting);
     }
 
-    /// Whether a dispatch or copy binding `tensors` must wait for the waiting sums: it binds a
-    /// range they write.
-    pub(super) fn touches_weight_sums<'t>(&self, mut tensors: impl Iterator<Item = &'t GpuTensor>) -> bool {
+    /// Launches the waiting sums if `tensors`, the bindings of a dispatch or copy about to be
+    /// recorded, include a range they write.
+    pub(super) fn flush_weight_sums_into<'t>(&mut self, mut tensors: impl Iterator<Item = &'t GpuTensor>) {
         let waiting = &self.weight_sums.waiting;
-        !waiting.is_empty() && tensors.any(|t| waiting.iter().any(|w| overlap(t, &w.dw) || overlap(t, &w.db)))
+        if !waiting.is_empty() && tensors.any(|t| waiting.iter().any(|w| overlap(t, &w.dw) || overlap(t, &w.db))) {
+            self.flush_weight_sums();
+        }
     }
 
     /// Launches the waiting sums, all in one.
