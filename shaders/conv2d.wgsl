@@ -248,10 +248,11 @@ struct WeightSumsParams {
 @group(0) @binding(1) var<storage, read> ws_partials: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ws_grads: array<f32>;
 
-// One invocation per tap of all the layers, in table order.
-@compute @workgroup_size(WG)
-fn conv2d_backward_weight_sums(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    var tap = flat_index(gid, nwg);
+// One invocation per tap of all the layers, in table order. Workgroups of 64: a step's
+// thousand-odd taps then split evenly between llvmpipe's threads.
+@compute @workgroup_size(64)
+fn conv2d_backward_weight_sums(@builtin(global_invocation_id) gid: vec3<u32>) {
+    var tap = gid.x;
     for (var l = 0u; l < ws.layers; l++) {
         let at = ws.table[2u * l];
         let to = ws.table[2u * l + 1u];

@@ -15,6 +15,9 @@ use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::VIEW_ALIGN;
 use crate::params::{ACCUMULATE_PARAMS, Conv2dParams, WEIGHT_SUMS_LAYERS, WeightSumsParams};
 
+/// Invocations per workgroup of `conv2d_backward_weight_sums` (as in shaders/conv2d.wgsl).
+const SUMS_WORKGROUP: usize = 64;
+
 /// Elements of the first arena; it doubles when a step needs more.
 const FIRST_ARENA: usize = 1 << 16;
 
@@ -124,7 +127,9 @@ impl GpuBackend {
             |t: &GpuTensor| GpuTensor { buffer: t.buffer.clone(), offset: 0, len: (t.buffer.size() / 4) as usize };
         let (partials, grads) = (whole(&first.partials), whole(&first.dw));
         let taps: usize = waiting.iter().map(|w| w.p.w_len() + w.p.c_out as usize).sum();
-        self.dispatch(Kernel::Conv2dBackwardWeightSums, &params, &[&partials, &grads], GpuBackend::groups_for(taps));
+        let groups = taps.div_ceil(SUMS_WORKGROUP) as u32;
+        assert!(groups <= 65_535, "conv2d_backward_weight_sums: {taps} taps");
+        self.dispatch(Kernel::Conv2dBackwardWeightSums, &params, &[&partials, &grads], groups);
     }
 
     /// Empties the arena (the waiting sums run first): `reset_scratch`.
