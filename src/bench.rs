@@ -1,10 +1,11 @@
 //! `siamese bench` and `train --profile`: where a training step's time goes, kernel by kernel,
-//! from GPU timestamps around every dispatch.
+//! from GPU timestamps around every dispatch; `bench --compile`: where a first run's start-up
+//! goes, kernel by kernel.
 
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::gpu::{GpuBackend, Profile};
+use crate::gpu::{GpuBackend, Profile, kernel::Kernel};
 use crate::train::Trainer;
 
 /// Times `steps` training steps after `warmup` untimed ones: wall time per step without
@@ -96,4 +97,29 @@ pub fn launch_table(profile: &Profile, steps: usize) -> String {
         writeln!(out, "{calls:>10.1} {ms:>10.3} {:>6.1}%  {}", 100.0 * l.ns / total, l.label()).ok();
     }
     out
+}
+
+/// How long each of `kernels` takes to get ready on a device of its own, slowest first: its
+/// pipeline built (WGSL translated, handed to the driver), then one run on placeholders (a
+/// driver that compiles at first dispatch, as llvmpipe does, compiles it then). Mesa's shader
+/// cache answers for the kernels it holds; MESA_SHADER_CACHE_DISABLE=true times the compiler.
+pub fn compile_table(kernels: &[(Kernel, Vec<u32>)]) -> crate::Result<String> {
+    let mut fresh = GpuBackend::new()?;
+    let mut rows = Vec::new();
+    for (kernel, spec) in kernels {
+        let start = Instant::now();
+        fresh.build_pipeline(*kernel, spec);
+        let built = start.elapsed().as_secs_f64();
+        fresh.compile_kernel(*kernel, spec)?;
+        rows.push((built, start.elapsed().as_secs_f64() - built, kernel.label(spec)));
+    }
+    rows.sort_by(|a, b| (b.0 + b.1).total_cmp(&(a.0 + a.1)));
+    let mut out = String::new();
+    writeln!(out, "{:>10} {:>10}  kernel (on a fresh device, seconds)", "pipeline", "first run").ok();
+    for (built, run, label) in &rows {
+        writeln!(out, "{built:>10.3} {run:>10.3}  {label}").ok();
+    }
+    let total = |f: fn(&(f64, f64, String)) -> f64| rows.iter().map(f).sum::<f64>();
+    writeln!(out, "{:>10.3} {:>10.3}  total, {} kernels", total(|r| r.0), total(|r| r.1), rows.len()).ok();
+    Ok(out)
 }

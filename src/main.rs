@@ -69,6 +69,10 @@ struct BenchArgs {
     /// or a generated conv kernel's IC, OC, H, W, K and pass).
     #[arg(long)]
     launches: bool,
+    /// Also time the compilation of each kernel a step uses, on a device of its own (with
+    /// MESA_SHADER_CACHE_DISABLE=true on Mesa's drivers, or its cache answers instead).
+    #[arg(long)]
+    compile: bool,
 }
 
 #[derive(Args)]
@@ -564,6 +568,9 @@ fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
     let mut trainer = Trainer::new(&mut gpu, cfg, &data);
     let report = siamese::bench::bench_steps(&mut gpu, &mut trainer, a.warmup, a.steps, a.launches);
     print!("{report}");
+    if a.compile {
+        print!("{}", siamese::bench::compile_table(gpu.kernels_built())?);
+    }
     Ok(())
 }
 

@@ -118,18 +118,37 @@ fn train_writes_every_output_and_the_loss_goes_down() {
 }
 
 /// `bench --launches` times each launch apart: one row per kernel and specialisation, the
-/// shares adding up to the whole, every conv layer's shape among them.
+/// shares adding up to the whole, every conv layer's shape among them. `--compile` times each
+/// kernel's start-up: one row per kernel built, every launched one among them.
 #[test]
-fn bench_times_each_launch() {
-    if !gpu_available("bench --launches") {
+fn bench_times_each_launch_and_compile() {
+    if !gpu_available("bench --launches --compile") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let csv = small_csv(dir.path(), 300);
     let args = ["bench", "--data", csv.to_str().unwrap(), "--steps", "2", "--warmup", "1", "--batch-size", "16"];
-    let o = siamese(&[&args[..], &["--launches"]].concat());
+    let o = siamese(&[&args[..], &["--launches", "--compile"]].concat());
     assert!(o.status.success(), "bench failed:\n{}", text(&o.stderr));
     let report = text(&o.stdout);
+    let (report, compiles) =
+        report.split_once("  pipeline  first run  kernel (on a fresh device, seconds)\n").expect("a compile table");
+    let compiles: Vec<(f64, f64, &str)> = compiles
+        .lines()
+        .map(|l| {
+            let mut words = l.split_whitespace();
+            let mut seconds = || words.next().expect("two times").parse::<f64>().expect("a number");
+            let (built, run) = (seconds(), seconds());
+            assert!(built >= 0.0 && run >= 0.0, "{l}");
+            // Two 10-wide columns, a space between them, two before the label.
+            (built, run, l.get(23..).expect("a label"))
+        })
+        .collect();
+    let (total, kernels) = compiles.split_last().expect("rows and a total");
+    assert_eq!(total.2, format!("total, {} kernels", kernels.len()), "{compiles:?}");
+    let times: Vec<f64> = kernels.iter().map(|k| k.0 + k.1).collect();
+    // Sorted before rounding to the printed milliseconds.
+    assert!(times.windows(2).all(|w| w[0] >= w[1] - 0.002), "not slowest first: {compiles:?}");
     if report.contains("no timestamp queries") {
         return;
     }
@@ -146,6 +165,9 @@ fn bench_times_each_launch() {
     assert!((total - 100.0).abs() < 1.0, "shares add up to {total}%: {table}");
     for shape in ["IC=1 OC=4 H=28 W=28", "IC=4 OC=4 H=28 W=28", "IC=4 OC=8 H=14 W=14", "IC=8 OC=8 H=14 W=14"] {
         assert!(rows.iter().any(|r| r.1.contains(shape)), "no launch of {shape}: {table}");
+    }
+    for (_, launch) in &rows {
+        assert!(kernels.iter().any(|k| k.2 == *launch), "{launch} launched but not in the compile table: {kernels:?}");
     }
 }
 

@@ -10,10 +10,16 @@
 //! the cache (MESA_SHADER_CACHE_DISABLE) nothing is shared and nothing changes but the second
 //! core's load. Measured on 2 cores: a first run's first step 11.2–11.6 s → 6.8–7.2 s.
 //!
-//! What is left is compile time itself, about 11 s of it for a step's kernels (Mesa 22.3,
-//! LLVM 15): it grows faster than a kernel's length (the 8→8 conv's fused backward takes 4.3 s,
-//! its input and weight gradients as two kernels 3.0 s), and in a profile of that kernel LLVM's
-//! coroutine splitting, which llvmpipe runs on every compute kernel, took 44% of it.
+//! What is left is compile time itself, 8.5–11 s of it for a step's kernels (Mesa 22.3,
+//! LLVM 15; `siamese bench --compile` lists them), plus 0.7 s to build their pipelines before
+//! either device starts: it grows faster than a kernel's length (the 8→8 conv's fused backward
+//! takes 2.7–4.3 s, its input and weight gradients as two kernels 3.0 s), and in a profile of
+//! that kernel LLVM's coroutine splitting, which llvmpipe runs on every compute kernel, took 44%
+//! of it (GALLIVM_PERF=nopt, which skips LLVM's optimisation passes, leaves the compile time as
+//! it is and makes steps 3.7× slower). Where the two devices meet, both may compile one kernel
+//! (seen: the 8→8 fused backward, 2.6 s on each); having helpers on every core compile longest
+//! first while the first device waits did no better (that one kernel is most of the critical
+//! path) and cost a warm run 0.4 s for the helpers' pipelines.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +81,13 @@ const PLACEHOLDER: usize = 2048;
 const PLACEHOLDER_PARAMS: usize = 128;
 
 impl GpuBackend {
+    /// Builds `kernel`'s pipeline with the specialisation `spec` without running it: the WGSL
+    /// translated and handed to the driver (which, like llvmpipe, may leave the machine code
+    /// to the first dispatch).
+    pub fn build_pipeline(&mut self, kernel: Kernel, spec: &[u32]) {
+        self.pipelines.get(&self.ctx.device, kernel, spec);
+    }
+
     /// Runs `kernel` once, one workgroup on placeholder buffers with zeroed parameters, which
     /// give it no images, rows or elements to touch, and waits: a driver that compiles at first
     /// dispatch has then compiled it. The device's error, if it refused.

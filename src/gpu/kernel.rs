@@ -131,6 +131,12 @@ macro_rules! kernels {
             pub fn overrides(self) -> &'static [&'static str] {
                 match self { $(Kernel::$kernel => &[$($(stringify!($constant)),*)?]),* }
             }
+
+            /// The entry point with the specialisation `spec`, as NAME=value pairs.
+            pub fn label(self, spec: &[u32]) -> String {
+                let values = self.overrides().iter().zip(spec).map(|(name, v)| format!(" {name}={v}"));
+                format!("{}{}", self.entry_point(), values.collect::<String>())
+            }
         }
     };
 }

@@ -182,8 +182,7 @@ pub struct LaunchTime {
 impl LaunchTime {
     /// The entry point with its specialisation, as NAME=value pairs.
     pub fn label(&self) -> String {
-        let values = self.kernel.overrides().iter().zip(&self.spec).map(|(name, v)| format!(" {name}={v}"));
-        format!("{}{}", self.kernel.entry_point(), values.collect::<String>())
+        self.kernel.label(&self.spec)
     }
 }
 
