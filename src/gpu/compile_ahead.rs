@@ -11,8 +11,8 @@
 //! core's load. Measured on 2 cores: a first run's first step 11.2–11.6 s → 6.8–7.2 s.
 //!
 //! What is left is compile time itself, 8.5–11 s of it for a step's kernels (Mesa 22.3,
-//! LLVM 15; `siamese bench --compile` lists them), plus 0.7 s to build their pipelines before
-//! either device starts: it grows faster than a kernel's length (the 8→8 conv's fused backward
+//! LLVM 15; `siamese bench --compile` lists them), after 0.7 s of building their pipelines
+//! (side by side: src/gpu/kernel.rs, `Pipeline`): it grows faster than a kernel's length (the 8→8 conv's fused backward
 //! takes 2.7–4.3 s, its input and weight gradients as two kernels 3.0 s), and in a profile of
 //! that kernel LLVM's coroutine splitting, which llvmpipe runs on every compute kernel, took 44%
 //! of it (GALLIVM_PERF=nopt, which skips LLVM's optimisation passes, leaves the compile time as

@@ -1,5 +1,5 @@
 //! The kernel registry: the only place that knows each kernel's shader file, entry point and
-//! binding signature, and that builds (once) its pipeline.
+//! binding signature, and that builds (once, on a thread of its own) its pipeline.
 //!
 //! Binding convention, shared by every entry point in `shaders/`: binding 0 is the op's params
 //! struct (`var<uniform>`), bindings 1.. are storage buffers in the order the signature lists.
@@ -10,6 +10,8 @@
 //! bindings an entry point uses and would differ between entry points of one file.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 
 /// One WGSL file in `shaders/`, holding the entry points of one op family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -211,22 +213,47 @@ kernels! {
 pub struct Pipelines {
     /// Whether the shader files hold runs of four floats as u64 pairs (see [`prelude`]).
     packed: bool,
-    modules: HashMap<Shader, wgpu::ShaderModule>,
-    generated: HashMap<(Kernel, Vec<u32>), wgpu::ShaderModule>,
-    pipelines: HashMap<(Kernel, Vec<u32>), (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
+    /// Each shader file's module, made by the first pipeline of the file to need it.
+    modules: HashMap<Shader, Arc<OnceLock<wgpu::ShaderModule>>>,
+    pipelines: HashMap<(Kernel, Vec<u32>), (Pipeline, wgpu::BindGroupLayout)>,
     /// The pipelines' keys in the order they were made.
     order: Vec<(Kernel, Vec<u32>)>,
 }
 
+/// A compute pipeline, built on a thread of its own; [`Pipeline::get`] waits for it. Why: a
+/// kernel's WGSL takes the shader translator (naga) and the driver 10–170 ms to turn into a
+/// pipeline on llvmpipe's machine, and a run's first step records some thirty new kernels
+/// before it submits them: built side by side they take half the time on two cores
+/// (measured: 0.71–0.73 s → 0.36–0.42 s for the six largest).
+#[derive(Clone)]
+pub struct Pipeline(Arc<Building>);
+
+struct Building {
+    built: OnceLock<wgpu::ComputePipeline>,
+    thread: Mutex<Option<JoinHandle<wgpu::ComputePipeline>>>,
+}
+
+impl Pipeline {
+    fn build(make: impl FnOnce() -> wgpu::ComputePipeline + Send + 'static) -> Self {
+        let thread = std::thread::spawn(make);
+        Self(Arc::new(Building { built: OnceLock::new(), thread: Mutex::new(Some(thread)) }))
+    }
+
+    /// The pipeline, once its thread has built it.
+    pub fn get(&self) -> &wgpu::ComputePipeline {
+        self.0.built.get_or_init(|| {
+            let thread = self.0.thread.lock().expect("a pipeline's thread handle").take();
+            match thread.expect("joined once: get_or_init runs this once").join() {
+                Ok(pipeline) => pipeline,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+}
+
 impl Pipelines {
     pub fn new(packed: bool) -> Self {
-        Self {
-            packed,
-            modules: HashMap::new(),
-            generated: HashMap::new(),
-            pipelines: HashMap::new(),
-            order: Vec::new(),
-        }
+        Self { packed, modules: HashMap::new(), pipelines: HashMap::new(), order: Vec::new() }
     }
 
     /// Pipelines built so far (each compiled once).
@@ -243,46 +270,43 @@ impl Pipelines {
         &self.order
     }
 
-    /// The pipeline of `kernel` with its `override` constants set to `spec`.
-    pub fn get(
-        &mut self,
-        device: &wgpu::Device,
-        kernel: Kernel,
-        spec: &[u32],
-    ) -> &(wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+    /// The pipeline of `kernel` with its `override` constants set to `spec` (being built, the
+    /// first time), and its bind group layout.
+    pub fn get(&mut self, device: &wgpu::Device, kernel: Kernel, spec: &[u32]) -> &(Pipeline, wgpu::BindGroupLayout) {
         assert_eq!(spec.len(), kernel.overrides().len(), "{kernel:?}: values for {:?}", kernel.overrides());
         let key = (kernel, spec.to_vec());
         if !self.pipelines.contains_key(&key) {
+            let (layout, pipeline_layout) = layouts(device, kernel);
             let shader = kernel.shader();
-            let compile = |source: String| {
+            let (device, spec, packed) = (device.clone(), spec.to_vec(), self.packed);
+            let compile = move |device: &wgpu::Device, source: String| {
                 device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(shader.file()),
                     source: wgpu::ShaderSource::Wgsl(source.into()),
                 })
             };
-            let built = if shader.generated() {
-                let module = self
-                    .generated
-                    .entry(key.clone())
-                    .or_insert_with(|| compile(super::conv2d_rows::source(kernel, spec)));
-                build_pipeline(device, module, kernel, &[])
+            let pipeline = if shader.generated() {
+                Pipeline::build(move || {
+                    let module = compile(&device, super::conv2d_rows::source(kernel, &spec));
+                    // The values are in the generated code already.
+                    build_pipeline(&device, &module, &pipeline_layout, kernel, &[])
+                })
             } else {
-                let module = self.modules.entry(shader).or_insert_with(|| compile(shader.source(self.packed)));
-                build_pipeline(device, module, kernel, spec)
+                let module = self.modules.entry(shader).or_default().clone();
+                Pipeline::build(move || {
+                    let module = module.get_or_init(|| compile(&device, shader.source(packed)));
+                    build_pipeline(&device, module, &pipeline_layout, kernel, &spec)
+                })
             };
-            self.pipelines.insert(key.clone(), built);
+            self.pipelines.insert(key.clone(), (pipeline, layout));
             self.order.push(key.clone());
         }
         &self.pipelines[&key]
     }
 }
 
-fn build_pipeline(
-    device: &wgpu::Device,
-    module: &wgpu::ShaderModule,
-    kernel: Kernel,
-    spec: &[u32],
-) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+/// `kernel`'s bind group layout (params, then its bindings) and the pipeline layout of it.
+fn layouts(device: &wgpu::Device, kernel: Kernel) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
     let buffer = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
@@ -307,15 +331,23 @@ fn build_pipeline(
         bind_group_layouts: &[Some(&layout)],
         immediate_size: 0,
     });
-    // `spec` is empty for generated shaders, whose values are already in the code.
+    (layout, pipeline_layout)
+}
+
+fn build_pipeline(
+    device: &wgpu::Device,
+    module: &wgpu::ShaderModule,
+    layout: &wgpu::PipelineLayout,
+    kernel: Kernel,
+    spec: &[u32],
+) -> wgpu::ComputePipeline {
     let constants: Vec<(&str, f64)> = kernel.overrides().iter().zip(spec).map(|(&name, &v)| (name, v as f64)).collect();
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(kernel.entry_point()),
-        layout: Some(&pipeline_layout),
+        layout: Some(layout),
         module,
         entry_point: Some(kernel.entry_point()),
         compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
         cache: None,
-    });
-    (pipeline, layout)
+    })
 }

@@ -116,7 +116,7 @@ enum Command {
 struct Dispatch {
     kernel: Kernel,
     spec: Vec<u32>,
-    pipeline: wgpu::ComputePipeline,
+    pipeline: kernel::Pipeline,
     bind_group: wgpu::BindGroup,
     grid: (u32, u32),
     work: Work,
@@ -133,7 +133,7 @@ impl Command {
 
 impl Dispatch {
     fn record(&self, pass: &mut wgpu::ComputePass) {
-        pass.set_pipeline(&self.pipeline);
+        pass.set_pipeline(self.pipeline.get());
         pass.set_bind_group(0, &self.bind_group, &[]);
         pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
     }
@@ -670,12 +670,12 @@ impl Backend for GpuBackend {
         *in_use += 1;
         GpuTensor { buffer: buffers[*in_use - 1].clone(), offset: 0, len }
     }
-    /// On a software adapter, which compiles each kernel at its first dispatch, submits what is
-    /// recorded and has a second device compile the same kernels last first.
+    /// On a software adapter, which compiles each kernel at its first dispatch, has a second
+    /// device compile the recorded kernels last first, and submits them.
     fn compile_ahead(&mut self) {
         if self.ctx.adapter.device_type == wgpu::DeviceType::Cpu && self.compiling_ahead.is_none() {
-            self.flush();
             self.compiling_ahead = Some(compile_ahead::CompileAhead::start(self.kernels_built().to_vec()));
+            self.flush();
         }
     }
     fn stop_compiling_ahead(&mut self) {
