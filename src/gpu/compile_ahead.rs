@@ -85,7 +85,7 @@ impl GpuBackend {
     /// translated and handed to the driver (which, like llvmpipe, may leave the machine code
     /// to the first dispatch).
     pub fn build_pipeline(&mut self, kernel: Kernel, spec: &[u32]) {
-        self.pipelines.get(&self.ctx.device, kernel, spec);
+        self.pipelines.get(&self.ctx.device, kernel, spec).0.get();
     }
 
     /// Runs `kernel` once, one workgroup on placeholder buffers with zeroed parameters, which
