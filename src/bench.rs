@@ -94,7 +94,7 @@ pub fn launch_table(profile: &Profile, steps: usize) -> String {
     writeln!(out, "{:>10} {:>10} {:>7}  launch", "calls/step", "ms/step", "share").ok();
     for l in rows {
         let (calls, ms) = (l.calls as f64 / steps as f64, l.ns / steps as f64 / 1e6);
-        writeln!(out, "{calls:>10.1} {ms:>10.3} {:>6.1}%  {}", 100.0 * l.ns / total, l.label()).ok();
+        writeln!(out, "{calls:>10.1} {ms:>10.3} {:>6.1}%  {}", 100.0 * l.ns / total, l.kernel.label(&l.spec)).ok();
     }
     out
 }

@@ -289,13 +289,13 @@ impl Pipelines {
                 Pipeline::build(move || {
                     let module = compile(&device, super::conv2d_rows::source(kernel, &spec));
                     // The values are in the generated code already.
-                    build_pipeline(&device, &module, &pipeline_layout, kernel, &[])
+                    create_pipeline(&device, &module, &pipeline_layout, kernel, &[])
                 })
             } else {
                 let module = self.modules.entry(shader).or_default().clone();
                 Pipeline::build(move || {
                     let module = module.get_or_init(|| compile(&device, shader.source(packed)));
-                    build_pipeline(&device, module, &pipeline_layout, kernel, &spec)
+                    create_pipeline(&device, module, &pipeline_layout, kernel, &spec)
                 })
             };
             self.pipelines.insert(key.clone(), (pipeline, layout));
@@ -334,7 +334,7 @@ fn layouts(device: &wgpu::Device, kernel: Kernel) -> (wgpu::BindGroupLayout, wgp
     (layout, pipeline_layout)
 }
 
-fn build_pipeline(
+fn create_pipeline(
     device: &wgpu::Device,
     module: &wgpu::ShaderModule,
     layout: &wgpu::PipelineLayout,

@@ -179,13 +179,6 @@ pub struct LaunchTime {
     pub ns: f64,
 }
 
-impl LaunchTime {
-    /// The entry point with its specialisation, as NAME=value pairs.
-    pub fn label(&self) -> String {
-        self.kernel.label(&self.spec)
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct KernelTime {
     pub kernel: Kernel,
