@@ -1,15 +1,17 @@
-//! The interface the tape drives: tensors, transfers and one method per op, implemented by
-//! the CPU reference (`cpu::CpuBackend`) and the GPU (`gpu::GpuBackend`).
+//! The interface the tape drives: storage, transfers, one method per primitive op, and one
+//! entry for fused ops (`fused`), implemented by the CPU reference and the GPU.
 //!
-//! Op methods mirror the CPU reference functions in `cpu/<family>.rs` and the WGSL entry
-//! points in `shaders/<family>.wgsl`: same names, same argument order. Shapes travel in the
-//! op's params struct (`params.rs`); tensors are flat, row-major, NCHW.
+//! Primitive methods mirror the CPU reference functions in `cpu/<family>.rs` and the WGSL
+//! entry points in `shaders/<family>.wgsl`: same names, same argument order. Shapes travel
+//! in the op's params struct (`params.rs`); tensors are flat, row-major, NCHW. Where an op
+//! takes more than a few tensors they travel in the small structs below.
 
-use crate::cpu::Float;
+use crate::float::Float;
+use crate::fused::Fused;
 use crate::params::*;
 
-/// Parameter views handed out by [`Backend::view`] start at a multiple of this many elements,
-/// the 256-byte storage-binding alignment every wgpu adapter accepts.
+/// Parameter views handed out by [`DeviceTensor::view`] start at a multiple of this many
+/// elements, the 256-byte storage-binding alignment every wgpu adapter accepts.
 pub const VIEW_ALIGN: usize = 64;
 
 /// A handle to device storage: `len` elements, cheap to clone (clones share storage).
@@ -21,6 +23,70 @@ pub trait DeviceTensor: Clone + std::fmt::Debug {
     /// `len` elements from element `offset`, which must be a multiple of [`VIEW_ALIGN`].
     fn view(&self, offset: usize, len: usize) -> Self;
 }
+
+/// A BatchNorm layer as the ops that normalise with it see it: its params, γ, β and the
+/// statistics it normalises with (mean (T, C) then 1/std (T, C), `saved`).
+#[derive(Debug)]
+pub struct Norm<'a, T> {
+    pub p: BatchNormParams,
+    pub gamma: &'a T,
+    pub beta: &'a T,
+    pub saved: &'a T,
+}
+
+/// BatchNorm's running statistics (C each), updated in place by a train-mode forward.
+#[derive(Debug)]
+pub struct Running<'a, T> {
+    pub mean: &'a T,
+    pub var: &'a T,
+}
+
+/// Where a BatchNorm backward writes (or adds, by `p.accumulate`) dx, dγ and dβ.
+#[derive(Debug)]
+pub struct NormGrads<'a, T> {
+    pub dx: &'a T,
+    pub dgamma: &'a T,
+    pub dbeta: &'a T,
+}
+
+/// A convolution layer: its params, weights (Cout, Cin, K, K) and bias (Cout).
+#[derive(Debug)]
+pub struct Conv<'a, T> {
+    pub p: Conv2dParams,
+    pub w: &'a T,
+    pub b: &'a T,
+}
+
+/// Where a weight-gradient op writes (or adds, by its params' accumulate bit) dw and db.
+#[derive(Debug)]
+pub struct ParamGrads<'a, T> {
+    pub dw: &'a T,
+    pub db: &'a T,
+}
+
+/// Per-plane (mean, M2) of a BatchNorm's input as its params read it (through a ReLU where
+/// they say so): what the op that wrote that input hands the BatchNorm, so that its
+/// statistics need not read the input again.
+#[derive(Debug)]
+pub struct Moments<'a, T> {
+    pub p: BatchNormParams,
+    pub out: &'a T,
+}
+
+/// Clone and Copy for structs of references, whatever the tensor type (a derive would ask
+/// the tensor to be Copy).
+macro_rules! copy_refs {
+    ($($t:ident),*) => {$(
+        impl<T> Clone for $t<'_, T> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<T> Copy for $t<'_, T> {}
+    )*};
+}
+pub(crate) use copy_refs;
+copy_refs!(Norm, Running, NormGrads, Conv, ParamGrads, Moments);
 
 pub trait Backend {
     /// Host-side element type: f32 on the GPU, f32 or f64 on the CPU reference.
@@ -41,7 +107,7 @@ pub trait Backend {
     /// Hands all scratch back: the next step reuses the same storage, allocating nothing.
     fn reset_scratch(&mut self);
     /// Where kernels compile at their first run, starts compiling the ones recorded so far
-    /// elsewhere, in parallel (src/gpu/compile_ahead.rs); warm-up only. Nothing by default.
+    /// elsewhere, in parallel; warm-up only. Nothing by default.
     fn compile_ahead(&mut self) {}
     /// Ends what `compile_ahead` started, once the kernels it was for have run.
     fn stop_compiling_ahead(&mut self) {}
@@ -76,257 +142,41 @@ pub trait Backend {
     fn relu_backward(&mut self, y: &Self::Tensor, dy: &Self::Tensor, dx: &Self::Tensor, accumulate: u32);
 
     // --- conv2d ----------------------------------------------------------------------------
-    fn conv2d_forward(
-        &mut self,
-        p: &Conv2dParams,
-        x: &Self::Tensor,
-        w: &Self::Tensor,
-        b: &Self::Tensor,
-        y: &Self::Tensor,
-    );
+    fn conv2d_forward(&mut self, p: &Conv2dParams, x: &Self::Tensor, w: &Self::Tensor, b: &Self::Tensor, y: &Self::Tensor);
     fn conv2d_backward_input(&mut self, p: &Conv2dParams, dy: &Self::Tensor, w: &Self::Tensor, dx: &Self::Tensor);
-    fn conv2d_backward_weight(
-        &mut self,
-        p: &Conv2dParams,
-        x: &Self::Tensor,
-        dy: &Self::Tensor,
-        dw: &Self::Tensor,
-        db: &Self::Tensor,
-    );
+    fn conv2d_backward_weight(&mut self, p: &Conv2dParams, x: &Self::Tensor, dy: &Self::Tensor, g: ParamGrads<Self::Tensor>);
 
     // --- batchnorm -------------------------------------------------------------------------
-    #[allow(clippy::too_many_arguments)]
-    fn batchnorm_forward_train(
-        &mut self,
-        p: &BatchNormParams,
-        x: &Self::Tensor,
-        gamma: &Self::Tensor,
-        beta: &Self::Tensor,
-        y: &Self::Tensor,
-        saved: &Self::Tensor,
-        running_mean: &Self::Tensor,
-        running_var: &Self::Tensor,
-    );
-    #[allow(clippy::too_many_arguments)]
-    fn batchnorm_forward_eval(
-        &mut self,
-        p: &BatchNormParams,
-        x: &Self::Tensor,
-        gamma: &Self::Tensor,
-        beta: &Self::Tensor,
-        running_mean: &Self::Tensor,
-        running_var: &Self::Tensor,
-        y: &Self::Tensor,
-    );
-    /// Train mode's statistics alone, into `saved` and the running statistics as
-    /// `batchnorm_forward_train` leaves them, for the fused ops that normalise as they read.
+    /// Per-plane (mean, M2) of x as `p` reads it, laid out (N, C) pairs.
+    fn batchnorm_plane_moments(&mut self, p: &BatchNormParams, x: &Self::Tensor, moments: &Self::Tensor);
+    /// Train mode's statistics: each tower's mean and 1/std per channel into `saved`, and the
+    /// running statistics' momentum update. `moments`, where given, are x's plane moments
+    /// (`batchnorm_plane_moments`), which a backend may use instead of reading x again.
     fn batchnorm_statistics(
         &mut self,
         p: &BatchNormParams,
         x: &Self::Tensor,
+        moments: Option<&Self::Tensor>,
         saved: &Self::Tensor,
-        running_mean: &Self::Tensor,
-        running_var: &Self::Tensor,
+        running: Running<Self::Tensor>,
     );
     /// Eval mode's, in `saved`'s layout: every tower's are the running mean and
     /// 1/√(running var + eps).
-    fn batchnorm_running_statistics(
-        &mut self,
-        p: &BatchNormParams,
-        running_mean: &Self::Tensor,
-        running_var: &Self::Tensor,
-        saved: &Self::Tensor,
-    );
-    /// y = BatchNorm(x) with the statistics in `saved`.
-    fn batchnorm_normalise(
-        &mut self,
-        p: &BatchNormParams,
-        x: &Self::Tensor,
-        gamma: &Self::Tensor,
-        beta: &Self::Tensor,
-        saved: &Self::Tensor,
-        y: &Self::Tensor,
-    );
-    #[allow(clippy::too_many_arguments)]
-    fn batchnorm_backward(
-        &mut self,
-        p: &BatchNormParams,
-        x: &Self::Tensor,
-        dy: &Self::Tensor,
-        gamma: &Self::Tensor,
-        saved: &Self::Tensor,
-        dx: &Self::Tensor,
-        dgamma: &Self::Tensor,
-        dbeta: &Self::Tensor,
-    );
+    fn batchnorm_running_statistics(&mut self, p: &BatchNormParams, running: Running<Self::Tensor>, saved: &Self::Tensor);
+    /// y = BatchNorm(x) with the statistics in `n.saved`.
+    fn batchnorm_normalise(&mut self, n: &Norm<Self::Tensor>, x: &Self::Tensor, y: &Self::Tensor);
+    /// The backward of train mode from dy, the output's gradient (`n.beta` is not read).
+    fn batchnorm_backward(&mut self, n: &Norm<Self::Tensor>, x: &Self::Tensor, dy: &Self::Tensor, g: NormGrads<Self::Tensor>);
 
     // --- maxpool ---------------------------------------------------------------------------
     fn maxpool_forward(&mut self, p: &MaxPoolParams, x: &Self::Tensor, y: &Self::Tensor);
     fn maxpool_backward(&mut self, p: &MaxPoolParams, x: &Self::Tensor, dy: &Self::Tensor, dx: &Self::Tensor);
 
-    /// A train-mode BatchNorm's output computed again from x, into scratch, for the default
-    /// backwards of the fused ops that never kept it: the statistics come out the same as the
-    /// forward's (deterministic kernels) and are not counted in the running ones.
-    fn batchnorm_output_again(
-        &mut self,
-        pb: &BatchNormParams,
-        x: &Self::Tensor,
-        gamma: &Self::Tensor,
-        beta: &Self::Tensor,
-    ) -> Self::Tensor {
-        let c = pb.c as usize;
-        let (normalised, again) = (self.scratch(pb.len()), self.scratch(pb.saved_len()));
-        let (mean, var) = (self.scratch(c), self.scratch(c));
-        self.batchnorm_forward_train(pb, x, gamma, beta, &normalised, &again, &mean, &var);
-        normalised
-    }
-
-    // --- batchnorm then maxpool, fused ----------------------------------------------------------
-    /// MaxPool2d(BatchNorm2d(x)) with the statistics in `saved` (`batchnorm_statistics` or
-    /// `batchnorm_running_statistics`), BatchNorm's output never kept. By default the two ops
-    /// in turn; the GPU pools straight from x, normalising as it reads.
-    #[allow(clippy::too_many_arguments)]
-    fn batchnorm_maxpool_forward(
-        &mut self,
-        pb: &BatchNormParams,
-        pp: &MaxPoolParams,
-        x: &Self::Tensor,
-        gamma: &Self::Tensor,
-        beta: &Self::Tensor,
-        saved: &Self::Tensor,
-        y: &Self::Tensor,
-    ) {
-        let normalised = self.scratch(pb.len());
-        self.batchnorm_normalise(pb, x, gamma, beta, saved, &normalised);
-        self.maxpool_forward(pp, &normalised, y);
-    }
-    /// Its backward, BatchNorm's included: dy is the pooled output's gradient, and dx, dgamma
-    /// and dbeta are BatchNorm's, written or added as `pb.accumulate` says (as in
-    /// `batchnorm_backward`; `pp.accumulate` is not read). By default BatchNorm's output is
-    /// computed again (the same statistics, not counted in the running ones), pooled backward,
-    /// and BatchNorm's backward goes on from its gradient; the GPU writes neither, reading x
-    /// through the normalisation in both of its passes.
-    #[allow(clippy::too_many_arguments)]
-    fn batchnorm_maxpool_backward(
-        &mut self,
-        pb: &BatchNormParams,
-        pp: &MaxPoolParams,
-        x: &Self::Tensor,
-        gamma: &Self::Tensor,
-        beta: &Self::Tensor,
-        saved: &Self::Tensor,
-        dy: &Self::Tensor,
-        dx: &Self::Tensor,
-        dgamma: &Self::Tensor,
-        dbeta: &Self::Tensor,
-    ) {
-        let normalised = self.batchnorm_output_again(pb, x, gamma, beta);
-        let dnormalised = self.scratch(pb.len());
-        self.maxpool_backward(&MaxPoolParams { accumulate: 0, ..*pp }, &normalised, dy, &dnormalised);
-        self.batchnorm_backward(pb, x, &dnormalised, gamma, saved, dx, dgamma, dbeta);
-    }
-
-    // --- batchnorm then conv, fused -------------------------------------------------------------
-    /// Conv2d(BatchNorm2d(x)) with the statistics in `saved`, as `batchnorm_maxpool_forward`.
-    /// By default the two ops in turn; the GPU's subgroup kernels convolve straight from x,
-    /// normalising as they load it.
-    #[allow(clippy::too_many_arguments)]
-    fn batchnorm_conv2d_forward(
-        &mut self,
-        pb: &BatchNormParams,
-        pc: &Conv2dParams,
-        x: &Self::Tensor,
-        gamma: &Self::Tensor,
-        beta: &Self::Tensor,
-        saved: &Self::Tensor,
-        w: &Self::Tensor,
-        b: &Self::Tensor,
-        y: &Self::Tensor,
-    ) {
-        let normalised = self.scratch(pb.len());
-        self.batchnorm_normalise(pb, x, gamma, beta, saved, &normalised);
-        self.conv2d_forward(pc, &normalised, w, b, y);
-    }
-    /// Its backward, BatchNorm's included: dy is the conv output's gradient; dw and db are
-    /// written or added as `pc.accumulate` says, dx, dgamma and dbeta as `pb.accumulate` says.
-    /// By default BatchNorm's output is computed again (the same statistics, not counted in
-    /// the running ones) for the conv's weight gradient; the GPU's subgroup kernels read x
-    /// through the normalisation again instead.
-    #[allow(clippy::too_many_arguments)]
-    fn batchnorm_conv2d_backward(
-        &mut self,
-        pb: &BatchNormParams,
-        pc: &Conv2dParams,
-        x: &Self::Tensor,
-        gamma: &Self::Tensor,
-        beta: &Self::Tensor,
-        saved: &Self::Tensor,
-        w: &Self::Tensor,
-        dy: &Self::Tensor,
-        dx: &Self::Tensor,
-        dgamma: &Self::Tensor,
-        dbeta: &Self::Tensor,
-        dw: &Self::Tensor,
-        db: &Self::Tensor,
-    ) {
-        let normalised = self.batchnorm_output_again(pb, x, gamma, beta);
-        let dnormalised = self.scratch(pb.len());
-        self.conv2d_backward_input(&Conv2dParams { accumulate: 0, ..*pc }, dy, w, &dnormalised);
-        self.conv2d_backward_weight(pc, &normalised, dy, dw, db);
-        self.batchnorm_backward(pb, x, &dnormalised, gamma, saved, dx, dgamma, dbeta);
-    }
-
-    /// The backward of conv_b(BatchNorm2d(conv_a(xa))) in train mode (the forward being
-    /// `conv2d_forward` of conv_a into z, then `batchnorm_conv2d_forward` of z): conv_b's and
-    /// BatchNorm's gradients as in `batchnorm_conv2d_backward`, then conv_a's, dxa only where
-    /// given. `pa.accumulate` applies to dxa, dwa and dba, `pb.accumulate`'s params bit to
-    /// dgamma and dbeta. By default z's gradient goes to scratch and conv_a's backward reads
-    /// it; the GPU's subgroup kernels read it through BatchNorm's backward instead where no
-    /// dxa is wanted, so it is never written.
-    #[allow(clippy::too_many_arguments)]
-    fn conv2d_batchnorm_conv2d_backward(
-        &mut self,
-        pa: &Conv2dParams,
-        xa: &Self::Tensor,
-        wa: &Self::Tensor,
-        dxa: Option<&Self::Tensor>,
-        dwa: &Self::Tensor,
-        dba: &Self::Tensor,
-        pb: &BatchNormParams,
-        z: &Self::Tensor,
-        gamma: &Self::Tensor,
-        beta: &Self::Tensor,
-        saved: &Self::Tensor,
-        pc: &Conv2dParams,
-        w: &Self::Tensor,
-        dy: &Self::Tensor,
-        dgamma: &Self::Tensor,
-        dbeta: &Self::Tensor,
-        dw: &Self::Tensor,
-        db: &Self::Tensor,
-    ) {
-        let dz = self.scratch(pb.len());
-        let pb = BatchNormParams { accumulate: pb.accumulate & !ACCUMULATE_INPUT, ..*pb };
-        self.batchnorm_conv2d_backward(&pb, pc, z, gamma, beta, saved, w, dy, &dz, dgamma, dbeta, dw, db);
-        if let Some(dxa) = dxa {
-            self.conv2d_backward_input(pa, &dz, wa, dxa);
-        }
-        self.conv2d_backward_weight(pa, xa, &dz, dwa, dba);
-    }
-
     // --- linear ----------------------------------------------------------------------------
     /// y = x·Wᵀ + b, or Linear(ReLU(x)) where `p.relu_input` says so.
-    fn linear_forward(
-        &mut self,
-        p: &LinearParams,
-        x: &Self::Tensor,
-        w: &Self::Tensor,
-        b: &Self::Tensor,
-        y: &Self::Tensor,
-    );
+    fn linear_forward(&mut self, p: &LinearParams, x: &Self::Tensor, w: &Self::Tensor, b: &Self::Tensor, y: &Self::Tensor);
     /// The gradients from dy: dx where given (by `p.accumulate`'s input bit), dw and db (by its
-    /// params bit), in one pass where the backend can (the GPU's narrow layers).
-    #[allow(clippy::too_many_arguments)]
+    /// params bit), in one pass where the backend can.
     fn linear_backward(
         &mut self,
         p: &LinearParams,
@@ -334,8 +184,7 @@ pub trait Backend {
         w: &Self::Tensor,
         dy: &Self::Tensor,
         dx: Option<&Self::Tensor>,
-        dw: &Self::Tensor,
-        db: &Self::Tensor,
+        g: ParamGrads<Self::Tensor>,
     );
 
     // --- distance and loss -----------------------------------------------------------------
@@ -358,40 +207,6 @@ pub trait Backend {
         dd: &Self::Tensor,
     );
 
-    /// The contrastive loss of the pairs stacked in x (2N, D), distance and loss as one op:
-    /// the distances into d (N) and the mean loss into `loss`. By default the two ops in turn;
-    /// the GPU runs both in one workgroup.
-    #[allow(clippy::too_many_arguments)]
-    fn pair_contrastive_forward(
-        &mut self,
-        pd: &PairDistanceParams,
-        pc: &ContrastiveParams,
-        x: &Self::Tensor,
-        t: &Self::Tensor,
-        d: &Self::Tensor,
-        loss: &Self::Tensor,
-    ) {
-        self.pair_distance_forward(pd, x, d);
-        self.contrastive_forward(pc, d, t, loss);
-    }
-    /// Its backward, from the loss's gradient to x's (written or added as `pd.accumulate`
-    /// says). By default the distances' gradient goes to scratch; the GPU never writes it.
-    #[allow(clippy::too_many_arguments)]
-    fn pair_contrastive_backward(
-        &mut self,
-        pd: &PairDistanceParams,
-        pc: &ContrastiveParams,
-        x: &Self::Tensor,
-        d: &Self::Tensor,
-        t: &Self::Tensor,
-        dloss: &Self::Tensor,
-        dx: &Self::Tensor,
-    ) {
-        let dd = self.scratch(pd.n as usize);
-        self.contrastive_backward(&ContrastiveParams { accumulate: 0, ..*pc }, d, t, dloss, &dd);
-        self.pair_distance_backward(pd, x, d, &dd, dx);
-    }
-
     // --- optimizer -------------------------------------------------------------------------
     /// Adam step `t` (1-based) over flat buffers of equal length.
     fn adam_step(
@@ -403,4 +218,14 @@ pub trait Backend {
         m: &Self::Tensor,
         v: &Self::Tensor,
     );
+
+    // --- fused ops -------------------------------------------------------------------------
+    /// Runs a fused op (src/fused.rs), made by the fusion pass (src/fusion.rs). By default its
+    /// primitives in turn; a backend overrides the ones it has kernels for.
+    fn fused(&mut self, op: Fused<Self::Tensor>)
+    where
+        Self: Sized,
+    {
+        op.lower(self)
+    }
 }

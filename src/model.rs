@@ -9,8 +9,8 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 use crate::backend::{Backend, DeviceTensor, VIEW_ALIGN};
-use crate::cpu::Float;
-use crate::tape::{RunningStats, Tape, Var};
+use crate::float::Float;
+use crate::tape::{BatchNormVars, Tape, Var};
 
 /// Image side and flattened size after the feature net (1 channel of 7×7).
 pub const IMAGE_SIDE: usize = 28;
@@ -65,21 +65,6 @@ pub fn largest_activation(n: usize) -> usize {
         largest = largest.max(n * c * side * side);
     }
     largest
-}
-
-/// A `feature_net` layer's output as [`SiameseNet::forward_layers`] traces it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Traced {
-    /// The layer's output.
-    Value(Var),
-    /// A ReLU folded into the BatchNorm after it: the output is ReLU of this value and is
-    /// never materialised.
-    ReluOf(Var),
-    /// A BatchNorm(ReLU(x)) folded into the max-pool or conv after it: the output is never
-    /// materialised; it is ReLU(x)·a + b per (tower, channel), with a = γ/std and b = β − mean·a
-    /// from the op's statistics (mean (T, C), then 1/std (T, C): the batch's in training, the
-    /// running ones in eval mode).
-    BatchNormOf { x: Var, gamma: Var, beta: Var, saved: Var },
 }
 
 /// Named tensors packed into one flat buffer, each starting at a multiple of [`VIEW_ALIGN`]
@@ -212,93 +197,36 @@ impl SiameseNet {
 
     /// Embeds x (N, 1, 28, 28) into (N, z). The batch holds `towers` equal slices whose
     /// BatchNorm statistics are kept apart, as separate calls would; also returns the output
-    /// of every `feature_net` layer, for comparison with PyTorch's.
+    /// of every `feature_net` layer, which the fusion pass may make disappear unless kept
+    /// (`Tape::keep`).
     pub fn forward_layers<B: Backend>(
         &self,
         tape: &mut Tape<B>,
         weights: &Weights<B>,
         x: Var,
         towers: usize,
-    ) -> (Var, Vec<Traced>) {
-        let n = tape.shape(x)[0];
+    ) -> (Var, Vec<Var>) {
         let mut h = x;
         let mut outputs = Vec::with_capacity(FEATURE_NET.len());
-        // Outputs of layers that a fused op already ran, in order.
-        let mut pending = std::collections::VecDeque::new();
         for (k, layer) in FEATURE_NET.iter().enumerate() {
-            if let Some(traced) = pending.pop_front() {
-                outputs.push(traced);
-                continue;
-            }
-            // A ReLU before a BatchNorm runs inside it (Tape::relu_batchnorm), and such a
-            // BatchNorm inside the max-pool or conv after it, which reads through it
-            // (relu_batchnorm_maxpool, relu_batchnorm_conv2d), and a conv before it, too, where
-            // a conv follows (conv2d_relu_batchnorm_conv2d, for its backward).
-            // The last ReLU runs inside the linear layer after the feature net (relu_linear).
-            if *layer == Relu && matches!(FEATURE_NET.get(k + 1), Some(BatchNorm { .. }) | None) {
-                outputs.push(Traced::ReluOf(h));
-                continue;
-            }
-            let next = FEATURE_NET.get(k + 1);
+            let name = format!("feature_net.{k}");
             h = match layer {
-                Conv { .. } if matches!(FEATURE_NET[k + 1..], [Relu, BatchNorm { .. }, Conv { .. }, ..]) => {
-                    let (wa, ba) = weights.param_pair(tape, &format!("feature_net.{k}"));
-                    let (gamma, beta) = weights.param_pair(tape, &format!("feature_net.{}", k + 2));
-                    let (mean, var) = weights.running(&format!("feature_net.{}", k + 2));
-                    let running = RunningStats { mean: &mean, var: &var };
-                    let (w, b) = weights.param_pair(tape, &format!("feature_net.{}", k + 3));
-                    let (z, y, saved) =
-                        tape.conv2d_relu_batchnorm_conv2d(h, wa, ba, gamma, beta, running, w, b, towers);
-                    outputs.push(Traced::Value(z));
-                    pending.extend([
-                        Traced::ReluOf(z),
-                        Traced::BatchNormOf { x: z, gamma, beta, saved },
-                        Traced::Value(y),
-                    ]);
-                    h = y;
-                    continue;
-                }
                 Conv { .. } => {
-                    let (w, b) = weights.param_pair(tape, &format!("feature_net.{k}"));
+                    let (w, b) = weights.param_pair(tape, &name);
                     tape.conv2d(h, w, b, towers)
                 }
                 Relu => tape.relu(h),
                 BatchNorm { .. } => {
-                    let (gamma, beta) = weights.param_pair(tape, &format!("feature_net.{k}"));
-                    let (mean, var) = weights.running(&format!("feature_net.{k}"));
-                    let running = RunningStats { mean: &mean, var: &var };
-                    let through_relu = matches!(outputs.last(), Some(Traced::ReluOf(_)));
-                    match next {
-                        Some(MaxPool) if through_relu => {
-                            let (pooled, saved) = tape.relu_batchnorm_maxpool(h, gamma, beta, running, towers);
-                            outputs.push(Traced::BatchNormOf { x: h, gamma, beta, saved });
-                            pending.push_back(Traced::Value(pooled));
-                            h = pooled;
-                            continue;
-                        }
-                        Some(Conv { .. }) if through_relu => {
-                            let (w, b) = weights.param_pair(tape, &format!("feature_net.{}", k + 1));
-                            let (y, saved) = tape.relu_batchnorm_conv2d(h, gamma, beta, running, w, b, towers);
-                            outputs.push(Traced::BatchNormOf { x: h, gamma, beta, saved });
-                            pending.push_back(Traced::Value(y));
-                            h = y;
-                            continue;
-                        }
-                        _ if through_relu => tape.relu_batchnorm(h, gamma, beta, running, towers),
-                        _ => tape.batchnorm(h, gamma, beta, running, towers),
-                    }
+                    let bn = weights.batchnorm(tape, &name);
+                    tape.batchnorm(h, bn, towers)
                 }
                 MaxPool => tape.maxpool2d(h),
             };
-            outputs.push(Traced::Value(h));
+            outputs.push(h);
         }
-        let flat = tape.reshape(h, &[n, FEATURES]);
+        let flat = tape.reshape(h, &[tape.shape(x)[0], FEATURES]);
         let (w, b) = weights.param_pair(tape, "linear");
-        let y = match outputs.last() {
-            Some(Traced::ReluOf(_)) => tape.relu_linear(flat, w, b, towers),
-            _ => tape.linear(flat, w, b, towers),
-        };
-        (y, outputs)
+        (tape.linear(flat, w, b, towers), outputs)
     }
 
     pub fn forward<B: Backend>(&self, tape: &mut Tape<B>, weights: &Weights<B>, x: Var, towers: usize) -> Var {
@@ -317,7 +245,8 @@ impl SiameseNet {
         margin: f32,
     ) -> (Var, Var) {
         let emb = self.forward(tape, weights, images, 2);
-        tape.pair_contrastive_loss(emb, targets, margin)
+        let d = tape.pair_distance(emb);
+        (tape.contrastive_loss(d, targets, margin), d)
     }
 }
 
@@ -363,13 +292,14 @@ impl<B: Backend> Weights<B> {
         (self.param(tape, &format!("{prefix}.weight")), self.param(tape, &format!("{prefix}.bias")))
     }
 
-    fn running(&self, prefix: &str) -> (B::Tensor, B::Tensor) {
-        (self.buffer_view(&format!("{prefix}.running_mean")), self.buffer_view(&format!("{prefix}.running_var")))
-    }
-
-    fn buffer_view(&self, name: &str) -> B::Tensor {
-        let e = self.buffer_layout.get(name);
-        self.buffers.view(e.offset, e.len())
+    /// Registers BatchNorm layer `prefix`'s γ, β and running statistics on the tape.
+    fn batchnorm(&self, tape: &mut Tape<B>, prefix: &str) -> BatchNormVars {
+        let (gamma, beta) = self.param_pair(tape, prefix);
+        let mut running = |part: &str| {
+            let e = self.buffer_layout.get(&format!("{prefix}.{part}"));
+            tape.input(self.buffers.view(e.offset, e.len()), &e.shape)
+        };
+        BatchNormVars { gamma, beta, mean: running("running_mean"), var: running("running_var") }
     }
 
     /// Counts a train-mode forward of `towers` towers: PyTorch's `num_batches_tracked` goes

@@ -4,7 +4,7 @@
 //! exactly as a separate PyTorch call would, and the running statistics take one momentum
 //! update per tower, in order.
 
-use super::float::{Float, decimal, store};
+use crate::float::{Float, decimal, store};
 use crate::params::{ACCUMULATE_INPUT, ACCUMULATE_PARAMS, BatchNormParams};
 
 /// Index of element (n, c, i) in an (N, C, H·W) tensor.
@@ -30,28 +30,19 @@ fn for_each_in<F: FnMut(usize)>(p: &BatchNormParams, g: usize, c: usize, mut f: 
     }
 }
 
-/// Train mode: normalise each tower with its biased batch variance, save mean and 1/std per
-/// (tower, channel) for the backward pass, and update the running statistics (unbiased var).
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm_forward_train<F: Float>(
+/// Per plane (n, c): the (mean, M2) of x as `p` reads it, laid out (N, C) pairs: what a
+/// node that wrote x hands the BatchNorm that reads it (`Backend::batchnorm_plane_moments`).
+pub fn batchnorm_plane_moments<F: Float>(
     p: &BatchNormParams,
-    x: &[F],                // (N, C, H, W)
-    gamma: &[F],            // (C)
-    beta: &[F],             // (C)
-    y: &mut [F],            // (N, C, H, W)
-    saved: &mut [F],        // mean (T, C) then invstd (T, C)
-    running_mean: &mut [F], // (C)
-    running_var: &mut [F],  // (C)
+    x: &[F],           // (N, C, H, W)
+    moments: &mut [F], // (N, C, 2)
 ) {
-    let (c_n, g_n) = (p.c as usize, p.towers as usize);
-    for c in 0..c_n {
-        for g in 0..g_n {
-            let (mean, invstd) = tower_statistics(p, x, g, c, running_mean, running_var);
-            let (g_, b_) = (gamma[c].to_f64(), beta[c].to_f64());
-            for_each_in(p, g, c, |i| y[i] = F::from_f64((input(p, x, i) - mean) * invstd * g_ + b_));
-            saved[g * c_n + c] = F::from_f64(mean);
-            saved[(g_n + g) * c_n + c] = F::from_f64(invstd);
-        }
+    let hw = p.hw as usize;
+    for plane in 0..(p.n * p.c) as usize {
+        let values = (0..hw).map(|i| input(p, x, plane * hw + i));
+        let mean = values.clone().sum::<f64>() / hw as f64;
+        moments[2 * plane] = F::from_f64(mean);
+        moments[2 * plane + 1] = F::from_f64(values.map(|v| (v - mean) * (v - mean)).sum());
     }
 }
 
@@ -78,8 +69,8 @@ fn tower_statistics<F: Float>(
     (mean, 1.0 / (var + decimal(p.eps)).sqrt())
 }
 
-/// Train mode's statistics alone, as `batchnorm_forward_train` leaves them in `saved` and the
-/// running statistics, for an op that normalises as it reads (`batchnorm_normalise`).
+/// Train mode's statistics: each tower's mean and 1/std per channel into `saved`, and the
+/// running statistics' momentum update, one per tower in order.
 pub fn batchnorm_statistics<F: Float>(
     p: &BatchNormParams,
     x: &[F],                // (N, C, H, W)
@@ -155,20 +146,25 @@ pub fn batchnorm_forward_eval<F: Float>(
     }
 }
 
+/// Where `batchnorm_backward` writes (or adds): dx (N, C, H, W), dγ and dβ (C).
+pub struct BatchNormGrads<'a, F> {
+    pub dx: &'a mut [F],
+    pub dgamma: &'a mut [F],
+    pub dbeta: &'a mut [F],
+}
+
 /// Backward of train mode, per tower with x̂ = (x − mean)·invstd and M elements per tower:
 /// dx = γ·invstd·(dy − Σdy/M − x̂·Σ(dy·x̂)/M), dγ = Σ_towers Σ dy·x̂, dβ = Σ_towers Σ dy;
 /// through a ReLU input (x read as ReLU(x)), dx is 0 where x ≤ 0.
-#[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward<F: Float>(
     p: &BatchNormParams,
-    x: &[F],          // (N, C, H, W)
-    dy: &[F],         // (N, C, H, W)
-    gamma: &[F],      // (C)
-    saved: &[F],      // mean (T, C) then invstd (T, C)
-    dx: &mut [F],     // (N, C, H, W)
-    dgamma: &mut [F], // (C)
-    dbeta: &mut [F],  // (C)
+    x: &[F],     // (N, C, H, W)
+    dy: &[F],    // (N, C, H, W)
+    gamma: &[F], // (C)
+    saved: &[F], // mean (T, C) then invstd (T, C)
+    grads: BatchNormGrads<F>,
 ) {
+    let BatchNormGrads { dx, dgamma, dbeta } = grads;
     let (c_n, g_n) = (p.c as usize, p.towers as usize);
     let m = p.count() as f64;
     let (acc_in, acc_params) = (p.accumulate & ACCUMULATE_INPUT != 0, p.accumulate & ACCUMULATE_PARAMS != 0);

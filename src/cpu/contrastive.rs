@@ -1,6 +1,6 @@
 //! Contrastive loss over pair distances: the CPU reference, forward and backward.
 
-use super::float::{Float, decimal, store};
+use crate::float::{Float, decimal, store};
 use crate::params::{ACCUMULATE_INPUT, ContrastiveParams};
 
 /// loss = mean_i (1 − t_i)·d_i² + t_i·max(margin − d_i, 0)², with t = 0 for a same-class pair.

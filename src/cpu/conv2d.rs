@@ -1,6 +1,6 @@
 //! Conv2d (stride 1, odd square kernel, zero padding): the CPU reference, forward and backward.
 
-use super::float::{Float, store};
+use crate::float::{Float, store};
 use crate::params::{ACCUMULATE_INPUT, ACCUMULATE_PARAMS, Conv2dParams};
 
 /// y[n, co, oh, ow] = b[co] + Σ_{ci, kh, kw} w[co, ci, kh, kw] · x[n, ci, oh + kh − pad, ow + kw − pad]

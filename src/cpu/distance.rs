@@ -3,7 +3,7 @@
 //! The towers are stacked along the batch: rows 0..N are the first images of the pairs,
 //! rows N..2N the second ones, so x is (2N, D) and pair i is rows i and N + i.
 
-use super::float::{Float, decimal, store};
+use crate::float::{Float, decimal, store};
 use crate::params::{ACCUMULATE_INPUT, PairDistanceParams};
 
 /// d[i] = ‖x[i] − x[N + i] + eps‖₂, as `torch.nn.functional.pairwise_distance`.

@@ -1,6 +1,6 @@
 //! Elementwise ops: the CPU reference of ReLU, fill, accumulate and the image gather.
 
-use super::float::{Float, store};
+use crate::float::{Float, store};
 use crate::params::ACCUMULATE_INPUT;
 
 /// y = max(x, 0).

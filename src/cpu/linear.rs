@@ -1,7 +1,7 @@
 //! Linear layer y = x·Wᵀ + b (or Linear(ReLU(x)), `relu_input`): the CPU reference, forward and
 //! backward.
 
-use super::float::{Float, store};
+use crate::float::{Float, store};
 use crate::params::{ACCUMULATE_INPUT, ACCUMULATE_PARAMS, LinearParams};
 
 /// The layer's input at i: x, or ReLU(x) when the params say it reads through a ReLU.

@@ -1,6 +1,6 @@
 //! MaxPool2d 2×2, stride 2: the CPU reference, forward and backward.
 
-use super::float::{Float, store};
+use crate::float::{Float, store};
 use crate::params::{ACCUMULATE_INPUT, MaxPoolParams};
 
 /// Flat input index of the maximum in the window of output (n·C + c, oh, ow); ties go to the

@@ -9,7 +9,6 @@ mod contrastive;
 mod conv2d;
 mod distance;
 mod elementwise;
-mod float;
 mod linear;
 mod maxpool;
 mod optim;
@@ -19,7 +18,7 @@ pub use contrastive::*;
 pub use conv2d::*;
 pub use distance::*;
 pub use elementwise::*;
-pub use float::{Float, decimal, store};
+pub use crate::float::{Float, decimal, store};
 pub use linear::*;
 pub use maxpool::*;
 pub use optim::*;
@@ -28,7 +27,7 @@ use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
-use crate::backend::{Backend, DeviceTensor, VIEW_ALIGN};
+use crate::backend::{Backend, DeviceTensor, Norm, NormGrads, ParamGrads, Running, VIEW_ALIGN};
 use crate::params::*;
 
 /// A view of `len` elements from `offset` into shared host storage.
@@ -67,21 +66,23 @@ impl<F: Float> CpuBackend<F> {
 
 /// A copy of the tensor's elements. Ops read their inputs into copies and write their outputs
 /// back, so views of one buffer (the flat parameters and gradients) never alias a borrow.
-fn get<F: Float>(t: &CpuTensor<F>) -> Vec<F> {
+fn get<F: Float>(t: &Tensor<F>) -> Vec<F> {
     t.data.borrow()[t.offset..t.offset + t.len].to_vec()
 }
 
-fn put<F: Float>(t: &CpuTensor<F>, v: &[F]) {
+fn put<F: Float>(t: &Tensor<F>, v: &[F]) {
     assert_eq!(v.len(), t.len, "cpu: writing {} elements into a tensor of {}", v.len(), t.len);
     t.data.borrow_mut()[t.offset..t.offset + t.len].copy_from_slice(v);
 }
 
 /// Runs `f` on a copy of `out` and writes the result back.
-fn update<F: Float>(out: &CpuTensor<F>, f: impl FnOnce(&mut [F])) {
+fn update<F: Float>(out: &Tensor<F>, f: impl FnOnce(&mut [F])) {
     let mut v = get(out);
     f(&mut v);
     put(out, &v);
 }
+
+type Tensor<F> = CpuTensor<F>;
 
 fn f32s<F: Float>(v: f32) -> F {
     F::from_f64(v as f64)
@@ -89,174 +90,110 @@ fn f32s<F: Float>(v: f32) -> F {
 
 impl<F: Float> Backend for CpuBackend<F> {
     type Elem = F;
-    type Tensor = CpuTensor<F>;
+    type Tensor = Tensor<F>;
     type Images = (Vec<u8>, usize);
 
     fn name(&self) -> String {
         format!("cpu-{}", F::NAME)
     }
 
-    fn zeros(&mut self, len: usize) -> CpuTensor<F> {
+    fn zeros(&mut self, len: usize) -> Tensor<F> {
         CpuTensor { data: Rc::new(RefCell::new(vec![F::ZERO; len])), offset: 0, len }
     }
-    fn scratch(&mut self, len: usize) -> CpuTensor<F> {
+    fn scratch(&mut self, len: usize) -> Tensor<F> {
         self.zeros(len)
     }
     fn reset_scratch(&mut self) {}
-    fn write(&mut self, t: &CpuTensor<F>, data: &[F]) {
+    fn write(&mut self, t: &Tensor<F>, data: &[F]) {
         put(t, data);
     }
-    fn read(&mut self, t: &CpuTensor<F>) -> Vec<F> {
+    fn read(&mut self, t: &Tensor<F>) -> Vec<F> {
         get(t)
     }
 
     fn upload_images(&mut self, pixels: &[u8], per_image: usize) -> (Vec<u8>, usize) {
         (pixels.to_vec(), per_image)
     }
-    fn gather_images(&mut self, images: &(Vec<u8>, usize), indices: &[u32], out: &CpuTensor<F>) {
+    fn gather_images(&mut self, images: &(Vec<u8>, usize), indices: &[u32], out: &Tensor<F>) {
         update(out, |o| gather_images(&images.0, images.1, indices, o));
     }
 
-    fn fill(&mut self, t: &CpuTensor<F>, value: f32) {
+    fn fill(&mut self, t: &Tensor<F>, value: f32) {
         update(t, |o| fill(o, f32s(value)));
     }
-    fn accumulate(&mut self, src: &CpuTensor<F>, dst: &CpuTensor<F>) {
+    fn accumulate(&mut self, src: &Tensor<F>, dst: &Tensor<F>) {
         let s = get(src);
         update(dst, |d| accumulate(&s, d));
     }
-    fn copy(&mut self, src: &CpuTensor<F>, dst: &CpuTensor<F>) {
+    fn copy(&mut self, src: &Tensor<F>, dst: &Tensor<F>) {
         put(dst, &get(src));
     }
-    fn relu_forward(&mut self, x: &CpuTensor<F>, y: &CpuTensor<F>) {
+    fn relu_forward(&mut self, x: &Tensor<F>, y: &Tensor<F>) {
         let x = get(x);
         update(y, |y| relu_forward(&x, y));
     }
-    fn relu_backward(&mut self, y: &CpuTensor<F>, dy: &CpuTensor<F>, dx: &CpuTensor<F>, accumulate: u32) {
+    fn relu_backward(&mut self, y: &Tensor<F>, dy: &Tensor<F>, dx: &Tensor<F>, accumulate: u32) {
         let (y, dy) = (get(y), get(dy));
         update(dx, |dx| relu_backward(&y, &dy, dx, accumulate));
     }
 
-    fn conv2d_forward(
-        &mut self,
-        p: &Conv2dParams,
-        x: &CpuTensor<F>,
-        w: &CpuTensor<F>,
-        b: &CpuTensor<F>,
-        y: &CpuTensor<F>,
-    ) {
+    fn conv2d_forward(&mut self, p: &Conv2dParams, x: &Tensor<F>, w: &Tensor<F>, b: &Tensor<F>, y: &Tensor<F>) {
         let (x, w, b) = (get(x), get(w), get(b));
         update(y, |y| conv2d_forward(p, &x, &w, &b, y));
     }
-    fn conv2d_backward_input(&mut self, p: &Conv2dParams, dy: &CpuTensor<F>, w: &CpuTensor<F>, dx: &CpuTensor<F>) {
+    fn conv2d_backward_input(&mut self, p: &Conv2dParams, dy: &Tensor<F>, w: &Tensor<F>, dx: &Tensor<F>) {
         let (dy, w) = (get(dy), get(w));
         update(dx, |dx| conv2d_backward_input(p, &dy, &w, dx));
     }
-    fn conv2d_backward_weight(
-        &mut self,
-        p: &Conv2dParams,
-        x: &CpuTensor<F>,
-        dy: &CpuTensor<F>,
-        dw: &CpuTensor<F>,
-        db: &CpuTensor<F>,
-    ) {
-        let (x, dy, mut db_v) = (get(x), get(dy), get(db));
-        update(dw, |dw| conv2d_backward_weight(p, &x, &dy, dw, &mut db_v));
-        put(db, &db_v);
+    fn conv2d_backward_weight(&mut self, p: &Conv2dParams, x: &Tensor<F>, dy: &Tensor<F>, g: ParamGrads<Tensor<F>>) {
+        let (x, dy, mut db) = (get(x), get(dy), get(g.db));
+        update(g.dw, |dw| conv2d_backward_weight(p, &x, &dy, dw, &mut db));
+        put(g.db, &db);
     }
 
-    fn batchnorm_forward_train(
-        &mut self,
-        p: &BatchNormParams,
-        x: &CpuTensor<F>,
-        gamma: &CpuTensor<F>,
-        beta: &CpuTensor<F>,
-        y: &CpuTensor<F>,
-        saved: &CpuTensor<F>,
-        running_mean: &CpuTensor<F>,
-        running_var: &CpuTensor<F>,
-    ) {
-        let (x, gamma, beta) = (get(x), get(gamma), get(beta));
-        let (mut y_v, mut saved_v, mut rm, mut rv) = (get(y), get(saved), get(running_mean), get(running_var));
-        batchnorm_forward_train(p, &x, &gamma, &beta, &mut y_v, &mut saved_v, &mut rm, &mut rv);
-        put(y, &y_v);
-        put(saved, &saved_v);
-        put(running_mean, &rm);
-        put(running_var, &rv);
+    fn batchnorm_plane_moments(&mut self, p: &BatchNormParams, x: &Tensor<F>, moments: &Tensor<F>) {
+        let x = get(x);
+        update(moments, |m| batchnorm_plane_moments(p, &x, m));
     }
-    fn batchnorm_forward_eval(
-        &mut self,
-        p: &BatchNormParams,
-        x: &CpuTensor<F>,
-        gamma: &CpuTensor<F>,
-        beta: &CpuTensor<F>,
-        running_mean: &CpuTensor<F>,
-        running_var: &CpuTensor<F>,
-        y: &CpuTensor<F>,
-    ) {
-        let (x, gamma, beta, rm, rv) = (get(x), get(gamma), get(beta), get(running_mean), get(running_var));
-        update(y, |y| batchnorm_forward_eval(p, &x, &gamma, &beta, &rm, &rv, y));
-    }
+    /// Reads x whether or not moments are given: the reference takes no shortcuts.
     fn batchnorm_statistics(
         &mut self,
         p: &BatchNormParams,
-        x: &CpuTensor<F>,
-        saved: &CpuTensor<F>,
-        running_mean: &CpuTensor<F>,
-        running_var: &CpuTensor<F>,
+        x: &Tensor<F>,
+        _moments: Option<&Tensor<F>>,
+        saved: &Tensor<F>,
+        running: Running<Tensor<F>>,
     ) {
         let x = get(x);
-        let (mut saved_v, mut rm, mut rv) = (get(saved), get(running_mean), get(running_var));
+        let (mut saved_v, mut rm, mut rv) = (get(saved), get(running.mean), get(running.var));
         batchnorm_statistics(p, &x, &mut saved_v, &mut rm, &mut rv);
         put(saved, &saved_v);
-        put(running_mean, &rm);
-        put(running_var, &rv);
+        put(running.mean, &rm);
+        put(running.var, &rv);
     }
-    fn batchnorm_running_statistics(
-        &mut self,
-        p: &BatchNormParams,
-        running_mean: &CpuTensor<F>,
-        running_var: &CpuTensor<F>,
-        saved: &CpuTensor<F>,
-    ) {
-        let (rm, rv) = (get(running_mean), get(running_var));
+    fn batchnorm_running_statistics(&mut self, p: &BatchNormParams, running: Running<Tensor<F>>, saved: &Tensor<F>) {
+        let (rm, rv) = (get(running.mean), get(running.var));
         update(saved, |saved| batchnorm_running_statistics(p, &rm, &rv, saved));
     }
-    fn batchnorm_normalise(
-        &mut self,
-        p: &BatchNormParams,
-        x: &CpuTensor<F>,
-        gamma: &CpuTensor<F>,
-        beta: &CpuTensor<F>,
-        saved: &CpuTensor<F>,
-        y: &CpuTensor<F>,
-    ) {
-        let (x, gamma, beta, saved) = (get(x), get(gamma), get(beta), get(saved));
-        update(y, |y| batchnorm_normalise(p, &x, &gamma, &beta, &saved, y));
+    fn batchnorm_normalise(&mut self, n: &Norm<Tensor<F>>, x: &Tensor<F>, y: &Tensor<F>) {
+        let (x, gamma, beta, saved) = (get(x), get(n.gamma), get(n.beta), get(n.saved));
+        update(y, |y| batchnorm_normalise(&n.p, &x, &gamma, &beta, &saved, y));
     }
-    fn batchnorm_backward(
-        &mut self,
-        p: &BatchNormParams,
-        x: &CpuTensor<F>,
-        dy: &CpuTensor<F>,
-        gamma: &CpuTensor<F>,
-        saved: &CpuTensor<F>,
-        dx: &CpuTensor<F>,
-        dgamma: &CpuTensor<F>,
-        dbeta: &CpuTensor<F>,
-    ) {
-        let (x, dy, gamma, saved) = (get(x), get(dy), get(gamma), get(saved));
-        let (mut dx_v, mut dg, mut db) = (get(dx), get(dgamma), get(dbeta));
-        batchnorm_backward(p, &x, &dy, &gamma, &saved, &mut dx_v, &mut dg, &mut db);
-        put(dx, &dx_v);
-        put(dgamma, &dg);
-        put(dbeta, &db);
+    fn batchnorm_backward(&mut self, n: &Norm<Tensor<F>>, x: &Tensor<F>, dy: &Tensor<F>, g: NormGrads<Tensor<F>>) {
+        let (x, dy, gamma, saved) = (get(x), get(dy), get(n.gamma), get(n.saved));
+        let (mut dx, mut dgamma, mut dbeta) = (get(g.dx), get(g.dgamma), get(g.dbeta));
+        let grads = BatchNormGrads { dx: &mut dx, dgamma: &mut dgamma, dbeta: &mut dbeta };
+        batchnorm_backward(&n.p, &x, &dy, &gamma, &saved, grads);
+        put(g.dx, &dx);
+        put(g.dgamma, &dgamma);
+        put(g.dbeta, &dbeta);
     }
 
-    fn maxpool_forward(&mut self, p: &MaxPoolParams, x: &CpuTensor<F>, y: &CpuTensor<F>) {
+    fn maxpool_forward(&mut self, p: &MaxPoolParams, x: &Tensor<F>, y: &Tensor<F>) {
         let x = get(x);
         update(y, |y| maxpool_forward(p, &x, y));
     }
-    fn maxpool_backward(&mut self, p: &MaxPoolParams, x: &CpuTensor<F>, dy: &CpuTensor<F>, dx: &CpuTensor<F>) {
+    fn maxpool_backward(&mut self, p: &MaxPoolParams, x: &Tensor<F>, dy: &Tensor<F>, dx: &Tensor<F>) {
         let (x, dy) = (get(x), get(dy));
         update(dx, |dx| maxpool_backward(p, &x, &dy, dx));
     }
@@ -264,10 +201,10 @@ impl<F: Float> Backend for CpuBackend<F> {
     fn linear_forward(
         &mut self,
         p: &LinearParams,
-        x: &CpuTensor<F>,
-        w: &CpuTensor<F>,
-        b: &CpuTensor<F>,
-        y: &CpuTensor<F>,
+        x: &Tensor<F>,
+        w: &Tensor<F>,
+        b: &Tensor<F>,
+        y: &Tensor<F>,
     ) {
         let (x, w, b) = (get(x), get(w), get(b));
         update(y, |y| linear_forward(p, &x, &w, &b, y));
@@ -275,47 +212,46 @@ impl<F: Float> Backend for CpuBackend<F> {
     fn linear_backward(
         &mut self,
         p: &LinearParams,
-        x: &CpuTensor<F>,
-        w: &CpuTensor<F>,
-        dy: &CpuTensor<F>,
-        dx: Option<&CpuTensor<F>>,
-        dw: &CpuTensor<F>,
-        db: &CpuTensor<F>,
+        x: &Tensor<F>,
+        w: &Tensor<F>,
+        dy: &Tensor<F>,
+        dx: Option<&Tensor<F>>,
+        g: ParamGrads<Tensor<F>>,
     ) {
-        let (x, w, dy, mut db_v) = (get(x), get(w), get(dy), get(db));
+        let (x, w, dy, mut db) = (get(x), get(w), get(dy), get(g.db));
         if let Some(dx) = dx {
             update(dx, |dx| linear_backward_input(p, &x, &dy, &w, dx));
         }
-        update(dw, |dw| linear_backward_weight(p, &x, &dy, dw, &mut db_v));
-        put(db, &db_v);
+        update(g.dw, |dw| linear_backward_weight(p, &x, &dy, dw, &mut db));
+        put(g.db, &db);
     }
 
-    fn pair_distance_forward(&mut self, p: &PairDistanceParams, x: &CpuTensor<F>, d: &CpuTensor<F>) {
+    fn pair_distance_forward(&mut self, p: &PairDistanceParams, x: &Tensor<F>, d: &Tensor<F>) {
         let x = get(x);
         update(d, |d| pair_distance_forward(p, &x, d));
     }
     fn pair_distance_backward(
         &mut self,
         p: &PairDistanceParams,
-        x: &CpuTensor<F>,
-        d: &CpuTensor<F>,
-        dd: &CpuTensor<F>,
-        dx: &CpuTensor<F>,
+        x: &Tensor<F>,
+        d: &Tensor<F>,
+        dd: &Tensor<F>,
+        dx: &Tensor<F>,
     ) {
         let (x, d, dd) = (get(x), get(d), get(dd));
         update(dx, |dx| pair_distance_backward(p, &x, &d, &dd, dx));
     }
-    fn contrastive_forward(&mut self, p: &ContrastiveParams, d: &CpuTensor<F>, t: &CpuTensor<F>, loss: &CpuTensor<F>) {
+    fn contrastive_forward(&mut self, p: &ContrastiveParams, d: &Tensor<F>, t: &Tensor<F>, loss: &Tensor<F>) {
         let (d, t) = (get(d), get(t));
         update(loss, |l| contrastive_forward(p, &d, &t, l));
     }
     fn contrastive_backward(
         &mut self,
         p: &ContrastiveParams,
-        d: &CpuTensor<F>,
-        t: &CpuTensor<F>,
-        dloss: &CpuTensor<F>,
-        dd: &CpuTensor<F>,
+        d: &Tensor<F>,
+        t: &Tensor<F>,
+        dloss: &Tensor<F>,
+        dd: &Tensor<F>,
     ) {
         let (d, t, dl) = (get(d), get(t), get(dloss));
         update(dd, |dd| contrastive_backward(p, &d, &t, &dl, dd));
@@ -325,10 +261,10 @@ impl<F: Float> Backend for CpuBackend<F> {
         &mut self,
         cfg: &AdamConfig,
         t: u64,
-        params: &CpuTensor<F>,
-        grads: &CpuTensor<F>,
-        m: &CpuTensor<F>,
-        v: &CpuTensor<F>,
+        params: &Tensor<F>,
+        grads: &Tensor<F>,
+        m: &Tensor<F>,
+        v: &Tensor<F>,
     ) {
         let (mut p_v, g, mut m_v, mut v_v) = (get(params), get(grads), get(m), get(v));
         adam_step(cfg, t, &mut p_v, &g, &mut m_v, &mut v_v);

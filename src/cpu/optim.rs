@@ -1,6 +1,6 @@
 //! Adam over flat parameter buffers: the CPU reference of the optimizer step.
 
-use super::float::Float;
+use crate::float::Float;
 use crate::params::AdamConfig;
 
 /// One step `t` (1-based) of `torch.optim.Adam`, in PyTorch's order of operations:

@@ -1,9 +1,8 @@
-//! Launchers of shaders/batchnorm.wgsl: train forward (plane statistics, tower statistics,
-//! normalise), eval forward (the running statistics, normalise), and backward (plane sums,
-//! tower sums, input gradient).
+//! Launchers of shaders/batchnorm.wgsl: statistics (plane moments, then per tower; or the
+//! running ones), normalise, and backward (plane sums, tower sums, input gradient).
 
 use super::{GpuBackend, GpuTensor, Kernel};
-use crate::backend::Backend;
+use crate::backend::{Backend, Norm, NormGrads, Running};
 use crate::params::{ACCUMULATE_INPUT, BatchNormParams};
 
 /// Invocations per workgroup of the per-plane and per-channel kernels: one lane-vector's
@@ -24,156 +23,97 @@ fn plane_groups(p: &BatchNormParams) -> u32 {
     (planes(p) as u32).div_ceil(SMALL_WORKGROUP)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm_forward_train(
-    gpu: &mut GpuBackend,
-    p: &BatchNormParams,
-    x: &GpuTensor,
-    gamma: &GpuTensor,
-    beta: &GpuTensor,
-    y: &GpuTensor,
-    saved: &GpuTensor,
-    running_mean: &GpuTensor,
-    running_var: &GpuTensor,
-) {
-    check(p, "batchnorm_forward_train", &[x, y]);
-    batchnorm_statistics(gpu, p, x, saved, running_mean, running_var);
-    batchnorm_normalise(gpu, p, x, gamma, beta, saved, y);
+/// Per-plane (mean, M2) of x as `p` reads it.
+pub fn batchnorm_plane_moments(gpu: &mut GpuBackend, p: &BatchNormParams, x: &GpuTensor, moments: &GpuTensor) {
+    check(p, "batchnorm_plane_moments", &[x]);
+    assert_eq!(moments.len, 2 * planes(p), "batchnorm_plane_moments: moments");
+    gpu.dispatch(Kernel::BatchNormPlaneStats, p, &[x, moments], plane_groups(p));
 }
 
-/// The first half of a train-mode forward: each (tower, channel)'s mean and 1/std into
-/// `saved`, and the running statistics' update.
+/// Train mode's statistics: each (tower, channel)'s mean and 1/std into `saved`, and the
+/// running statistics' update, from x's plane moments (computed here where not given).
 pub fn batchnorm_statistics(
     gpu: &mut GpuBackend,
     p: &BatchNormParams,
     x: &GpuTensor,
+    moments: Option<&GpuTensor>,
     saved: &GpuTensor,
-    running_mean: &GpuTensor,
-    running_var: &GpuTensor,
+    running: Running<GpuTensor>,
 ) {
     check(p, "batchnorm_statistics", &[x]);
     assert_eq!(saved.len, p.saved_len(), "batchnorm_statistics: saved");
-    // The conv that wrote x may have computed them already (GpuBackend::relu_moments).
-    let plane_stats = match gpu.take_relu_moments(x).filter(|_| p.relu_input != 0) {
-        Some(stats) => stats,
+    let plane_stats = match moments {
+        Some(m) => m.clone(),
         None => {
-            let stats = gpu.scratch(2 * planes(p));
-            gpu.dispatch(Kernel::BatchNormPlaneStats, p, &[x, &stats], plane_groups(p));
-            stats
+            let m = gpu.scratch(2 * planes(p));
+            batchnorm_plane_moments(gpu, p, x, &m);
+            m
         }
     };
-    gpu.dispatch(
-        Kernel::BatchNormStats,
-        p,
-        &[&plane_stats, saved, running_mean, running_var],
-        p.c.div_ceil(SMALL_WORKGROUP),
-    );
+    let bindings = [&plane_stats, saved, running.mean, running.var];
+    gpu.dispatch(Kernel::BatchNormStats, p, &bindings, p.c.div_ceil(SMALL_WORKGROUP));
 }
 
 /// Eval mode's statistics in `saved`'s layout, from the running ones.
 pub fn batchnorm_running_statistics(
     gpu: &mut GpuBackend,
     p: &BatchNormParams,
-    running_mean: &GpuTensor,
-    running_var: &GpuTensor,
+    running: Running<GpuTensor>,
     saved: &GpuTensor,
 ) {
     assert_eq!(saved.len, p.saved_len(), "batchnorm_running_statistics: saved");
     let groups = p.c.div_ceil(SMALL_WORKGROUP);
-    gpu.dispatch(Kernel::BatchNormRunningStats, p, &[running_mean, running_var, saved], groups);
+    gpu.dispatch(Kernel::BatchNormRunningStats, p, &[running.mean, running.var, saved], groups);
 }
 
-/// BatchNorm's output written out into scratch, from the statistics in `saved`: the fallback
-/// of the fused ops where no kernel reads x through the normalisation.
-pub fn batchnorm_output(
-    gpu: &mut GpuBackend,
-    p: &BatchNormParams,
-    x: &GpuTensor,
-    gamma: &GpuTensor,
-    beta: &GpuTensor,
-    saved: &GpuTensor,
-) -> GpuTensor {
-    let y = gpu.scratch(p.len());
-    batchnorm_normalise(gpu, p, x, gamma, beta, saved, &y);
+/// BatchNorm's output written out into scratch: the fallback of the fused ops where no
+/// kernel reads x through the normalisation.
+pub fn batchnorm_output(gpu: &mut GpuBackend, norm: &Norm<GpuTensor>, x: &GpuTensor) -> GpuTensor {
+    let y = gpu.scratch(norm.p.len());
+    batchnorm_normalise(gpu, norm, x, &y);
     y
 }
 
-/// The second half: y = BatchNorm(x) with the statistics in `saved`.
-pub fn batchnorm_normalise(
-    gpu: &mut GpuBackend,
-    p: &BatchNormParams,
-    x: &GpuTensor,
-    gamma: &GpuTensor,
-    beta: &GpuTensor,
-    saved: &GpuTensor,
-    y: &GpuTensor,
-) {
+/// y = BatchNorm(x) with the statistics in `norm.saved`.
+pub fn batchnorm_normalise(gpu: &mut GpuBackend, norm: &Norm<GpuTensor>, x: &GpuTensor, y: &GpuTensor) {
+    let p = &norm.p;
     check(p, "batchnorm_normalise", &[x, y]);
-    gpu.dispatch(Kernel::BatchNormForward, p, &[x, gamma, beta, saved, y], plane_groups(p));
+    gpu.dispatch(Kernel::BatchNormForward, p, &[x, norm.gamma, norm.beta, norm.saved, y], plane_groups(p));
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm_forward_eval(
-    gpu: &mut GpuBackend,
-    p: &BatchNormParams,
-    x: &GpuTensor,
-    gamma: &GpuTensor,
-    beta: &GpuTensor,
-    running_mean: &GpuTensor,
-    running_var: &GpuTensor,
-    y: &GpuTensor,
-) {
-    check(p, "batchnorm_forward_eval", &[x, y]);
-    let saved = gpu.scratch(p.saved_len());
-    batchnorm_running_statistics(gpu, p, running_mean, running_var, &saved);
-    batchnorm_normalise(gpu, p, x, gamma, beta, &saved, y);
-}
-
-#[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward(
     gpu: &mut GpuBackend,
-    p: &BatchNormParams,
+    norm: &Norm<GpuTensor>,
     x: &GpuTensor,
     dy: &GpuTensor,
-    gamma: &GpuTensor,
-    saved: &GpuTensor,
-    dx: &GpuTensor,
-    dgamma: &GpuTensor,
-    dbeta: &GpuTensor,
+    grads: NormGrads<GpuTensor>,
 ) {
-    check(p, "batchnorm_backward", &[x, dy, dx]);
-    let plane_sums = batchnorm_backward_planes(gpu, p, x, dy, saved);
-    let sums = batchnorm_backward_sums(gpu, p, &plane_sums, dgamma, dbeta);
-    batchnorm_backward_input(gpu, p, x, dy, gamma, saved, &sums, dx);
+    check(&norm.p, "batchnorm_backward", &[x, dy, grads.dx]);
+    let plane_sums = batchnorm_backward_planes(gpu, norm, x, dy);
+    let sums = batchnorm_backward_sums(gpu, &norm.p, &plane_sums, grads.dgamma, grads.dbeta);
+    batchnorm_backward_input(gpu, norm, x, dy, &sums, grads.dx);
 }
 
 /// The first pass of a backward: each plane's (Σdy, Σdy·x̂).
-pub fn batchnorm_backward_planes(
-    gpu: &mut GpuBackend,
-    p: &BatchNormParams,
-    x: &GpuTensor,
-    dy: &GpuTensor,
-    saved: &GpuTensor,
-) -> GpuTensor {
+pub fn batchnorm_backward_planes(gpu: &mut GpuBackend, norm: &Norm<GpuTensor>, x: &GpuTensor, dy: &GpuTensor) -> GpuTensor {
+    let p = &norm.p;
     let plane_sums = gpu.scratch(2 * planes(p));
-    gpu.dispatch(Kernel::BatchNormBackwardPlane, p, &[x, dy, saved, &plane_sums], plane_groups(p));
+    gpu.dispatch(Kernel::BatchNormBackwardPlane, p, &[x, dy, norm.saved, &plane_sums], plane_groups(p));
     plane_sums
 }
 
 /// The last pass of a backward: dx from dy, x and the towers' sums.
-#[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward_input(
     gpu: &mut GpuBackend,
-    p: &BatchNormParams,
+    norm: &Norm<GpuTensor>,
     x: &GpuTensor,
     dy: &GpuTensor,
-    gamma: &GpuTensor,
-    saved: &GpuTensor,
     sums: &GpuTensor,
     dx: &GpuTensor,
 ) {
+    let p = &norm.p;
     let accumulate = (p.accumulate & ACCUMULATE_INPUT != 0) as u32;
-    let bindings = [x, dy, gamma, saved, sums, dx];
+    let bindings = [x, dy, norm.gamma, norm.saved, sums, dx];
     gpu.dispatch_specialized(Kernel::BatchNormBackwardInput, &[accumulate], p, &bindings, plane_groups(p));
 }
 

@@ -2,6 +2,7 @@
 //! and with the pair distance in front.
 
 use super::{GpuBackend, GpuTensor, Kernel};
+use crate::fused::PairContrastiveBackward;
 use crate::params::{ContrastiveParams, PairContrastiveParams, PairDistanceParams};
 
 /// One workgroup sums the whole batch, so the mean is the same bits on every run.
@@ -34,13 +35,10 @@ pub fn contrastive_backward(
 
 /// Distance and loss in one workgroup (the same bits as pair_distance_forward, then
 /// contrastive_forward).
-#[allow(clippy::too_many_arguments)]
 pub fn pair_contrastive_forward(
     gpu: &mut GpuBackend,
-    pd: &PairDistanceParams,
-    pc: &ContrastiveParams,
-    x: &GpuTensor,
-    t: &GpuTensor,
+    (pd, pc): (&PairDistanceParams, &ContrastiveParams),
+    (x, t): (&GpuTensor, &GpuTensor),
     d: &GpuTensor,
     loss: &GpuTensor,
 ) {
@@ -51,17 +49,9 @@ pub fn pair_contrastive_forward(
 }
 
 /// x's gradient from the loss's, the distances' never written.
-#[allow(clippy::too_many_arguments)]
-pub fn pair_contrastive_backward(
-    gpu: &mut GpuBackend,
-    pd: &PairDistanceParams,
-    pc: &ContrastiveParams,
-    x: &GpuTensor,
-    d: &GpuTensor,
-    t: &GpuTensor,
-    dloss: &GpuTensor,
-    dx: &GpuTensor,
-) {
+pub fn pair_contrastive_backward(gpu: &mut GpuBackend, op: &PairContrastiveBackward<GpuTensor>) {
+    let PairContrastiveBackward { pd, pc, x, d, t, dloss, dx } = *op;
+    let (pd, pc) = (&pd, &pc);
     let q = PairContrastiveParams::new(pd, pc);
     let (n, x_len) = (q.n as usize, 2 * (q.n * q.d) as usize);
     assert_eq!((x.len, d.len, t.len, dloss.len, dx.len), (x_len, n, n, 1, x_len), "pair_contrastive_backward: {q:?}");

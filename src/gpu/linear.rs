@@ -1,7 +1,7 @@
 //! Launchers of shaders/linear.wgsl: the fully connected layer, forward and backward.
 
 use super::{GpuBackend, GpuTensor, Kernel};
-use crate::backend::Backend;
+use crate::backend::{Backend, ParamGrads};
 use crate::params::LinearParams;
 
 /// Outputs the `_narrow` kernels take (shaders/linear.wgsl, NARROW): their sums in registers.
@@ -47,17 +47,14 @@ pub fn linear_forward(
 }
 
 /// dx (where given), dw and db: at the narrow shapes one launch, columns of dw then rows of dx.
-#[allow(clippy::too_many_arguments)]
 pub fn linear_backward(
     gpu: &mut GpuBackend,
     p: &LinearParams,
-    x: &GpuTensor,
-    w: &GpuTensor,
-    dy: &GpuTensor,
+    (x, w, dy): (&GpuTensor, &GpuTensor, &GpuTensor),
     dx: Option<&GpuTensor>,
-    dw: &GpuTensor,
-    db: &GpuTensor,
+    grads: ParamGrads<GpuTensor>,
 ) {
+    let ParamGrads { dw, db } = grads;
     let (x_len, w_len, y_len) = sizes(p);
     assert_eq!(
         (x.len, w.len, dy.len, dx.map_or(x_len, |t| t.len), dw.len, db.len),

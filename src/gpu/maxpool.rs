@@ -4,8 +4,8 @@
 
 use super::batchnorm::{batchnorm_backward, batchnorm_backward_sums, batchnorm_output};
 use super::{GpuBackend, GpuTensor, Kernel};
-use crate::backend::Backend;
-use crate::params::{ACCUMULATE_INPUT, BatchNormParams, MaxPoolParams};
+use crate::backend::{Backend, Norm, NormGrads};
+use crate::params::{ACCUMULATE_INPUT, MaxPoolParams};
 
 /// Invocations per workgroup of the per-plane kernels.
 const PLANE_WORKGROUP: u32 = 64;
@@ -52,18 +52,15 @@ pub fn maxpool_backward(gpu: &mut GpuBackend, p: &MaxPoolParams, x: &GpuTensor, 
 
 /// MaxPool(BatchNorm(x)) with BatchNorm's statistics in `saved` (the batch's in training, the
 /// running ones in eval mode): the pool reading x through the normalisation.
-#[allow(clippy::too_many_arguments)]
 pub fn batchnorm_maxpool_forward(
     gpu: &mut GpuBackend,
-    pb: &BatchNormParams,
+    norm: &Norm<GpuTensor>,
     p: &MaxPoolParams,
     x: &GpuTensor,
-    gamma: &GpuTensor,
-    beta: &GpuTensor,
-    saved: &GpuTensor,
     y: &GpuTensor,
 ) {
-    let p = p.through(pb);
+    let Norm { p: pb, gamma, beta, saved } = *norm;
+    let p = p.through(&pb);
     assert_eq!((x.len, y.len, saved.len), (p.x_len(), p.y_len(), pb.saved_len()), "batchnorm_maxpool_forward: {p:?}");
     if pairs(&p) {
         gpu.dispatch(Kernel::BatchNormMaxPoolForwardPairs, &p, &[x, y, gamma, beta, saved], plane_groups(&p));
@@ -77,21 +74,16 @@ pub fn batchnorm_maxpool_forward(
 /// The backward of MaxPool(BatchNorm(x)), BatchNorm's included, in two passes that read x
 /// through the normalisation (BatchNorm's output and its gradient are never written): the
 /// planes' sums of BatchNorm's dy, their reduction over the towers (dgamma, dbeta), then dx.
-#[allow(clippy::too_many_arguments)]
 pub fn batchnorm_maxpool_backward(
     gpu: &mut GpuBackend,
-    pb: &BatchNormParams,
+    norm: &Norm<GpuTensor>,
     p: &MaxPoolParams,
-    x: &GpuTensor,
-    gamma: &GpuTensor,
-    beta: &GpuTensor,
-    saved: &GpuTensor,
-    dy: &GpuTensor,
-    dx: &GpuTensor,
-    dgamma: &GpuTensor,
-    dbeta: &GpuTensor,
+    (x, dy): (&GpuTensor, &GpuTensor),
+    grads: NormGrads<GpuTensor>,
 ) {
-    let p = MaxPoolParams { accumulate: 0, ..p.through(pb) };
+    let Norm { p: pb, gamma, beta, saved } = *norm;
+    let NormGrads { dx, dgamma, dbeta } = grads;
+    let p = MaxPoolParams { accumulate: 0, ..p.through(&pb) };
     assert_eq!((x.len, dy.len, dx.len), (p.x_len(), p.y_len(), p.x_len()), "batchnorm_maxpool_backward: {p:?}");
     let (sum, input) = if pairs(&p) {
         (Kernel::BatchNormMaxPoolBackwardSumsPairs, Kernel::BatchNormMaxPoolBackwardInputPairs)
@@ -101,13 +93,13 @@ pub fn batchnorm_maxpool_backward(
         (Kernel::BatchNormMaxPoolBackwardSumsWindows, Kernel::BatchNormMaxPoolBackwardInputWindows)
     } else {
         // Odd sizes: the per-element kernel has no BatchNorm reading; the two ops in turn.
-        let (normalised, dnormalised) = (batchnorm_output(gpu, pb, x, gamma, beta, saved), gpu.scratch(p.x_len()));
+        let (normalised, dnormalised) = (batchnorm_output(gpu, norm, x), gpu.scratch(p.x_len()));
         maxpool_backward(gpu, &p, &normalised, dy, &dnormalised);
-        return batchnorm_backward(gpu, pb, x, &dnormalised, gamma, saved, dx, dgamma, dbeta);
+        return batchnorm_backward(gpu, norm, x, &dnormalised, grads);
     };
     let plane_sums = gpu.scratch(2 * (p.n * p.c) as usize);
     gpu.dispatch(sum, &p, &[x, dy, dx, gamma, beta, saved, &plane_sums], plane_groups(&p));
-    let sums = batchnorm_backward_sums(gpu, pb, &plane_sums, dgamma, dbeta);
+    let sums = batchnorm_backward_sums(gpu, &pb, &plane_sums, dgamma, dbeta);
     let accumulate = (pb.accumulate & ACCUMULATE_INPUT != 0) as u32;
     gpu.dispatch_specialized(input, &[accumulate], &p, &[x, dy, dx, gamma, beta, saved, &sums], plane_groups(&p));
 }

@@ -29,7 +29,8 @@ use std::collections::HashMap;
 use bytemuck::Pod;
 use wgpu::util::DeviceExt;
 
-use crate::backend::{Backend, DeviceTensor, VIEW_ALIGN};
+use crate::backend::{Backend, DeviceTensor, Norm, NormGrads, ParamGrads, Running, VIEW_ALIGN};
+use crate::fused::Fused;
 use crate::error::Result;
 use crate::params::*;
 use kernel::Pipelines;
@@ -78,26 +79,6 @@ pub struct GpuImages {
     table: GpuTensor,
     per_image: usize,
     count: usize,
-}
-
-/// The (mean, M2) of ReLU(y) per plane, which a dispatch computed beside its output y (see
-/// `GpuBackend::relu_moments`).
-struct ReluMoments {
-    y: (wgpu::Buffer, usize, usize),
-    stats: GpuTensor,
-}
-
-impl GpuBackend {
-    /// Leaves the plane moments of ReLU(y), which the last dispatch wrote, for the next one.
-    fn leave_relu_moments(&mut self, y: &GpuTensor, stats: GpuTensor) {
-        self.relu_moments = Some(ReluMoments { y: (y.buffer.clone(), y.offset, y.len), stats });
-    }
-
-    /// The plane moments of ReLU(x) that the last dispatch left, if it wrote x.
-    fn take_relu_moments(&mut self, x: &GpuTensor) -> Option<GpuTensor> {
-        let key = (x.buffer.clone(), x.offset, x.len);
-        self.relu_moments.take().filter(|f| f.y == key).map(|f| f.stats)
-    }
 }
 
 /// A recorded command, waiting for the next submit.
@@ -257,11 +238,6 @@ pub struct GpuBackend {
     /// cover the shape; on by default where they can run (`GpuContext::rows_kernels`). Tests
     /// turn it off to hold the other kernels to the reference too.
     pub subgroup_convs: bool,
-    /// Plane statistics that the last dispatch computed beside its output y: a subgroup conv
-    /// forward leaves those of ReLU(y) for the BatchNorm(ReLU(y)) recorded next, which takes
-    /// them instead of reading y again (src/gpu/batchnorm.rs). Any other dispatch, a write or
-    /// a scratch reset drops them.
-    relu_moments: Option<ReluMoments>,
     /// Adam's per-step scalars, rewritten before each of its launches (src/gpu/optim.rs), and
     /// whether a launch reading them is recorded but not yet submitted.
     adam_scalars: Option<GpuTensor>,
@@ -291,7 +267,6 @@ impl GpuBackend {
         let packed = ctx.rows_kernels;
         Self {
             subgroup_convs: ctx.rows_kernels,
-            relu_moments: None,
             adam_scalars: None,
             one: None,
             adam_recorded: false,
@@ -343,7 +318,6 @@ impl GpuBackend {
     ) {
         assert_eq!(buffers.len(), kernel.bindings().len(), "{kernel:?}: wrong number of buffers");
         self.flush_weight_sums_into(buffers.iter().copied());
-        self.relu_moments = None;
         assert!(workgroups > 0, "{kernel:?}: no work");
         let uniform = self.uniform(bytemuck::bytes_of(params));
         let key = BindKey {
@@ -438,7 +412,6 @@ impl GpuBackend {
     pub fn record_copy(&mut self, src: &GpuTensor, dst: &GpuTensor) {
         assert!(src.len == dst.len && src.buffer != dst.buffer, "record_copy: {src:?} into {dst:?}");
         self.flush_weight_sums_into([src, dst].into_iter());
-        self.relu_moments = None;
         self.pending.push(Command::Copy {
             src: src.buffer.clone(),
             src_offset: (src.offset * 4) as u64,
@@ -609,7 +582,6 @@ impl GpuBackend {
     /// Writes raw 32-bit words into a tensor, after everything recorded so far.
     pub fn write_words<T: Pod>(&mut self, t: &GpuTensor, data: &[T]) {
         assert_eq!(data.len(), t.len, "gpu: writing {} words into a tensor of {}", data.len(), t.len);
-        self.relu_moments = None;
         // queue.write_buffer lands before the next submit's commands: submit the recorded
         // ones first so that they still see the old contents.
         self.flush();
@@ -687,8 +659,6 @@ impl Backend for GpuBackend {
         for (_, in_use) in self.scratch.by_size.values_mut() {
             *in_use = 0;
         }
-        // Scratch handed out again may be another tensor at the same place.
-        self.relu_moments = None;
     }
     fn write(&mut self, t: &GpuTensor, data: &[f32]) {
         self.write_words(t, data);
@@ -726,84 +696,31 @@ impl Backend for GpuBackend {
     fn conv2d_backward_input(&mut self, p: &Conv2dParams, dy: &GpuTensor, w: &GpuTensor, dx: &GpuTensor) {
         conv2d::conv2d_backward_input(self, p, dy, w, dx)
     }
-    fn conv2d_backward_weight(
-        &mut self,
-        p: &Conv2dParams,
-        x: &GpuTensor,
-        dy: &GpuTensor,
-        dw: &GpuTensor,
-        db: &GpuTensor,
-    ) {
-        conv2d::conv2d_backward_weight(self, p, x, dy, dw, db)
+    fn conv2d_backward_weight(&mut self, p: &Conv2dParams, x: &GpuTensor, dy: &GpuTensor, g: ParamGrads<GpuTensor>) {
+        conv2d::conv2d_backward_weight(self, p, x, dy, g)
     }
 
-    fn batchnorm_forward_train(
-        &mut self,
-        p: &BatchNormParams,
-        x: &GpuTensor,
-        gamma: &GpuTensor,
-        beta: &GpuTensor,
-        y: &GpuTensor,
-        saved: &GpuTensor,
-        running_mean: &GpuTensor,
-        running_var: &GpuTensor,
-    ) {
-        batchnorm::batchnorm_forward_train(self, p, x, gamma, beta, y, saved, running_mean, running_var)
-    }
-    fn batchnorm_forward_eval(
-        &mut self,
-        p: &BatchNormParams,
-        x: &GpuTensor,
-        gamma: &GpuTensor,
-        beta: &GpuTensor,
-        running_mean: &GpuTensor,
-        running_var: &GpuTensor,
-        y: &GpuTensor,
-    ) {
-        batchnorm::batchnorm_forward_eval(self, p, x, gamma, beta, running_mean, running_var, y)
+    fn batchnorm_plane_moments(&mut self, p: &BatchNormParams, x: &GpuTensor, moments: &GpuTensor) {
+        batchnorm::batchnorm_plane_moments(self, p, x, moments)
     }
     fn batchnorm_statistics(
         &mut self,
         p: &BatchNormParams,
         x: &GpuTensor,
+        moments: Option<&GpuTensor>,
         saved: &GpuTensor,
-        running_mean: &GpuTensor,
-        running_var: &GpuTensor,
+        running: Running<GpuTensor>,
     ) {
-        batchnorm::batchnorm_statistics(self, p, x, saved, running_mean, running_var)
+        batchnorm::batchnorm_statistics(self, p, x, moments, saved, running)
     }
-    fn batchnorm_running_statistics(
-        &mut self,
-        p: &BatchNormParams,
-        running_mean: &GpuTensor,
-        running_var: &GpuTensor,
-        saved: &GpuTensor,
-    ) {
-        batchnorm::batchnorm_running_statistics(self, p, running_mean, running_var, saved)
+    fn batchnorm_running_statistics(&mut self, p: &BatchNormParams, running: Running<GpuTensor>, saved: &GpuTensor) {
+        batchnorm::batchnorm_running_statistics(self, p, running, saved)
     }
-    fn batchnorm_normalise(
-        &mut self,
-        p: &BatchNormParams,
-        x: &GpuTensor,
-        gamma: &GpuTensor,
-        beta: &GpuTensor,
-        saved: &GpuTensor,
-        y: &GpuTensor,
-    ) {
-        batchnorm::batchnorm_normalise(self, p, x, gamma, beta, saved, y)
+    fn batchnorm_normalise(&mut self, n: &Norm<GpuTensor>, x: &GpuTensor, y: &GpuTensor) {
+        batchnorm::batchnorm_normalise(self, n, x, y)
     }
-    fn batchnorm_backward(
-        &mut self,
-        p: &BatchNormParams,
-        x: &GpuTensor,
-        dy: &GpuTensor,
-        gamma: &GpuTensor,
-        saved: &GpuTensor,
-        dx: &GpuTensor,
-        dgamma: &GpuTensor,
-        dbeta: &GpuTensor,
-    ) {
-        batchnorm::batchnorm_backward(self, p, x, dy, gamma, saved, dx, dgamma, dbeta)
+    fn batchnorm_backward(&mut self, n: &Norm<GpuTensor>, x: &GpuTensor, dy: &GpuTensor, g: NormGrads<GpuTensor>) {
+        batchnorm::batchnorm_backward(self, n, x, dy, g)
     }
 
     fn maxpool_forward(&mut self, p: &MaxPoolParams, x: &GpuTensor, y: &GpuTensor) {
@@ -811,92 +728,6 @@ impl Backend for GpuBackend {
     }
     fn maxpool_backward(&mut self, p: &MaxPoolParams, x: &GpuTensor, dy: &GpuTensor, dx: &GpuTensor) {
         maxpool::maxpool_backward(self, p, x, dy, dx)
-    }
-    fn batchnorm_maxpool_forward(
-        &mut self,
-        pb: &BatchNormParams,
-        pp: &MaxPoolParams,
-        x: &GpuTensor,
-        gamma: &GpuTensor,
-        beta: &GpuTensor,
-        saved: &GpuTensor,
-        y: &GpuTensor,
-    ) {
-        maxpool::batchnorm_maxpool_forward(self, pb, pp, x, gamma, beta, saved, y)
-    }
-    fn batchnorm_maxpool_backward(
-        &mut self,
-        pb: &BatchNormParams,
-        pp: &MaxPoolParams,
-        x: &GpuTensor,
-        gamma: &GpuTensor,
-        beta: &GpuTensor,
-        saved: &GpuTensor,
-        dy: &GpuTensor,
-        dx: &GpuTensor,
-        dgamma: &GpuTensor,
-        dbeta: &GpuTensor,
-    ) {
-        maxpool::batchnorm_maxpool_backward(self, pb, pp, x, gamma, beta, saved, dy, dx, dgamma, dbeta)
-    }
-
-    fn batchnorm_conv2d_forward(
-        &mut self,
-        pb: &BatchNormParams,
-        pc: &Conv2dParams,
-        x: &GpuTensor,
-        gamma: &GpuTensor,
-        beta: &GpuTensor,
-        saved: &GpuTensor,
-        w: &GpuTensor,
-        b: &GpuTensor,
-        y: &GpuTensor,
-    ) {
-        conv2d::batchnorm_conv2d_forward(self, pb, pc, x, gamma, beta, saved, w, b, y)
-    }
-    fn batchnorm_conv2d_backward(
-        &mut self,
-        pb: &BatchNormParams,
-        pc: &Conv2dParams,
-        x: &GpuTensor,
-        gamma: &GpuTensor,
-        beta: &GpuTensor,
-        saved: &GpuTensor,
-        w: &GpuTensor,
-        dy: &GpuTensor,
-        dx: &GpuTensor,
-        dgamma: &GpuTensor,
-        dbeta: &GpuTensor,
-        dw: &GpuTensor,
-        db: &GpuTensor,
-    ) {
-        conv2d::batchnorm_conv2d_backward(self, pb, pc, x, gamma, beta, saved, w, dy, dx, dgamma, dbeta, dw, db)
-    }
-
-    fn conv2d_batchnorm_conv2d_backward(
-        &mut self,
-        pa: &Conv2dParams,
-        xa: &GpuTensor,
-        wa: &GpuTensor,
-        dxa: Option<&GpuTensor>,
-        dwa: &GpuTensor,
-        dba: &GpuTensor,
-        pb: &BatchNormParams,
-        z: &GpuTensor,
-        gamma: &GpuTensor,
-        beta: &GpuTensor,
-        saved: &GpuTensor,
-        pc: &Conv2dParams,
-        w: &GpuTensor,
-        dy: &GpuTensor,
-        dgamma: &GpuTensor,
-        dbeta: &GpuTensor,
-        dw: &GpuTensor,
-        db: &GpuTensor,
-    ) {
-        conv2d::conv2d_batchnorm_conv2d_backward(
-            self, pa, xa, wa, dxa, dwa, dba, pb, z, gamma, beta, saved, pc, w, dy, dgamma, dbeta, dw, db,
-        )
     }
 
     fn linear_forward(&mut self, p: &LinearParams, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor, y: &GpuTensor) {
@@ -909,35 +740,11 @@ impl Backend for GpuBackend {
         w: &GpuTensor,
         dy: &GpuTensor,
         dx: Option<&GpuTensor>,
-        dw: &GpuTensor,
-        db: &GpuTensor,
+        g: ParamGrads<GpuTensor>,
     ) {
-        linear::linear_backward(self, p, x, w, dy, dx, dw, db)
+        linear::linear_backward(self, p, (x, w, dy), dx, g)
     }
 
-    fn pair_contrastive_forward(
-        &mut self,
-        pd: &PairDistanceParams,
-        pc: &ContrastiveParams,
-        x: &GpuTensor,
-        t: &GpuTensor,
-        d: &GpuTensor,
-        loss: &GpuTensor,
-    ) {
-        contrastive::pair_contrastive_forward(self, pd, pc, x, t, d, loss)
-    }
-    fn pair_contrastive_backward(
-        &mut self,
-        pd: &PairDistanceParams,
-        pc: &ContrastiveParams,
-        x: &GpuTensor,
-        d: &GpuTensor,
-        t: &GpuTensor,
-        dloss: &GpuTensor,
-        dx: &GpuTensor,
-    ) {
-        contrastive::pair_contrastive_backward(self, pd, pc, x, d, t, dloss, dx)
-    }
     fn pair_distance_forward(&mut self, p: &PairDistanceParams, x: &GpuTensor, d: &GpuTensor) {
         distance::pair_distance_forward(self, p, x, d)
     }
@@ -963,6 +770,30 @@ impl Backend for GpuBackend {
         dd: &GpuTensor,
     ) {
         contrastive::contrastive_backward(self, p, d, t, dloss, dd)
+    }
+
+    /// Every fused op has kernels of its own here.
+    fn fused(&mut self, op: Fused<GpuTensor>) {
+        match op {
+            Fused::Conv2dMomentsForward { conv, x, y, moments } => {
+                conv2d::conv2d_moments_forward(self, conv, x, y, Some(moments))
+            }
+            Fused::BatchNormMaxPoolForward { norm, pool, x, y } => {
+                maxpool::batchnorm_maxpool_forward(self, &norm, &pool, x, y)
+            }
+            Fused::BatchNormMaxPoolBackward { norm, pool, x, dy, grads } => {
+                maxpool::batchnorm_maxpool_backward(self, &norm, &pool, (x, dy), grads)
+            }
+            Fused::BatchNormConv2dForward { norm, conv, x, y, moments } => {
+                conv2d::batchnorm_conv2d_forward(self, (norm, conv), x, y, moments)
+            }
+            Fused::BatchNormConv2dBackward(op) => conv2d::batchnorm_conv2d_backward(self, &op),
+            Fused::Conv2dBatchNormConv2dBackward(op) => conv2d::conv2d_batchnorm_conv2d_backward(self, &op),
+            Fused::PairContrastiveForward { pd, pc, x, t, d, loss } => {
+                contrastive::pair_contrastive_forward(self, (&pd, &pc), (x, t), d, loss)
+            }
+            Fused::PairContrastiveBackward(op) => contrastive::pair_contrastive_backward(self, &op),
+        }
     }
 
     fn adam_step(

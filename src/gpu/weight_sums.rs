@@ -12,7 +12,7 @@
 //! change; anything else runs at once through that kernel.
 
 use super::{GpuBackend, GpuTensor, Kernel};
-use crate::backend::VIEW_ALIGN;
+use crate::backend::{ParamGrads, VIEW_ALIGN};
 use crate::params::{ACCUMULATE_PARAMS, Conv2dParams, WEIGHT_SUMS_LAYERS, WeightSumsParams};
 
 /// Invocations per workgroup of `conv2d_backward_weight_sums` (as in shaders/conv2d.wgsl).
@@ -82,13 +82,8 @@ impl GpuBackend {
 
     /// dw and db from the partials of one conv's weight gradient (`p.chunk` images a chunk):
     /// later, with other layers', where they can wait (see the module docs), else now.
-    pub(super) fn sum_weight_partials(
-        &mut self,
-        p: &Conv2dParams,
-        partials: &GpuTensor,
-        dw: &GpuTensor,
-        db: &GpuTensor,
-    ) {
+    pub(super) fn sum_weight_partials(&mut self, p: &Conv2dParams, partials: &GpuTensor, grads: ParamGrads<GpuTensor>) {
+        let ParamGrads { dw, db } = grads;
         let in_arena = self.weight_sums.arena.as_ref() == Some(&partials.buffer);
         if !in_arena || dw.buffer != db.buffer {
             let taps = p.w_len() + p.c_out as usize;

@@ -1,4 +1,4 @@
-//! The element type of the CPU reference: f32 to compare with the GPU, f64 for gradient checks.
+//! The element type of the ops: f32 on the GPU and in the CPU reference, f64 for gradient checks.
 
 use std::fmt::{Debug, Display};
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};

@@ -1,0 +1,193 @@
+//! The fusion pass: named rules that rewrite runs of primitive nodes into fused nodes.
+//!
+//! Each rule looks at the nodes from one position on and either leaves them or replaces a
+//! run of them; the pass applies the rules in order, each over the whole list. A value that
+//! a rule makes disappear (ReLU's output inside a BatchNorm, BatchNorm's output inside a
+//! pool or conv) must have no other reader and not be kept (`Tape::keep`). Rules are about
+//! structure only: whether a backend runs a fused node in one kernel or lowers it to its
+//! primitives (src/fused.rs) is the backend's business.
+//!
+//! Adding a rule: a function here from nodes to nodes, an entry in [`RULES`], and, if it
+//! makes a new kind of node, that node in src/graph.rs and its lowering in src/lower.rs.
+
+use std::collections::HashMap;
+
+use crate::graph::{BatchNormNode, ConvNode, Handoff, Node, Var};
+
+/// What a rule may ask of the values.
+pub trait Values {
+    /// A new value of this shape.
+    fn fresh(&mut self, shape: &[usize]) -> Var;
+    /// Whether the value must stay readable after the forward pass.
+    fn kept(&self, v: Var) -> bool;
+}
+
+/// What a rule sees: the values, and how many nodes read each.
+pub struct Ctx<'v> {
+    values: &'v mut dyn Values,
+    readers: HashMap<Var, usize>,
+}
+
+impl Ctx<'_> {
+    /// Whether `v` can disappear into a fused node: read once, by that node, and not kept.
+    fn internal(&self, v: Var) -> bool {
+        self.readers.get(&v) == Some(&1) && !self.values.kept(v)
+    }
+}
+
+/// A rewrite: from `nodes[0..]`, how many nodes it replaces and with what.
+type Rewrite = fn(&[Node], &mut Ctx) -> Option<(usize, Vec<Node>)>;
+
+#[derive(Clone, Copy)]
+pub struct Rule {
+    pub name: &'static str,
+    /// Only in training (it prepares something only the backward or the statistics use).
+    pub train_only: bool,
+    rewrite: Rewrite,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Every rule, in the order the pass applies them.
+pub const RULES: [Rule; 7] = [
+    Rule { name: "relu_batchnorm", train_only: false, rewrite: relu_batchnorm },
+    Rule { name: "relu_linear", train_only: false, rewrite: relu_linear },
+    Rule { name: "batchnorm_maxpool", train_only: false, rewrite: batchnorm_maxpool },
+    Rule { name: "batchnorm_conv2d", train_only: false, rewrite: batchnorm_conv2d },
+    Rule { name: "conv2d_batchnorm_conv2d", train_only: true, rewrite: conv2d_batchnorm_conv2d },
+    Rule { name: "moments_handoff", train_only: true, rewrite: moments_handoff },
+    Rule { name: "pair_contrastive", train_only: false, rewrite: pair_contrastive },
+];
+
+/// The rule named `name`.
+pub fn rule(name: &str) -> Option<Rule> {
+    RULES.into_iter().find(|r| r.name == name)
+}
+
+/// Applies `rules` in order to `nodes`.
+pub fn fuse(mut nodes: Vec<Node>, rules: &[Rule], values: &mut dyn Values) -> Vec<Node> {
+    for rule in rules {
+        let mut i = 0;
+        while i < nodes.len() {
+            let mut ctx = Ctx { readers: readers(&nodes), values: &mut *values };
+            match (rule.rewrite)(&nodes[i..], &mut ctx) {
+                // The last node a rewrite leaves may start the next match (a conv that takes
+                // moments may hand on its own).
+                Some((replaced, with)) => drop(nodes.splice(i..i + replaced, with)),
+                None => {}
+            }
+            i += 1;
+        }
+    }
+    nodes
+}
+
+fn readers(nodes: &[Node]) -> HashMap<Var, usize> {
+    let mut readers = HashMap::new();
+    for v in nodes.iter().flat_map(Node::inputs) {
+        *readers.entry(v).or_default() += 1;
+    }
+    readers
+}
+
+/// ReLU → BatchNorm: BatchNorm reads x through the ReLU (its `relu_input`), and writes x's
+/// gradient through the ReLU's mask, so ReLU(x) never exists.
+fn relu_batchnorm(nodes: &[Node], ctx: &mut Ctx) -> Option<(usize, Vec<Node>)> {
+    let [Node::Relu { x, y }, Node::BatchNorm(bn), ..] = nodes else { return None };
+    (bn.x == *y && bn.p.relu_input == 0 && ctx.internal(*y)).then(|| {
+        let p = bn.p.with_relu_input(true);
+        (2, vec![Node::BatchNorm(BatchNormNode { x: *x, p, ..*bn })])
+    })
+}
+
+/// ReLU → Linear, through any reshape between: the linear layer reads x through the ReLU.
+fn relu_linear(nodes: &[Node], ctx: &mut Ctx) -> Option<(usize, Vec<Node>)> {
+    match nodes {
+        [Node::Relu { x, y }, Node::Linear { x: lx, w, b, y: ly, p }, ..] if lx == y && ctx.internal(*y) => {
+            let p = p.with_relu_input(true);
+            Some((2, vec![Node::Linear { x: *x, w: *w, b: *b, y: *ly, p }]))
+        }
+        [Node::Relu { x, y }, Node::Reshape { x: rx, y: ry }, Node::Linear { x: lx, w, b, y: ly, p }, ..]
+            if rx == y && lx == ry && ctx.internal(*y) && ctx.internal(*ry) =>
+        {
+            let p = p.with_relu_input(true);
+            Some((3, vec![Node::Reshape { x: *x, y: *ry }, Node::Linear { x: *ry, w: *w, b: *b, y: *ly, p }]))
+        }
+        _ => None,
+    }
+}
+
+/// BatchNorm → MaxPool: the pool reads x through the normalisation.
+fn batchnorm_maxpool(nodes: &[Node], ctx: &mut Ctx) -> Option<(usize, Vec<Node>)> {
+    let [Node::BatchNorm(bn), Node::MaxPool { x, y, p }, ..] = nodes else { return None };
+    (*x == bn.y && ctx.internal(bn.y))
+        .then(|| (2, vec![Node::BatchNormMaxPool { bn: *bn, pool: *p, y: *y, moments: None }]))
+}
+
+/// BatchNorm → Conv2d: the conv reads x through the normalisation.
+fn batchnorm_conv2d(nodes: &[Node], ctx: &mut Ctx) -> Option<(usize, Vec<Node>)> {
+    let [Node::BatchNorm(bn), Node::Conv2d(conv), ..] = nodes else { return None };
+    (conv.x == bn.y && ctx.internal(bn.y))
+        .then(|| (2, vec![Node::BatchNormConv2d { bn: *bn, conv: *conv, moments: None, hands: None }]))
+}
+
+/// Conv2d → (BatchNorm → Conv2d): one backward for both convs, which reads the first conv's
+/// output gradient through BatchNorm's backward instead of writing it.
+fn conv2d_batchnorm_conv2d(nodes: &[Node], ctx: &mut Ctx) -> Option<(usize, Vec<Node>)> {
+    let [Node::Conv2d(first), Node::BatchNormConv2d { bn, conv, moments: None, hands }, ..] = nodes else {
+        return None;
+    };
+    let only_reader = ctx.readers.get(&first.y) == Some(&1);
+    (bn.x == first.y && only_reader).then(|| {
+        let node = Node::Conv2dBatchNormConv2d { first: *first, bn: *bn, conv: *conv, hands: *hands };
+        (2, vec![node])
+    })
+}
+
+/// A node ending in a conv → a node reading its output through a BatchNorm: the conv hands
+/// the BatchNorm its output's plane moments, an explicit value between the two.
+fn moments_handoff(nodes: &[Node], ctx: &mut Ctx) -> Option<(usize, Vec<Node>)> {
+    let [producer, consumer, ..] = nodes else { return None };
+    let conv_out = |conv: &ConvNode, hands: &Option<Handoff>| hands.is_none().then_some(conv.y);
+    let y = match producer {
+        Node::BatchNormConv2d { conv, hands, .. } | Node::Conv2dBatchNormConv2d { conv, hands, .. } => {
+            conv_out(conv, hands)?
+        }
+        _ => return None,
+    };
+    let (Node::BatchNormMaxPool { bn, moments: None, .. } | Node::BatchNormConv2d { bn, moments: None, .. }) = consumer
+    else {
+        return None;
+    };
+    if bn.x != y {
+        return None;
+    }
+    let handoff = Handoff { moments: ctx.values.fresh(&[2 * (bn.p.n * bn.p.c) as usize]), p: bn.p };
+    let mut producer = producer.clone();
+    let mut consumer = consumer.clone();
+    match &mut producer {
+        Node::BatchNormConv2d { hands, .. } | Node::Conv2dBatchNormConv2d { hands, .. } => *hands = Some(handoff),
+        _ => unreachable!("matched above"),
+    }
+    match &mut consumer {
+        Node::BatchNormMaxPool { moments, .. } | Node::BatchNormConv2d { moments, .. } => {
+            *moments = Some(handoff.moments)
+        }
+        _ => unreachable!("matched above"),
+    }
+    Some((2, vec![producer, consumer]))
+}
+
+/// PairDistance → Contrastive: one kernel each way; the distances are still written.
+fn pair_contrastive(nodes: &[Node], ctx: &mut Ctx) -> Option<(usize, Vec<Node>)> {
+    let [Node::PairDistance { x, d, p: pd }, Node::Contrastive { d: cd, t, loss, p: pc }, ..] = nodes else {
+        return None;
+    };
+    let only_reader = ctx.readers.get(d) == Some(&1);
+    (cd == d && only_reader)
+        .then(|| (2, vec![Node::PairContrastive { x: *x, t: *t, d: *d, loss: *loss, pd: *pd, pc: *pc }]))
+}
