@@ -13,13 +13,45 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-use siamese::backend::Backend;
+use siamese::backend::{Backend, Conv, Norm, NormGrads, ParamGrads, Running};
 use siamese::cpu;
+use siamese::fused::{BatchNormConv2dBackward, Fused};
 use siamese::gpu::{GpuBackend, GpuTensor};
 use siamese::params::*;
 
 /// Both towers of a 128-pair batch.
 const N: usize = 256;
+
+/// A train-mode BatchNorm forward on the GPU: statistics, then the normalisation.
+fn bn_train(
+    g: &mut GpuBackend,
+    p: &BatchNormParams,
+    (x, gamma, beta): (&T, &T, &T),
+    (y, saved): (&T, &T),
+    (mean, var): (&T, &T),
+) {
+    g.batchnorm_statistics(p, x, None, saved, Running { mean, var });
+    g.batchnorm_normalise(&Norm { p: *p, gamma, beta, saved }, x, y);
+}
+
+/// The same on the CPU reference.
+#[allow(clippy::type_complexity)]
+fn cpu_bn_train(
+    p: &BatchNormParams,
+    x: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    (y, saved): (&mut [f32], &mut [f32]),
+    (mean, var): (&mut [f32], &mut [f32]),
+) {
+    cpu::batchnorm_statistics(p, x, saved, mean, var);
+    cpu::batchnorm_normalise(p, x, gamma, beta, saved, y);
+}
+
+fn grads<'a>(dx: &'a mut [f32], dgamma: &'a mut [f32], dbeta: &'a mut [f32]) -> cpu::BatchNormGrads<'a, f32> {
+    cpu::BatchNormGrads { dx, dgamma, dbeta }
+}
+
+type T = GpuTensor;
 
 fn data(len: usize, seed: u64) -> Vec<f32> {
     let mut r = Xoshiro256PlusPlus::seed_from_u64(seed);
@@ -104,7 +136,7 @@ fn conv2d(c: &mut Criterion, gpu: &mut GpuBackend, c_in: usize, hw: usize, c_out
         gpu,
         &format!("conv2d_backward_weight/{shape}"),
         flops,
-        |g| g.conv2d_backward_weight(&p, &gx, &gdy, &gdw, &gdb),
+        |g| g.conv2d_backward_weight(&p, &gx, &gdy, ParamGrads { dw: &gdw, db: &gdb }),
         || cpu::conv2d_backward_weight(&p, &x, &dy, &mut dw, &mut db),
     );
 }
@@ -125,8 +157,8 @@ fn batchnorm(c: &mut Criterion, gpu: &mut GpuBackend) {
         gpu,
         &format!("batchnorm_forward_train/{shape}"),
         bytes.clone(),
-        |g| g.batchnorm_forward_train(&p, &gx, &gg, &gb, &gy, &gsaved, &grm, &grv),
-        || cpu::batchnorm_forward_train(&p, &x, &gamma, &beta, &mut y, &mut saved, &mut rm, &mut rv),
+        |g| bn_train(g, &p, (&gx, &gg, &gb), (&gy, &gsaved), (&grm, &grv)),
+        || cpu_bn_train(&p, &x, (&gamma, &beta), (&mut y, &mut saved), (&mut rm, &mut rv)),
     );
     // The reduction reads x and dy; the input gradient reads them again and writes dx.
     bench_pair(
@@ -134,8 +166,11 @@ fn batchnorm(c: &mut Criterion, gpu: &mut GpuBackend) {
         gpu,
         &format!("batchnorm_backward/{shape}"),
         Throughput::Bytes(4 * 5 * p.len() as u64),
-        |g| g.batchnorm_backward(&p, &gx, &gdy, &gg, &gsaved, &gdx, &gdg, &gdb),
-        || cpu::batchnorm_backward(&p, &x, &dy, &gamma, &saved, &mut dx, &mut dg, &mut db),
+        |g| {
+            let norm = Norm { p, gamma: &gg, beta: &gb, saved: &gsaved };
+            g.batchnorm_backward(&norm, &gx, &gdy, NormGrads { dx: &gdx, dgamma: &gdg, dbeta: &gdb })
+        },
+        || cpu::batchnorm_backward(&p, &x, &dy, &gamma, &saved, grads(&mut dx, &mut dg, &mut db)),
     );
 }
 
@@ -218,15 +253,16 @@ fn batchnorm_maxpool(c: &mut Criterion, gpu: &mut GpuBackend) {
     group.bench_function("gpu fused", |b| {
         b.iter_custom(|iters| {
             time_gpu(gpu, iters, |g| {
-                g.batchnorm_statistics(&pb, &gx, &gsaved, &grm, &grv);
-                g.batchnorm_maxpool_forward(&pb, &pp, &gx, &gg, &gb, &gsaved, &gy)
+                g.batchnorm_statistics(&pb, &gx, None, &gsaved, Running { mean: &grm, var: &grv });
+                let norm = Norm { p: pb, gamma: &gg, beta: &gb, saved: &gsaved };
+                g.fused(Fused::BatchNormMaxPoolForward { norm, pool: pp, x: &gx, y: &gy })
             })
         })
     });
     group.bench_function("gpu apart", |b| {
         b.iter_custom(|iters| {
             time_gpu(gpu, iters, |g| {
-                g.batchnorm_forward_train(&pb, &gx, &gg, &gb, &gnormalised, &gsaved, &grm, &grv);
+                bn_train(g, &pb, (&gx, &gg, &gb), (&gnormalised, &gsaved), (&grm, &grv));
                 g.maxpool_forward(&pp, &gnormalised, &gy);
             })
         })
@@ -234,7 +270,7 @@ fn batchnorm_maxpool(c: &mut Criterion, gpu: &mut GpuBackend) {
     group.bench_function("cpu", |b| {
         b.iter_custom(|iters| {
             time_cpu(iters, || {
-                cpu::batchnorm_forward_train(&pb, &x, &gamma, &beta, &mut normalised, &mut saved, &mut rm, &mut rv);
+                cpu_bn_train(&pb, &x, (&gamma, &beta), (&mut normalised, &mut saved), (&mut rm, &mut rv));
                 cpu::maxpool_forward(&pp, &normalised, &mut y);
             })
         })
@@ -249,7 +285,9 @@ fn batchnorm_maxpool(c: &mut Criterion, gpu: &mut GpuBackend) {
     group.bench_function("gpu fused", |b| {
         b.iter_custom(|iters| {
             time_gpu(gpu, iters, |g| {
-                g.batchnorm_maxpool_backward(&pb, &pp, &gx, &gg, &gb, &gsaved, &gdy, &gdxb, &gdg, &gdb)
+                let norm = Norm { p: pb, gamma: &gg, beta: &gb, saved: &gsaved };
+                let grads = NormGrads { dx: &gdxb, dgamma: &gdg, dbeta: &gdb };
+                g.fused(Fused::BatchNormMaxPoolBackward { norm, pool: pp, x: &gx, dy: &gdy, grads })
             })
         })
     });
@@ -257,7 +295,8 @@ fn batchnorm_maxpool(c: &mut Criterion, gpu: &mut GpuBackend) {
         b.iter_custom(|iters| {
             time_gpu(gpu, iters, |g| {
                 g.maxpool_backward(&pp, &gnormalised, &gdy, &gdn);
-                g.batchnorm_backward(&pb, &gx, &gdn, &gg, &gsaved, &gdxb, &gdg, &gdb);
+                let norm = Norm { p: pb, gamma: &gg, beta: &gb, saved: &gsaved };
+                g.batchnorm_backward(&norm, &gx, &gdn, NormGrads { dx: &gdxb, dgamma: &gdg, dbeta: &gdb });
             })
         })
     });
@@ -265,7 +304,7 @@ fn batchnorm_maxpool(c: &mut Criterion, gpu: &mut GpuBackend) {
         b.iter_custom(|iters| {
             time_cpu(iters, || {
                 cpu::maxpool_backward(&pp, &normalised, &dy, &mut dx);
-                cpu::batchnorm_backward(&pb, &x, &dx, &gamma, &saved, &mut dxb, &mut dg, &mut db);
+                cpu::batchnorm_backward(&pb, &x, &dx, &gamma, &saved, grads(&mut dxb, &mut dg, &mut db));
             })
         })
     });
@@ -287,15 +326,17 @@ fn batchnorm_conv2d(c: &mut Criterion, gpu: &mut GpuBackend) {
     group.bench_function("gpu fused", |b| {
         b.iter_custom(|iters| {
             time_gpu(gpu, iters, |g| {
-                g.batchnorm_statistics(&pb, &gx, &gsaved, &grm, &grv);
-                g.batchnorm_conv2d_forward(&pb, &pc, &gx, &gg, &gb, &gsaved, &gw, &gbias, &gy)
+                g.batchnorm_statistics(&pb, &gx, None, &gsaved, Running { mean: &grm, var: &grv });
+                let norm = Norm { p: pb, gamma: &gg, beta: &gb, saved: &gsaved };
+                let conv = Conv { p: pc, w: &gw, b: &gbias };
+                g.fused(Fused::BatchNormConv2dForward { norm, conv, x: &gx, y: &gy, moments: None })
             })
         })
     });
     group.bench_function("gpu apart", |b| {
         b.iter_custom(|iters| {
             time_gpu(gpu, iters, |g| {
-                g.batchnorm_forward_train(&pb, &gx, &gg, &gb, &gnormalised, &gsaved, &grm, &grv);
+                bn_train(g, &pb, (&gx, &gg, &gb), (&gnormalised, &gsaved), (&grm, &grv));
                 g.conv2d_forward(&pc, &gnormalised, &gw, &gbias, &gy);
             })
         })
@@ -309,9 +350,14 @@ fn batchnorm_conv2d(c: &mut Criterion, gpu: &mut GpuBackend) {
     group.bench_function("gpu fused", |b| {
         b.iter_custom(|iters| {
             time_gpu(gpu, iters, |g| {
-                g.batchnorm_conv2d_backward(
-                    &pb, &pc, &gx, &gg, &gb, &gsaved, &gw, &gdy, &gdx, &gdg, &gdb, &gdw, &gdbias,
-                )
+                g.fused(Fused::BatchNormConv2dBackward(BatchNormConv2dBackward {
+                    norm: Norm { p: pb, gamma: &gg, beta: &gb, saved: &gsaved },
+                    conv: Conv { p: pc, w: &gw, b: &gbias },
+                    x: &gx,
+                    dy: &gdy,
+                    grads: NormGrads { dx: &gdx, dgamma: &gdg, dbeta: &gdb },
+                    conv_grads: ParamGrads { dw: &gdw, db: &gdbias },
+                }))
             })
         })
     });
@@ -319,8 +365,9 @@ fn batchnorm_conv2d(c: &mut Criterion, gpu: &mut GpuBackend) {
         b.iter_custom(|iters| {
             time_gpu(gpu, iters, |g| {
                 g.conv2d_backward_input(&pc, &gdy, &gw, &gdn);
-                g.conv2d_backward_weight(&pc, &gnormalised, &gdy, &gdw, &gdbias);
-                g.batchnorm_backward(&pb, &gx, &gdn, &gg, &gsaved, &gdx, &gdg, &gdb);
+                g.conv2d_backward_weight(&pc, &gnormalised, &gdy, ParamGrads { dw: &gdw, db: &gdbias });
+                let norm = Norm { p: pb, gamma: &gg, beta: &gb, saved: &gsaved };
+                g.batchnorm_backward(&norm, &gx, &gdn, NormGrads { dx: &gdx, dgamma: &gdg, dbeta: &gdb });
             })
         })
     });
@@ -348,7 +395,7 @@ fn linear_and_loss(c: &mut Criterion, gpu: &mut GpuBackend) {
         "linear_backward/256x49_to_8",
         Throughput::Elements(4 * (N * 49 * 8) as u64),
         |g| {
-            g.linear_backward(&p, &gx, &gw, &gdy, Some(&gdx), &gdw, &gdb);
+            g.linear_backward(&p, &gx, &gw, &gdy, Some(&gdx), ParamGrads { dw: &gdw, db: &gdb });
         },
         || {
             cpu::linear_backward_input(&p, &x, &dy, &w, &mut dx);

@@ -142,9 +142,22 @@ pub trait Backend {
     fn relu_backward(&mut self, y: &Self::Tensor, dy: &Self::Tensor, dx: &Self::Tensor, accumulate: u32);
 
     // --- conv2d ----------------------------------------------------------------------------
-    fn conv2d_forward(&mut self, p: &Conv2dParams, x: &Self::Tensor, w: &Self::Tensor, b: &Self::Tensor, y: &Self::Tensor);
+    fn conv2d_forward(
+        &mut self,
+        p: &Conv2dParams,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: &Self::Tensor,
+        y: &Self::Tensor,
+    );
     fn conv2d_backward_input(&mut self, p: &Conv2dParams, dy: &Self::Tensor, w: &Self::Tensor, dx: &Self::Tensor);
-    fn conv2d_backward_weight(&mut self, p: &Conv2dParams, x: &Self::Tensor, dy: &Self::Tensor, g: ParamGrads<Self::Tensor>);
+    fn conv2d_backward_weight(
+        &mut self,
+        p: &Conv2dParams,
+        x: &Self::Tensor,
+        dy: &Self::Tensor,
+        g: ParamGrads<Self::Tensor>,
+    );
 
     // --- batchnorm -------------------------------------------------------------------------
     /// Per-plane (mean, M2) of x as `p` reads it, laid out (N, C) pairs.
@@ -162,11 +175,22 @@ pub trait Backend {
     );
     /// Eval mode's, in `saved`'s layout: every tower's are the running mean and
     /// 1/√(running var + eps).
-    fn batchnorm_running_statistics(&mut self, p: &BatchNormParams, running: Running<Self::Tensor>, saved: &Self::Tensor);
+    fn batchnorm_running_statistics(
+        &mut self,
+        p: &BatchNormParams,
+        running: Running<Self::Tensor>,
+        saved: &Self::Tensor,
+    );
     /// y = BatchNorm(x) with the statistics in `n.saved`.
     fn batchnorm_normalise(&mut self, n: &Norm<Self::Tensor>, x: &Self::Tensor, y: &Self::Tensor);
     /// The backward of train mode from dy, the output's gradient (`n.beta` is not read).
-    fn batchnorm_backward(&mut self, n: &Norm<Self::Tensor>, x: &Self::Tensor, dy: &Self::Tensor, g: NormGrads<Self::Tensor>);
+    fn batchnorm_backward(
+        &mut self,
+        n: &Norm<Self::Tensor>,
+        x: &Self::Tensor,
+        dy: &Self::Tensor,
+        g: NormGrads<Self::Tensor>,
+    );
 
     // --- maxpool ---------------------------------------------------------------------------
     fn maxpool_forward(&mut self, p: &MaxPoolParams, x: &Self::Tensor, y: &Self::Tensor);
@@ -174,7 +198,14 @@ pub trait Backend {
 
     // --- linear ----------------------------------------------------------------------------
     /// y = x·Wᵀ + b, or Linear(ReLU(x)) where `p.relu_input` says so.
-    fn linear_forward(&mut self, p: &LinearParams, x: &Self::Tensor, w: &Self::Tensor, b: &Self::Tensor, y: &Self::Tensor);
+    fn linear_forward(
+        &mut self,
+        p: &LinearParams,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: &Self::Tensor,
+        y: &Self::Tensor,
+    );
     /// The gradients from dy: dx where given (by `p.accumulate`'s input bit), dw and db (by its
     /// params bit), in one pass where the backend can.
     fn linear_backward(

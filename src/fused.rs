@@ -130,7 +130,14 @@ impl<T> Fused<'_, T> {
                 let norm = Norm { p, ..op.norm };
                 let grads = NormGrads { dx: &dz, dgamma: op.dgamma, dbeta: op.dbeta };
                 let (x, dy, conv, conv_grads) = (op.z, op.dy, op.conv, op.conv_grads);
-                b.fused(Fused::BatchNormConv2dBackward(BatchNormConv2dBackward { norm, conv, x, dy, grads, conv_grads }));
+                b.fused(Fused::BatchNormConv2dBackward(BatchNormConv2dBackward {
+                    norm,
+                    conv,
+                    x,
+                    dy,
+                    grads,
+                    conv_grads,
+                }));
                 if let Some(dx) = op.dx {
                     b.conv2d_backward_input(&op.first.p, &dz, op.first.w, dx);
                 }

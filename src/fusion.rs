@@ -74,11 +74,10 @@ pub fn fuse(mut nodes: Vec<Node>, rules: &[Rule], values: &mut dyn Values) -> Ve
         let mut i = 0;
         while i < nodes.len() {
             let mut ctx = Ctx { readers: readers(&nodes), values: &mut *values };
-            match (rule.rewrite)(&nodes[i..], &mut ctx) {
-                // The last node a rewrite leaves may start the next match (a conv that takes
-                // moments may hand on its own).
-                Some((replaced, with)) => drop(nodes.splice(i..i + replaced, with)),
-                None => {}
+            // The last node a rewrite leaves may start the next match (a conv that takes
+            // moments may hand on its own).
+            if let Some((replaced, with)) = (rule.rewrite)(&nodes[i..], &mut ctx) {
+                nodes.splice(i..i + replaced, with);
             }
             i += 1;
         }

@@ -45,30 +45,77 @@ pub struct Handoff {
 pub enum Node {
     // --- primitives: what the model writes -------------------------------------------------
     Conv2d(ConvNode),
-    Relu { x: Var, y: Var },
+    Relu {
+        x: Var,
+        y: Var,
+    },
     /// `p.relu_input` set: BatchNorm(ReLU(x)), the ReLU folded in by the fusion pass.
     BatchNorm(BatchNormNode),
-    MaxPool { x: Var, y: Var, p: MaxPoolParams },
+    MaxPool {
+        x: Var,
+        y: Var,
+        p: MaxPoolParams,
+    },
     /// The same elements seen with another shape (PyTorch's `view`).
-    Reshape { x: Var, y: Var },
+    Reshape {
+        x: Var,
+        y: Var,
+    },
     /// `p.relu_input` set: Linear(ReLU(x)), the ReLU folded in by the fusion pass.
-    Linear { x: Var, w: Var, b: Var, y: Var, p: LinearParams },
+    Linear {
+        x: Var,
+        w: Var,
+        b: Var,
+        y: Var,
+        p: LinearParams,
+    },
     /// Distances (N) between the two towers stacked in x (2N, D).
-    PairDistance { x: Var, d: Var, p: PairDistanceParams },
+    PairDistance {
+        x: Var,
+        d: Var,
+        p: PairDistanceParams,
+    },
     /// Mean contrastive loss of distances d against targets t (0 = same).
-    Contrastive { d: Var, t: Var, loss: Var, p: ContrastiveParams },
+    Contrastive {
+        d: Var,
+        t: Var,
+        loss: Var,
+        p: ContrastiveParams,
+    },
 
     // --- fused: what the fusion pass makes -------------------------------------------------
     /// MaxPool(BatchNorm(x)) into `y`; BatchNorm's output `bn.y` is never written.
-    BatchNormMaxPool { bn: BatchNormNode, pool: MaxPoolParams, y: Var, moments: Option<Var> },
+    BatchNormMaxPool {
+        bn: BatchNormNode,
+        pool: MaxPoolParams,
+        y: Var,
+        moments: Option<Var>,
+    },
     /// Conv2d(BatchNorm(x)); BatchNorm's output (`bn.y`, the conv's `x`) is never written.
-    BatchNormConv2d { bn: BatchNormNode, conv: ConvNode, moments: Option<Var>, hands: Option<Handoff> },
+    BatchNormConv2d {
+        bn: BatchNormNode,
+        conv: ConvNode,
+        moments: Option<Var>,
+        hands: Option<Handoff>,
+    },
     /// conv(BatchNorm(first(x))): as `BatchNormConv2d` of first's output, whose backward runs
     /// first's too, so that first's output gradient need not be written.
-    Conv2dBatchNormConv2d { first: ConvNode, bn: BatchNormNode, conv: ConvNode, hands: Option<Handoff> },
+    Conv2dBatchNormConv2d {
+        first: ConvNode,
+        bn: BatchNormNode,
+        conv: ConvNode,
+        hands: Option<Handoff>,
+    },
     /// `PairDistance` then `Contrastive`; the distances are written as a result, but no
     /// gradient flows back through them.
-    PairContrastive { x: Var, t: Var, d: Var, loss: Var, pd: PairDistanceParams, pc: ContrastiveParams },
+    PairContrastive {
+        x: Var,
+        t: Var,
+        d: Var,
+        loss: Var,
+        pd: PairDistanceParams,
+        pc: ContrastiveParams,
+    },
 }
 
 impl Node {

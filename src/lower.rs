@@ -45,7 +45,9 @@ impl<B: Backend> Tape<'_, B> {
             Node::Reshape { .. } => unreachable!("handled above"),
             Node::Linear { x, w, b: bias, y, p } => b.linear_forward(p, t.get(*x), t.get(*w), t.get(*bias), t.get(*y)),
             Node::PairDistance { x, d, p } => b.pair_distance_forward(p, t.get(*x), t.get(*d)),
-            Node::Contrastive { d, t: target, loss, p } => b.contrastive_forward(p, t.get(*d), t.get(*target), t.get(*loss)),
+            Node::Contrastive { d, t: target, loss, p } => {
+                b.contrastive_forward(p, t.get(*d), t.get(*target), t.get(*loss))
+            }
             Node::BatchNormMaxPool { bn, pool, y, moments } => {
                 statistics(b, &t, mode, bn, moments.map(|m| t.get(m)));
                 let (norm, x, y) = (t.norm(bn, bn.p), t.get(bn.x), t.get(*y));
@@ -60,7 +62,12 @@ impl<B: Backend> Tape<'_, B> {
             Node::Conv2dBatchNormConv2d { first, bn, conv, hands } => {
                 let m = b.scratch(2 * (bn.p.n * bn.p.c) as usize);
                 let moments = Moments { p: bn.p, out: &m };
-                b.fused(Fused::Conv2dMomentsForward { conv: t.conv(first), x: t.get(first.x), y: t.get(first.y), moments });
+                b.fused(Fused::Conv2dMomentsForward {
+                    conv: t.conv(first),
+                    x: t.get(first.x),
+                    y: t.get(first.y),
+                    moments,
+                });
                 statistics(b, &t, mode, bn, Some(&m));
                 let moments = hands.map(|h| Moments { p: h.p, out: t.get(h.moments) });
                 let (norm, x, y) = (t.norm(bn, bn.p), t.get(bn.x), t.get(conv.y));
@@ -216,7 +223,13 @@ impl<B: Backend> Tape<'_, B> {
 /// A BatchNorm's statistics into `bn.saved`: the batch's in training (with the running
 /// ones' update; from x's plane moments where a node handed them over), the running ones in
 /// eval mode.
-fn statistics<B: Backend>(b: &mut B, t: &Tensors<B::Tensor>, mode: Mode, bn: &BatchNormNode, moments: Option<&B::Tensor>) {
+fn statistics<B: Backend>(
+    b: &mut B,
+    t: &Tensors<B::Tensor>,
+    mode: Mode,
+    bn: &BatchNormNode,
+    moments: Option<&B::Tensor>,
+) {
     let running = Running { mean: t.get(bn.mean), var: t.get(bn.var) };
     match mode {
         Mode::Train => b.batchnorm_statistics(&bn.p, t.get(bn.x), moments, t.get(bn.saved), running),

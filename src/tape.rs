@@ -176,7 +176,8 @@ impl<'b, B: Backend> Tape<'b, B> {
     }
 
     pub fn relu(&mut self, x: Var) -> Var {
-        let y = self.output(&self.shape(x).to_vec(), &[x]);
+        let shape = self.shape(x).to_vec();
+        let y = self.output(&shape, &[x]);
         self.pending.push(Node::Relu { x, y });
         y
     }
@@ -352,7 +353,15 @@ struct ValuesOf<'a, T>(&'a mut Vec<Value<T>>);
 impl<T> fusion::Values for ValuesOf<'_, T> {
     fn fresh(&mut self, shape: &[usize]) -> Var {
         let shape = shape.to_vec();
-        let value = Value { shape, data: None, requires_grad: false, grad: None, grad_written: false, is_param: false, kept: false };
+        let value = Value {
+            shape,
+            data: None,
+            requires_grad: false,
+            grad: None,
+            grad_written: false,
+            is_param: false,
+            kept: false,
+        };
         self.0.push(value);
         Var(self.0.len() - 1)
     }

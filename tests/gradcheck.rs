@@ -82,13 +82,14 @@ fn batchnorm_train() {
         let forward = |x: &[f64], gamma: &[f64], beta: &[f64]| {
             let (mut y, mut saved, mut rm, mut rv) =
                 (vec![0.0; p.len()], vec![0.0; p.saved_len()], vec![0.0; c], vec![1.0; c]);
-            cpu::batchnorm_forward_train(&p, x, gamma, beta, &mut y, &mut saved, &mut rm, &mut rv);
+            cpu_batchnorm_train(&p, x, (gamma, beta), (&mut y, &mut saved, &mut rm, &mut rv));
             (y, saved)
         };
         let loss = |x: &[f64], gamma: &[f64], beta: &[f64]| dot(&forward(x, gamma, beta).0, &gy);
         let saved = forward(&x, &gamma, &beta).1;
         let (mut dx, mut dg, mut db) = (vec![0.0; p.len()], vec![0.0; c], vec![0.0; c]);
-        cpu::batchnorm_backward(&p, &x, &gy, &gamma, &saved, &mut dx, &mut dg, &mut db);
+        let grads = cpu::BatchNormGrads { dx: &mut dx, dgamma: &mut dg, dbeta: &mut db };
+        cpu::batchnorm_backward(&p, &x, &gy, &gamma, &saved, grads);
         let what = format!("batchnorm {p:?}");
         check(&format!("{what} dx"), &x, &dx, |x| loss(x, &gamma, &beta));
         check(&format!("{what} dgamma"), &gamma, &dg, |g| loss(&x, g, &beta));

@@ -3,8 +3,9 @@
 //! training shapes (256 images: both towers of a 128-pair batch). Relative L2 error ≤ 1e-5.
 //! Each backward is run once writing and once accumulating into a random gradient.
 
-use siamese::backend::Backend;
+use siamese::backend::{Backend, Conv, Moments, Norm, NormGrads, ParamGrads, Running};
 use siamese::cpu;
+use siamese::fused::{BatchNormConv2dBackward, Conv2dBatchNormConv2dBackward, Fused, PairContrastiveBackward};
 use siamese::gpu::conv2d_rows::Shape;
 use siamese::gpu::{GpuBackend, GpuTensor};
 use siamese::params::*;
@@ -25,6 +26,16 @@ fn gpu_run(
     let o: Vec<_> = outputs.iter().map(|v| gpu.upload(v)).collect();
     f(gpu, &i, &o);
     o.iter().map(|t| f64s(&gpu.read(t))).collect()
+}
+
+/// A train-mode BatchNorm forward of i = [x, γ, β] into o = [y, saved, mean, var].
+fn bn_train(g: &mut GpuBackend, p: &BatchNormParams, i: &[GpuTensor], o: &[GpuTensor]) {
+    let t = BatchNormTrain { x: &i[0], gamma: &i[1], beta: &i[2], y: &o[0], saved: &o[1], mean: &o[2], var: &o[3] };
+    batchnorm_train(g, p, t);
+}
+
+fn grads<'a>(dx: &'a mut [f32], dgamma: &'a mut [f32], dbeta: &'a mut [f32]) -> cpu::BatchNormGrads<'a, f32> {
+    cpu::BatchNormGrads { dx, dgamma, dbeta }
 }
 
 fn randn(r: &mut rand::rngs::Xoshiro256PlusPlus, len: usize) -> Vec<f32> {
@@ -89,7 +100,7 @@ fn conv2d_case_on(
             let (mut dw, mut db) = (dw0.clone(), db0.clone());
             cpu::conv2d_backward_weight(&p, &x, &dy, &mut dw, &mut db);
             let got = gpu_run(gpu, &[&x, &dy], &[&dw0, &db0], |g, i, o| {
-                g.conv2d_backward_weight(&p, &i[0], &i[1], &o[0], &o[1])
+                g.conv2d_backward_weight(&p, &i[0], &i[1], ParamGrads { dw: &o[0], db: &o[1] })
             });
             assert_close(&format!("conv2d_backward_weight dw {name} accumulate={acc}"), &f64s(&dw), &got[0], TOL);
             assert_close(&format!("conv2d_backward_weight db {name} accumulate={acc}"), &f64s(&db), &got[1], TOL);
@@ -165,12 +176,12 @@ fn batchnorm_case_with(name: &str, n: usize, c: usize, hw: usize, groups: usize,
 
         let (mut y, mut saved, mut rm, mut rv) =
             (vec![0.0f32; p.len()], vec![0.0f32; p.saved_len()], rm0.clone(), rv0.clone());
-        cpu::batchnorm_forward_train(&p, &x, &gamma, &beta, &mut y, &mut saved, &mut rm, &mut rv);
+        cpu_batchnorm_train(&p, &x, (&gamma, &beta), (&mut y, &mut saved, &mut rm, &mut rv));
         let got = gpu_run(
             gpu,
             &[&x, &gamma, &beta],
             &[&vec![0.0; p.len()], &vec![0.0; p.saved_len()], &rm0, &rv0],
-            |g, i, o| g.batchnorm_forward_train(&p, &i[0], &i[1], &i[2], &o[0], &o[1], &o[2], &o[3]),
+            |g, i, o| bn_train(g, &p, i, o),
         );
         assert_close(&format!("batchnorm_forward_train y {name}"), &f64s(&y), &got[0], TOL);
         assert_close(&format!("batchnorm_forward_train saved {name}"), &f64s(&saved), &got[1], TOL);
@@ -180,7 +191,7 @@ fn batchnorm_case_with(name: &str, n: usize, c: usize, hw: usize, groups: usize,
         let mut ye = vec![0.0f32; p.len()];
         cpu::batchnorm_forward_eval(&p, &x, &gamma, &beta, &rm0, &rv0, &mut ye);
         let got = gpu_run(gpu, &[&x, &gamma, &beta, &rm0, &rv0], &[&vec![0.0; p.len()]], |g, i, o| {
-            g.batchnorm_forward_eval(&p, &i[0], &i[1], &i[2], &i[3], &i[4], &o[0])
+            batchnorm_eval(g, &p, (&i[0], &i[1], &i[2]), Running { mean: &i[3], var: &i[4] }, &o[0])
         });
         assert_close(&format!("batchnorm_forward_eval {name}"), &f64s(&ye), &got[0], TOL);
 
@@ -188,9 +199,10 @@ fn batchnorm_case_with(name: &str, n: usize, c: usize, hw: usize, groups: usize,
             let p = BatchNormParams { accumulate: acc, ..p };
             let (dx0, dg0, db0) = (randn(&mut r, p.len()), randn(&mut r, c), randn(&mut r, c));
             let (mut dx, mut dg, mut db) = (dx0.clone(), dg0.clone(), db0.clone());
-            cpu::batchnorm_backward(&p, &x, &dy, &gamma, &saved, &mut dx, &mut dg, &mut db);
+            cpu::batchnorm_backward(&p, &x, &dy, &gamma, &saved, grads(&mut dx, &mut dg, &mut db));
             let got = gpu_run(gpu, &[&x, &dy, &gamma, &saved], &[&dx0, &dg0, &db0], |g, i, o| {
-                g.batchnorm_backward(&p, &i[0], &i[1], &i[2], &i[3], &o[0], &o[1], &o[2])
+                let norm = Norm { p, gamma: &i[2], beta: &i[2], saved: &i[3] };
+                g.batchnorm_backward(&norm, &i[0], &i[1], NormGrads { dx: &o[0], dgamma: &o[1], dbeta: &o[2] })
             });
             assert_close(&format!("batchnorm_backward dx {name} accumulate={acc}"), &f64s(&dx), &got[0], TOL);
             assert_close(&format!("batchnorm_backward dgamma {name} accumulate={acc}"), &f64s(&dg), &got[1], TOL);
@@ -271,12 +283,13 @@ fn batchnorm_maxpool_case(name: &str, n: usize, c: usize, h: usize, w: usize, to
             let outputs = [vec![f32::NAN; pp.y_len()], vec![0.0; pb.saved_len()], rm0.clone(), rv0.clone()];
             let outputs: Vec<&[f32]> = outputs.iter().map(Vec::as_slice).collect();
             let fused = gpu_run(gpu, &[&x, &gamma, &beta], &outputs, |g, i, o| {
-                g.batchnorm_statistics(&pb, &i[0], &o[1], &o[2], &o[3]);
-                g.batchnorm_maxpool_forward(&pb, &pp, &i[0], &i[1], &i[2], &o[1], &o[0])
+                g.batchnorm_statistics(&pb, &i[0], None, &o[1], Running { mean: &o[2], var: &o[3] });
+                let norm = Norm { p: pb, gamma: &i[1], beta: &i[2], saved: &o[1] };
+                g.fused(Fused::BatchNormMaxPoolForward { norm, pool: pp, x: &i[0], y: &o[0] })
             });
             let apart = gpu_run(gpu, &[&x, &gamma, &beta], &outputs, |g, i, o| {
                 let normalised = g.zeros(pb.len());
-                g.batchnorm_forward_train(&pb, &i[0], &i[1], &i[2], &normalised, &o[1], &o[2], &o[3]);
+                bn_train(g, &pb, i, &[normalised.clone(), o[1].clone(), o[2].clone(), o[3].clone()]);
                 g.maxpool_forward(&pp, &normalised, &o[0]);
             });
             for (k, what) in ["y", "saved", "running_mean", "running_var"].iter().enumerate() {
@@ -284,7 +297,7 @@ fn batchnorm_maxpool_case(name: &str, n: usize, c: usize, h: usize, w: usize, to
             }
             let (mut normalised, mut saved, mut rm, mut rv) =
                 (vec![0.0f32; pb.len()], vec![0.0f32; pb.saved_len()], rm0.clone(), rv0.clone());
-            cpu::batchnorm_forward_train(&pb, &x, &gamma, &beta, &mut normalised, &mut saved, &mut rm, &mut rv);
+            cpu_batchnorm_train(&pb, &x, (&gamma, &beta), (&mut normalised, &mut saved, &mut rm, &mut rv));
             let mut y = vec![0.0f32; pp.y_len()];
             cpu::maxpool_forward(&pp, &normalised, &mut y);
             assert_close(&format!("batchnorm_maxpool_forward y {name} (CPU)"), &f64s(&y), &fused[0], TOL);
@@ -293,8 +306,9 @@ fn batchnorm_maxpool_case(name: &str, n: usize, c: usize, h: usize, w: usize, to
             let eval_outputs = [vec![f32::NAN; pp.y_len()], vec![f32::NAN; pb.saved_len()]];
             let eval_outputs: Vec<&[f32]> = eval_outputs.iter().map(Vec::as_slice).collect();
             let eval = gpu_run(gpu, &[&x, &gamma, &beta, &rm0, &rv0], &eval_outputs, |g, i, o| {
-                g.batchnorm_running_statistics(&pb, &i[3], &i[4], &o[1]);
-                g.batchnorm_maxpool_forward(&pb, &pp, &i[0], &i[1], &i[2], &o[1], &o[0])
+                g.batchnorm_running_statistics(&pb, Running { mean: &i[3], var: &i[4] }, &o[1]);
+                let norm = Norm { p: pb, gamma: &i[1], beta: &i[2], saved: &o[1] };
+                g.fused(Fused::BatchNormMaxPoolForward { norm, pool: pp, x: &i[0], y: &o[0] })
             });
             let mut normalised_eval = vec![0.0f32; pb.len()];
             cpu::batchnorm_forward_eval(&pb, &x, &gamma, &beta, &rm0, &rv0, &mut normalised_eval);
@@ -313,11 +327,13 @@ fn batchnorm_maxpool_case(name: &str, n: usize, c: usize, h: usize, w: usize, to
                 let dx0 = start(&mut r, pb.len(), ACCUMULATE_INPUT);
                 let (dg0, db0) = (start(&mut r, c, ACCUMULATE_PARAMS), start(&mut r, c, ACCUMULATE_PARAMS));
                 let (mut dx, mut dg, mut db) = (dx0.clone(), dg0.clone(), db0.clone());
-                cpu::batchnorm_backward(&pb, &x, &dnormalised, &gamma, &saved, &mut dx, &mut dg, &mut db);
+                cpu::batchnorm_backward(&pb, &x, &dnormalised, &gamma, &saved, grads(&mut dx, &mut dg, &mut db));
                 let mut dispatches = 0;
                 let got = gpu_run(gpu, &[&x, &gamma, &beta, &saved, &dy], &[&dx0, &dg0, &db0], |g, i, o| {
                     let before = g.dispatches;
-                    g.batchnorm_maxpool_backward(&pb, &pp, &i[0], &i[1], &i[2], &i[3], &i[4], &o[0], &o[1], &o[2]);
+                    let norm = Norm { p: pb, gamma: &i[1], beta: &i[2], saved: &i[3] };
+                    let grads = NormGrads { dx: &o[0], dgamma: &o[1], dbeta: &o[2] };
+                    g.fused(Fused::BatchNormMaxPoolBackward { norm, pool: pp, x: &i[0], dy: &i[4], grads });
                     dispatches = g.dispatches - before;
                 });
                 for (k, (what, want)) in [("dx", &dx), ("dgamma", &dg), ("dbeta", &db)].into_iter().enumerate() {
@@ -388,14 +404,16 @@ fn batchnorm_conv2d_case_on(
     let (mut fused_dispatches, mut apart_dispatches) = (0, 0);
     let fused = gpu_run(gpu, &inputs, &outputs, |g, i, o| {
         let before = g.dispatches;
-        g.batchnorm_statistics(&pb, &i[0], &o[1], &o[2], &o[3]);
-        g.batchnorm_conv2d_forward(&pb, &pc, &i[0], &i[1], &i[2], &o[1], &i[3], &i[4], &o[0]);
+        g.batchnorm_statistics(&pb, &i[0], None, &o[1], Running { mean: &o[2], var: &o[3] });
+        let (norm, conv) =
+            (Norm { p: pb, gamma: &i[1], beta: &i[2], saved: &o[1] }, Conv { p: pc, w: &i[3], b: &i[4] });
+        g.fused(Fused::BatchNormConv2dForward { norm, conv, x: &i[0], y: &o[0], moments: None });
         fused_dispatches = g.dispatches - before;
     });
     let apart = gpu_run(gpu, &inputs, &outputs, |g, i, o| {
         let before = g.dispatches;
         let normalised = g.zeros(pb.len());
-        g.batchnorm_forward_train(&pb, &i[0], &i[1], &i[2], &normalised, &o[1], &o[2], &o[3]);
+        bn_train(g, &pb, i, &[normalised.clone(), o[1].clone(), o[2].clone(), o[3].clone()]);
         g.conv2d_forward(&pc, &normalised, &i[3], &i[4], &o[0]);
         apart_dispatches = g.dispatches - before;
     });
@@ -405,7 +423,7 @@ fn batchnorm_conv2d_case_on(
     assert_eq!(fused_dispatches + through as u64, apart_dispatches, "batchnorm_conv2d_forward dispatches {name}");
     let (mut normalised, mut saved, mut rm, mut rv) =
         (vec![0.0f32; pb.len()], vec![0.0f32; pb.saved_len()], rm0.clone(), rv0.clone());
-    cpu::batchnorm_forward_train(&pb, &x, &gamma, &beta, &mut normalised, &mut saved, &mut rm, &mut rv);
+    cpu_batchnorm_train(&pb, &x, (&gamma, &beta), (&mut normalised, &mut saved, &mut rm, &mut rv));
     let mut y = vec![0.0f32; pc.y_len()];
     cpu::conv2d_forward(&pc, &normalised, &wt, &bias, &mut y);
     assert_close(&format!("batchnorm_conv2d_forward y {name} (CPU)"), &f64s(&y), &fused[0], TOL);
@@ -415,8 +433,10 @@ fn batchnorm_conv2d_case_on(
     let eval_outputs = [vec![f32::NAN; pc.y_len()], vec![f32::NAN; pb.saved_len()]];
     let eval_outputs: Vec<&[f32]> = eval_outputs.iter().map(Vec::as_slice).collect();
     let eval = gpu_run(gpu, &eval_inputs, &eval_outputs, |g, i, o| {
-        g.batchnorm_running_statistics(&pb, &i[5], &i[6], &o[1]);
-        g.batchnorm_conv2d_forward(&pb, &pc, &i[0], &i[1], &i[2], &o[1], &i[3], &i[4], &o[0]);
+        g.batchnorm_running_statistics(&pb, Running { mean: &i[5], var: &i[6] }, &o[1]);
+        let (norm, conv) =
+            (Norm { p: pb, gamma: &i[1], beta: &i[2], saved: &o[1] }, Conv { p: pc, w: &i[3], b: &i[4] });
+        g.fused(Fused::BatchNormConv2dForward { norm, conv, x: &i[0], y: &o[0], moments: None });
     });
     let mut normalised_eval = vec![0.0f32; pb.len()];
     cpu::batchnorm_forward_eval(&pb, &x, &gamma, &beta, &rm0, &rv0, &mut normalised_eval);
@@ -436,25 +456,30 @@ fn batchnorm_conv2d_case_on(
         let mut want = starts.clone();
         let [dx, dg, db, dw, dbias] = &mut want;
         cpu::conv2d_backward_weight(&pc, &normalised, &dy, dw, dbias);
-        cpu::batchnorm_backward(&pb, &x, &dnormalised, &gamma, &saved, dx, dg, db);
+        cpu::batchnorm_backward(&pb, &x, &dnormalised, &gamma, &saved, grads(dx, dg, db));
         let inputs = [&x, &gamma, &beta, &saved, &wt, &dy].map(Vec::as_slice);
         let outputs: Vec<&[f32]> = starts.iter().map(Vec::as_slice).collect();
         let fused = gpu_run(gpu, &inputs, &outputs, |g, i, o| {
             let before = g.dispatches;
-            g.batchnorm_conv2d_backward(
-                &pb, &pc, &i[0], &i[1], &i[2], &i[3], &i[4], &i[5], &o[0], &o[1], &o[2], &o[3], &o[4],
-            );
+            g.fused(Fused::BatchNormConv2dBackward(BatchNormConv2dBackward {
+                norm: Norm { p: pb, gamma: &i[1], beta: &i[2], saved: &i[3] },
+                conv: Conv { p: pc, w: &i[4], b: &i[4] },
+                x: &i[0],
+                dy: &i[5],
+                grads: NormGrads { dx: &o[0], dgamma: &o[1], dbeta: &o[2] },
+                conv_grads: ParamGrads { dw: &o[3], db: &o[4] },
+            }));
             fused_dispatches = g.dispatches - before;
         });
         let apart = gpu_run(gpu, &inputs, &outputs, |g, i, o| {
-            let (normalised, again, mean, var) =
-                (g.zeros(pb.len()), g.zeros(pb.saved_len()), g.zeros(c_in), g.zeros(c_in));
-            g.batchnorm_forward_train(&pb, &i[0], &i[1], &i[2], &normalised, &again, &mean, &var);
+            let normalised = g.zeros(pb.len());
+            let norm = Norm { p: pb, gamma: &i[1], beta: &i[2], saved: &i[3] };
+            g.batchnorm_normalise(&norm, &i[0], &normalised);
             let before = g.dispatches;
             let dnormalised = g.zeros(pb.len());
             g.conv2d_backward_input(&Conv2dParams { accumulate: 0, ..pc }, &i[5], &i[4], &dnormalised);
-            g.conv2d_backward_weight(&pc, &normalised, &i[5], &o[3], &o[4]);
-            g.batchnorm_backward(&pb, &i[0], &dnormalised, &i[1], &i[3], &o[0], &o[1], &o[2]);
+            g.conv2d_backward_weight(&pc, &normalised, &i[5], ParamGrads { dw: &o[3], db: &o[4] });
+            g.batchnorm_backward(&norm, &i[0], &dnormalised, NormGrads { dx: &o[0], dgamma: &o[1], dbeta: &o[2] });
             apart_dispatches = g.dispatches - before;
         });
         for (k, what) in ["dx", "dgamma", "dbeta", "dw", "db"].iter().enumerate() {
@@ -512,7 +537,7 @@ fn conv2d_batchnorm_conv2d_case(
                 (randn(&mut r, cb), randn(&mut r, cb), randn(&mut r, pc.w_len()), randn(&mut r, pc.y_len()));
             let (mut normalised, mut saved, mut rm, mut rv) =
                 (vec![0.0; pb.len()], vec![0.0; pb.saved_len()], vec![0.0; cb], vec![1.0; cb]);
-            cpu::batchnorm_forward_train(&pb, &z, &gamma, &beta, &mut normalised, &mut saved, &mut rm, &mut rv);
+            cpu_batchnorm_train(&pb, &z, (&gamma, &beta), (&mut normalised, &mut saved, &mut rm, &mut rv));
             for acc in [0, ACCUMULATE_INPUT | ACCUMULATE_PARAMS] {
                 let start = |r: &mut _, len| if acc != 0 { randn(r, len) } else { vec![f32::NAN; len] };
                 let lens = [pa.x_len(), pa.w_len(), cb, cb, cb, pc.w_len(), cc];
@@ -530,17 +555,31 @@ fn conv2d_batchnorm_conv2d_case(
                     let dxa = input_grad.then_some(&o[0]);
                     let [xa, wa, z, gamma, beta, saved, w, dy] = [0, 1, 2, 3, 4, 5, 6, 7].map(|k| &i[k]);
                     let [dwa, dba, dg, dbeta, dw, db] = [1, 2, 3, 4, 5, 6].map(|k| &o[k]);
+                    let norm = Norm { p: pb, gamma, beta, saved };
+                    let (conv, conv_grads) = (Conv { p: pc, w, b: w }, ParamGrads { dw, db });
                     if fused {
-                        g.conv2d_batchnorm_conv2d_backward(
-                            &pa, xa, wa, dxa, dwa, dba, &pb, z, gamma, beta, saved, &pc, w, dy, dg, dbeta, dw, db,
-                        );
+                        g.fused(Fused::Conv2dBatchNormConv2dBackward(Conv2dBatchNormConv2dBackward {
+                            first: Conv { p: pa, w: wa, b: wa },
+                            x: xa,
+                            dx: dxa,
+                            first_grads: ParamGrads { dw: dwa, db: dba },
+                            norm,
+                            z,
+                            dgamma: dg,
+                            dbeta,
+                            conv,
+                            dy,
+                            conv_grads,
+                        }));
                     } else {
                         let dz = g.zeros(pb.len());
-                        g.batchnorm_conv2d_backward(&pb, &pc, z, gamma, beta, saved, w, dy, &dz, dg, dbeta, dw, db);
+                        let grads = NormGrads { dx: &dz, dgamma: dg, dbeta };
+                        let op = BatchNormConv2dBackward { norm, conv, x: z, dy, grads, conv_grads };
+                        g.fused(Fused::BatchNormConv2dBackward(op));
                         if let Some(dxa) = dxa {
                             g.conv2d_backward_input(&pa, &dz, wa, dxa);
                         }
-                        g.conv2d_backward_weight(&pa, xa, &dz, dwa, dba);
+                        g.conv2d_backward_weight(&pa, xa, &dz, ParamGrads { dw: dwa, db: dba });
                     }
                     dispatches[fused as usize] = g.dispatches - before;
                 };
@@ -634,7 +673,7 @@ fn linear_case_with(name: &str, n: usize, d_in: usize, d_out: usize, towers: usi
             cpu::linear_backward_weight(&p, &x, &dy, dw, db);
             let outputs: Vec<&[f32]> = starts.iter().map(Vec::as_slice).collect();
             let got = gpu_run(gpu, &[&x, &w, &dy], &outputs, |g, i, o| {
-                g.linear_backward(&p, &i[0], &i[1], &i[2], Some(&o[0]), &o[1], &o[2])
+                g.linear_backward(&p, &i[0], &i[1], &i[2], Some(&o[0]), ParamGrads { dw: &o[1], db: &o[2] })
             });
             for (k, what) in ["dx", "dw", "db"].iter().enumerate() {
                 let what = format!("linear_backward {what} {name} accumulate={acc}");
@@ -642,7 +681,7 @@ fn linear_case_with(name: &str, n: usize, d_in: usize, d_out: usize, towers: usi
             }
             // Without dx: the same dw and db.
             let weights_only = gpu_run(gpu, &[&x, &w, &dy], &outputs[1..], |g, i, o| {
-                g.linear_backward(&p, &i[0], &i[1], &i[2], None, &o[0], &o[1])
+                g.linear_backward(&p, &i[0], &i[1], &i[2], None, ParamGrads { dw: &o[0], db: &o[1] })
             });
             assert_close(&format!("linear_backward dw {name} accumulate={acc}, no dx"), &got[1], &weights_only[0], 0.0);
             if relu {
@@ -651,7 +690,7 @@ fn linear_case_with(name: &str, n: usize, d_in: usize, d_out: usize, towers: usi
                 let apart = gpu_run(gpu, &[&x, &w, &dy], &outputs, |g, i, o| {
                     let (relu, drelu) = (g.zeros(n * d_in), g.zeros(n * d_in));
                     g.relu_forward(&i[0], &relu);
-                    g.linear_backward(&plain, &relu, &i[1], &i[2], Some(&drelu), &o[1], &o[2]);
+                    g.linear_backward(&plain, &relu, &i[1], &i[2], Some(&drelu), ParamGrads { dw: &o[1], db: &o[2] });
                     g.relu_backward(&relu, &drelu, &o[0], acc & ACCUMULATE_INPUT);
                 });
                 for (k, what) in ["dx", "dw", "db"].iter().enumerate() {
@@ -724,7 +763,7 @@ fn distance_and_loss_case(name: &str, n: usize, d: usize) {
         let mut launches = 0;
         let fused = gpu_run(gpu, &[&x, &t], &outputs, |g, i, o| {
             let before = g.dispatches;
-            g.pair_contrastive_forward(&pd, &pc, &i[0], &i[1], &o[0], &o[1]);
+            g.fused(Fused::PairContrastiveForward { pd, pc, x: &i[0], t: &i[1], d: &o[0], loss: &o[1] });
             launches = g.dispatches - before;
         });
         let apart = gpu_run(gpu, &[&x, &t], &outputs, |g, i, o| {
@@ -743,7 +782,8 @@ fn distance_and_loss_case(name: &str, n: usize, d: usize) {
             let pd = PairDistanceParams { accumulate: acc, ..pd };
             let fused = gpu_run(gpu, &[&x, &dist, &t, &dloss], &[&dx0], |g, i, o| {
                 let before = g.dispatches;
-                g.pair_contrastive_backward(&pd, &pc, &i[0], &i[1], &i[2], &i[3], &o[0]);
+                let op = PairContrastiveBackward { pd, pc, x: &i[0], d: &i[1], t: &i[2], dloss: &i[3], dx: &o[0] };
+                g.fused(Fused::PairContrastiveBackward(op));
                 launches = g.dispatches - before;
             });
             let apart = gpu_run(gpu, &[&x, &dist, &t, &dloss], &[&dx0], |g, i, o| {
@@ -833,7 +873,7 @@ fn reductions_are_bit_identical_run_to_run() {
         let run = |gpu: &mut GpuBackend| {
             let (dw, db) = (gpu.zeros(p.w_len()), gpu.zeros(4));
             let (xt, dyt) = (gpu.upload(&x), gpu.upload(&dy));
-            gpu.conv2d_backward_weight(&p, &xt, &dyt, &dw, &db);
+            gpu.conv2d_backward_weight(&p, &xt, &dyt, ParamGrads { dw: &dw, db: &db });
             let (g, b, y, saved, rm, rv) = (
                 gpu.upload(&[1.0; 4]),
                 gpu.zeros(4),
@@ -842,9 +882,11 @@ fn reductions_are_bit_identical_run_to_run() {
                 gpu.zeros(4),
                 gpu.zeros(4),
             );
-            gpu.batchnorm_forward_train(&bn, &xt, &g, &b, &y, &saved, &rm, &rv);
+            let t = BatchNormTrain { x: &xt, gamma: &g, beta: &b, y: &y, saved: &saved, mean: &rm, var: &rv };
+            batchnorm_train(gpu, &bn, t);
             let (dx, dg, dbeta) = (gpu.zeros(bn.len()), gpu.zeros(4), gpu.zeros(4));
-            gpu.batchnorm_backward(&bn, &xt, &xt, &g, &saved, &dx, &dg, &dbeta);
+            let norm = Norm { p: bn, gamma: &g, beta: &b, saved: &saved };
+            gpu.batchnorm_backward(&norm, &xt, &xt, NormGrads { dx: &dx, dgamma: &dg, dbeta: &dbeta });
             [gpu.read(&dw), gpu.read(&db), gpu.read(&saved), gpu.read(&dx), gpu.read(&dg)]
                 .concat()
                 .iter()
@@ -888,51 +930,43 @@ fn maxpool_nan_windows() {
     }
 }
 
-/// A subgroup conv forward leaves the plane statistics of ReLU(its output); a BatchNorm(ReLU)
-/// that reads that output takes them instead of its own statistics pass: the same results as
-/// the separate kernels (and the CPU), one dispatch fewer. Without 8-lane subgroups there is
-/// nothing to fuse and both runs take the separate kernels.
+/// A conv that hands its output's plane moments to the BatchNorm(ReLU) after it: the moments
+/// match the CPU reference's, and statistics taken from them match statistics taken from
+/// the output itself (on the subgroup kernels, which compute them in the conv's own launch,
+/// and on the others).
 #[test]
-fn conv_then_relu_batchnorm_shares_plane_statistics() {
-    for (c_in, side, c_out) in [(4, 14, 8), (1, 28, 4)] {
-        with_gpu("conv + relu_batchnorm", |gpu| {
-            let mut r = rng(side as u64 * 7 + c_out as u64);
-            let n = 18;
-            let pc = Conv2dParams::same(n, c_in, side, side, c_out, 3).with_towers(2);
-            let pb = BatchNormParams::new(n, c_out, side * side, 2).with_relu_input(true);
-            let (x, w, b) = (randn(&mut r, pc.x_len()), randn(&mut r, pc.w_len()), randn(&mut r, c_out));
-            let (gamma, beta) = (randn(&mut r, c_out), randn(&mut r, c_out));
-            let mut conv = vec![0.0f32; pc.y_len()];
-            cpu::conv2d_forward(&pc, &x, &w, &b, &mut conv);
-            let (mut y, mut saved, mut rm, mut rv) =
-                (vec![0.0f32; pb.len()], vec![0.0f32; pb.saved_len()], vec![0.0; c_out], vec![1.0; c_out]);
-            cpu::batchnorm_forward_train(&pb, &conv, &gamma, &beta, &mut y, &mut saved, &mut rm, &mut rv);
-
-            let available = gpu.ctx.rows_kernels;
-            let mut dispatches = Vec::new();
-            for fused in [true, false] {
-                gpu.subgroup_convs = fused && available;
-                let got = gpu_run(
-                    gpu,
-                    &[&x, &w, &b, &gamma, &beta],
-                    &[&vec![0.0; pb.len()], &vec![0.0; pb.saved_len()], &vec![0.0; c_out], &vec![1.0; c_out]],
-                    |g, i, o| {
-                        let conv = g.scratch(pc.y_len());
-                        g.conv2d_forward(&pc, &i[0], &i[1], &i[2], &conv);
-                        let before = g.dispatches;
-                        g.batchnorm_forward_train(&pb, &conv, &i[3], &i[4], &o[0], &o[1], &o[2], &o[3]);
-                        dispatches.push(g.dispatches - before);
-                    },
-                );
-                let name = format!("{c_in}->{c_out} at {side}, fused={fused}");
-                assert_close(&format!("y {name}"), &f64s(&y), &got[0], TOL);
-                assert_close(&format!("saved {name}"), &f64s(&saved), &got[1], TOL);
-                assert_close(&format!("running_var {name}"), &f64s(&rv), &got[3], TOL);
-            }
-            gpu.subgroup_convs = available;
-            let expected = if available { vec![2, 3] } else { vec![3, 3] };
-            assert_eq!(dispatches, expected, "BatchNorm dispatches after the conv (fused, separate)");
-        });
+fn conv2d_moments_forward_hands_plane_moments() {
+    for (c_in, side, c_out) in [(4, 14, 8), (1, 28, 4), (8, 7, 1)] {
+        for subgroups in [true, false] {
+            with_gpu("conv2d_moments_forward", |gpu| {
+                let available = gpu.ctx.rows_kernels;
+                gpu.subgroup_convs = subgroups && available;
+                let mut r = rng(side as u64 * 7 + c_out as u64);
+                let n = 18;
+                let pc = Conv2dParams::same(n, c_in, side, side, c_out, 3).with_towers(2);
+                let pb = BatchNormParams::new(n, c_out, side * side, 2).with_relu_input(true);
+                let (x, w, b) = (randn(&mut r, pc.x_len()), randn(&mut r, pc.w_len()), randn(&mut r, c_out));
+                let mut conv = vec![0.0f32; pc.y_len()];
+                cpu::conv2d_forward(&pc, &x, &w, &b, &mut conv);
+                let mut moments = vec![0.0f32; 2 * n * c_out];
+                cpu::batchnorm_plane_moments(&pb, &conv, &mut moments);
+                let (mut saved, mut rm, mut rv) = (vec![0.0f32; pb.saved_len()], vec![0.0; c_out], vec![1.0; c_out]);
+                cpu::batchnorm_statistics(&pb, &conv, &mut saved, &mut rm, &mut rv);
+                let outputs = [vec![f32::NAN; pc.y_len()], vec![f32::NAN; moments.len()], vec![0.0; pb.saved_len()]];
+                let outputs: Vec<&[f32]> = outputs.iter().map(Vec::as_slice).collect();
+                let name = format!("{c_in}->{c_out} at {side}, subgroups={subgroups}");
+                let got = gpu_run(gpu, &[&x, &w, &b, &vec![0.0; c_out], &vec![1.0; c_out]], &outputs, |g, i, o| {
+                    let moments = Moments { p: pb, out: &o[1] };
+                    let conv = Conv { p: pc, w: &i[1], b: &i[2] };
+                    g.fused(Fused::Conv2dMomentsForward { conv, x: &i[0], y: &o[0], moments });
+                    g.batchnorm_statistics(&pb, &o[0], Some(&o[1]), &o[2], Running { mean: &i[3], var: &i[4] });
+                });
+                assert_close(&format!("y {name}"), &f64s(&conv), &got[0], TOL);
+                assert_close(&format!("moments {name}"), &f64s(&moments), &got[1], TOL);
+                assert_close(&format!("saved {name}"), &f64s(&saved), &got[2], TOL);
+                gpu.subgroup_convs = available;
+            });
+        }
     }
 }
 
@@ -965,7 +999,7 @@ fn weight_sums_wait_and_match() {
                 if i == 3 { apart[0..2].to_vec() } else { vec![vec![0.0; p.w_len()], vec![0.0; p.c_out as usize]] };
             let start: Vec<Vec<f32>> = start.iter().map(|v: &Vec<f64>| to_f32(v)).collect();
             let got = gpu_run(gpu, &[x, dy], &[&start[0], &start[1]], |g, i, o| {
-                g.conv2d_backward_weight(&p, &i[0], &i[1], &o[0], &o[1])
+                g.conv2d_backward_weight(&p, &i[0], &i[1], ParamGrads { dw: &o[0], db: &o[1] })
             });
             if i == 3 {
                 apart.splice(0..2, got);
@@ -987,7 +1021,12 @@ fn weight_sums_wait_and_match() {
         let before = gpu.dispatches;
         for (i, &l) in calls.iter().enumerate() {
             let p = Conv2dParams { accumulate: accumulate(i), ..layers[l].0 };
-            gpu.conv2d_backward_weight(&p, &inputs[l].0, &inputs[l].1, &views[2 * l], &views[2 * l + 1]);
+            gpu.conv2d_backward_weight(
+                &p,
+                &inputs[l].0,
+                &inputs[l].1,
+                ParamGrads { dw: &views[2 * l], db: &views[2 * l + 1] },
+            );
         }
         gpu.sync();
         // Four weight-gradient launches; the three first sums in one launch, before the fourth

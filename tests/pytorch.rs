@@ -8,10 +8,10 @@
 
 use std::collections::BTreeMap;
 
-use siamese::backend::{Backend, DeviceTensor};
+use siamese::backend::{Backend, DeviceTensor, Norm, NormGrads, ParamGrads, Running};
 use siamese::cpu::{CpuBackend, Float};
 use siamese::gpu::GpuBackend;
-use siamese::model::{FEATURE_NET, SiameseNet, Traced, Weights};
+use siamese::model::{FEATURE_NET, SiameseNet, Weights};
 use siamese::optim::Adam;
 use siamese::params::*;
 use siamese::tape::{Mode, Tape};
@@ -61,7 +61,7 @@ fn ops_fixture_on<B: Backend>(b: &mut B, fx: &Fixture, tol: f64, report: &mut Re
     let (y, gx, gw, gb) = (b.zeros(p.y_len()), b.zeros(p.x_len()), b.zeros(p.w_len()), b.zeros(4));
     b.conv2d_forward(&p, &x, &w, &bias, &y);
     b.conv2d_backward_input(&p, &gy, &w, &gx);
-    b.conv2d_backward_weight(&p, &x, &gy, &gw, &gb);
+    b.conv2d_backward_weight(&p, &x, &gy, ParamGrads { dw: &gw, db: &gb });
     for (key, t) in [("y", &y), ("gx", &gx), ("gw", &gw), ("gb", &gb)] {
         report.check("conv2d", &format!("{name} conv2d.{key}"), &fx.get(&format!("conv2d.{key}")), &read(b, t), tol);
     }
@@ -70,10 +70,15 @@ fn ops_fixture_on<B: Backend>(b: &mut B, fx: &Fixture, tol: f64, report: &mut Re
     let (x, gamma, beta, gy) = (t("bn.x"), t("bn.gamma"), t("bn.beta"), t("bn.gy"));
     let p = BatchNormParams::new(4, 3, 36, 1);
     let (y, saved, rm, rv) = (b.zeros(p.len()), b.zeros(p.saved_len()), b.zeros(3), b.upload(&[B::Elem::ONE; 3]));
-    b.batchnorm_forward_train(&p, &x, &gamma, &beta, &y, &saved, &rm, &rv);
+    batchnorm_train(
+        b,
+        &p,
+        BatchNormTrain { x: &x, gamma: &gamma, beta: &beta, y: &y, saved: &saved, mean: &rm, var: &rv },
+    );
     let (gx, gg, gbeta, ye) = (b.zeros(p.len()), b.zeros(3), b.zeros(3), b.zeros(p.len()));
-    b.batchnorm_backward(&p, &x, &gy, &gamma, &saved, &gx, &gg, &gbeta);
-    b.batchnorm_forward_eval(&p, &x, &gamma, &beta, &rm, &rv, &ye);
+    let norm = Norm { p, gamma: &gamma, beta: &beta, saved: &saved };
+    b.batchnorm_backward(&norm, &x, &gy, NormGrads { dx: &gx, dgamma: &gg, dbeta: &gbeta });
+    batchnorm_eval(b, &p, (&x, &gamma, &beta), Running { mean: &rm, var: &rv }, &ye);
     for (key, t) in [
         ("y", &y),
         ("gx", &gx),
@@ -107,7 +112,7 @@ fn ops_fixture_on<B: Backend>(b: &mut B, fx: &Fixture, tol: f64, report: &mut Re
     let p = LinearParams::new(5, 49, 8);
     let (y, gx, gw, gb) = (b.zeros(40), b.zeros(5 * 49), b.zeros(8 * 49), b.zeros(8));
     b.linear_forward(&p, &x, &w, &bias, &y);
-    b.linear_backward(&p, &x, &w, &gy, Some(&gx), &gw, &gb);
+    b.linear_backward(&p, &x, &w, &gy, Some(&gx), ParamGrads { dw: &gw, db: &gb });
     for (key, t) in [("y", &y), ("gx", &gx), ("gw", &gw), ("gb", &gb)] {
         report.check("linear", &format!("{name} linear.{key}"), &fx.get(&format!("linear.{key}")), &read(b, t), tol);
     }
@@ -199,7 +204,8 @@ fn check_state<B: Backend>(b: &mut B, weights: &Weights<B>, fx: &Fixture, prefix
 }
 
 /// One forward and backward of the 16 fixture pairs (both towers in one stacked batch, with
-/// per-tower BatchNorm statistics), then an Adam step; `step` 1 checks every activation too.
+/// per-tower BatchNorm statistics), then an Adam step. Step 1 runs every layer as the model
+/// writes it and checks every activation too; step 2 runs fused, as training does.
 #[allow(clippy::too_many_arguments)]
 fn train_step<B: Backend>(
     b: &mut B,
@@ -214,7 +220,7 @@ fn train_step<B: Backend>(
     let name = b.name();
     b.reset_scratch();
     let images = [fx.get("input.img1"), fx.get("input.img2")].concat();
-    let mut tape = Tape::new(b, Mode::Train);
+    let mut tape = if step == 1 { Tape::with_rules(b, Mode::Train, &[]) } else { Tape::new(b, Mode::Train) };
     let x = upload(tape.backend(), &images);
     let x = tape.input(x, &[32, 1, 28, 28]);
     let t = upload(tape.backend(), &fx.get("input.target"));
@@ -234,29 +240,8 @@ fn train_step<B: Backend>(
         tol,
     );
     if step == 1 {
-        for (k, &traced) in layers.iter().enumerate() {
-            // A ReLU folded into the BatchNorm after it is checked as ReLU of its input, a
-            // BatchNorm folded into the max-pool after it as its output computed here.
-            let a = match traced {
-                Traced::Value(v) => out(&mut tape, v),
-                Traced::ReluOf(v) => out(&mut tape, v).into_iter().map(|x| x.max(0.0)).collect(),
-                Traced::BatchNormOf { x, gamma, beta, saved } => {
-                    let s = tape.shape(x).to_vec();
-                    let (n, c, hw) = (s[0], s[1], s[2] * s[3]);
-                    let (g, b, saved) = (out(&mut tape, gamma), out(&mut tape, beta), out(&mut tape, saved));
-                    let towers = saved.len() / (2 * c);
-                    let x = out(&mut tape, x);
-                    x.iter()
-                        .enumerate()
-                        .map(|(i, v)| {
-                            let (plane, ch) = (i / hw, i / hw % c);
-                            let t = plane / c / (n / towers);
-                            let (mean, invstd) = (saved[t * c + ch], saved[(towers + t) * c + ch]);
-                            (v.max(0.0) - mean) * invstd * g[ch] + b[ch]
-                        })
-                        .collect()
-                }
-            };
+        for (k, &v) in layers.iter().enumerate() {
+            let a = out(&mut tape, v);
             let half = a.len() / 2;
             let group = format!("activations ({:?})", FEATURE_NET[k]).replace(" { ", "(").replace(" }", ")");
             report.check(&group, &format!("{name} act1.{k}"), &fx.get(&format!("act1.{k}")), &a[..half], tol);

@@ -1,10 +1,13 @@
 //! The tape: a value used twice receives the sum of both gradients; eval mode uses the running
-//! statistics, records nothing and leaves the running statistics alone.
+//! statistics, records nothing and leaves the running statistics alone; every fusion rule gives
+//! what the primitives it replaces give.
 
 use siamese::backend::{Backend, DeviceTensor};
 use siamese::cpu::{self, CpuBackend};
+use siamese::fusion::{RULES, Rule};
 use siamese::gpu::GpuBackend;
-use siamese::model::{SiameseNet, Traced, Weights};
+use siamese::graph::Node;
+use siamese::model::{SiameseNet, Weights};
 use siamese::params::BatchNormParams;
 use siamese::tape::{Mode, Tape};
 
@@ -81,27 +84,19 @@ fn eval_mode_uses_running_statistics_and_records_nothing() {
     let x = tape.backend().upload(&images);
     let x = tape.input(x, &[3, 1, 28, 28]);
     let (emb, layers) = net.forward_layers(&mut tape, &weights, x, 1);
-    assert_eq!(tape.len(), 0, "eval mode recorded ops");
-    // Layer 2 is BatchNorm over layer 1, the ReLU of layer 0 (folded into the BatchNorm), both
-    // read through by the conv after them: it must use the running statistics.
-    let (Traced::ReluOf(h0), Traced::BatchNormOf { saved, .. }) = (layers[1], layers[2]) else {
-        panic!("the model's first ReLU and BatchNorm run inside the conv after them: {:?}", &layers[..3]);
-    };
-    let (h0, saved) = (tape.data(h0).clone(), tape.data(saved).clone());
+    // Layer 2 is BatchNorm over layer 1, the ReLU of layer 0: kept, so that fusion leaves it.
+    let (h0, bn) = (tape.keep(layers[0]), tape.keep(layers[2]));
+    let (h0, bn) = (tape.data(h0).clone(), tape.data(bn).clone());
+    assert_eq!(tape.len(), 0, "eval mode kept nodes");
     let emb_all = tape.data(emb).clone();
     drop(tape);
-    let p = BatchNormParams::new(3, 4, 784, 1);
+    let p = BatchNormParams::new(3, 4, 784, 1).with_relu_input(true);
     let e = weights.layout.get("feature_net.2.weight");
     let pv = cpu.read(&weights.params);
     let (gamma, beta) = (&pv[e.offset..][..4], &pv[weights.layout.get("feature_net.2.bias").offset..][..4]);
-    let invstd = (1.0 / (2.0f64 + 1e-5).sqrt()) as f32;
-    assert_eq!(cpu.read(&saved), [[0.3; 4], [invstd; 4]].concat(), "eval BatchNorm statistics");
-    let (h0, saved) = (cpu.read(&h0), cpu.read(&saved));
-    let (mut want, mut got) = (vec![0.0f32; p.len()], vec![0.0f32; p.len()]);
-    let p = p.with_relu_input(true);
-    cpu::batchnorm_forward_eval(&p, &h0, gamma, beta, &[0.3; 4], &[2.0; 4], &mut want);
-    cpu::batchnorm_normalise(&p, &h0, gamma, beta, &saved, &mut got);
-    assert_close("eval BatchNorm output", &f64s(&want), &f64s(&got), 1e-6);
+    let mut want = vec![0.0f32; p.len()];
+    cpu::batchnorm_forward_eval(&p, &cpu.read(&h0), gamma, beta, &[0.3; 4], &[2.0; 4], &mut want);
+    assert_close("eval BatchNorm output", &f64s(&want), &f64s(&cpu.read(&bn)), 1e-6);
     assert_eq!(cpu.read(&weights.buffers), before, "eval mode changed the running statistics");
 
     // Without batch statistics an image's embedding does not depend on its batch.
@@ -114,4 +109,55 @@ fn eval_mode_uses_running_statistics_and_records_nothing() {
     drop(tape);
     assert_close("eval embedding alone vs in a batch", &f64s(&emb_all[8..16]), &f64s(&cpu.read(&e1)), 0.0);
     assert!(weights.grads.len() == weights.layout.len);
+}
+
+/// One training step of the tutorial's network (16 pairs) on backend `b` with `rules`:
+/// the loss, the distances, every gradient, the running statistics after it, and the nodes run.
+fn step_with<B: Backend>(b: &mut B, rules: &[Rule]) -> (Vec<Vec<f64>>, Vec<Node>) {
+    let net = SiameseNet::new(8);
+    let (params, buffers) = net.init(5);
+    let weights = Weights::new(b, net, &params, &buffers);
+    let mut r = rng(23);
+    let to = |v: &[f64]| v.iter().map(|&x| <B::Elem as cpu::Float>::from_f64(x)).collect::<Vec<_>>();
+    let back = |v: Vec<B::Elem>| v.iter().map(|x| cpu::Float::to_f64(*x)).collect::<Vec<f64>>();
+    let images = to(&uniform(&mut r, 32 * 784, 0.0, 1.0));
+    let targets = to(&(0..16).map(|i| (i % 2) as f64).collect::<Vec<_>>());
+    let mut tape = Tape::with_rules(b, Mode::Train, rules);
+    let x = tape.backend().upload(&images);
+    let x = tape.input(x, &[32, 1, 28, 28]);
+    let t = tape.backend().upload(&targets);
+    let t = tape.input(t, &[16]);
+    let (loss, d) = net.loss(&mut tape, &weights, x, t, 2.0);
+    tape.backward(loss);
+    let (loss, d) = (tape.read(loss), tape.read(d));
+    let nodes = tape.nodes().to_vec();
+    drop(tape);
+    let out = vec![back(loss), back(d), back(b.read(&weights.grads)), back(b.read(&weights.buffers))];
+    (out, nodes)
+}
+
+/// Each fusion rule alone, and all of them, against no fusion: the same loss, distances,
+/// gradients and running statistics, on the CPU reference (exactly: its fused ops are its
+/// primitives) and on the GPU (within what its kernels' other summation orders allow). Each
+/// rule must fire on the tutorial's network.
+#[test]
+fn every_fusion_rule_matches_its_primitives() {
+    fn check<B: Backend>(b: &mut B, tol: f64) {
+        let (want, plain) = step_with(b, &[]);
+        let mut cases: Vec<(String, Vec<Rule>)> = RULES.iter().map(|r| (r.name.to_string(), vec![*r])).collect();
+        cases.push(("all".into(), RULES.to_vec()));
+        for (name, rules) in cases {
+            // A rule may need the ones before it to make what it matches.
+            let upto = RULES.iter().position(|r| r.name == name).map_or(RULES.len(), |k| k + 1);
+            let rules = if rules.len() == 1 { RULES[..upto].to_vec() } else { rules };
+            let (got, nodes) = step_with(b, &rules);
+            let before = if upto > 1 && name != "all" { step_with(b, &RULES[..upto - 1]).1 } else { plain.clone() };
+            assert_ne!(nodes, before, "rule {name} did not fire on the tutorial's network");
+            for (k, what) in ["loss", "distances", "gradients", "running statistics"].iter().enumerate() {
+                assert_close(&format!("{} rules up to {name}: {what}", b.name()), &want[k], &got[k], tol);
+            }
+        }
+    }
+    check(&mut CpuBackend::<f64>::new(), 0.0);
+    with_gpu("fusion rules", |gpu: &mut GpuBackend| check(gpu, 1e-5));
 }

@@ -5,7 +5,9 @@ use std::sync::{Mutex, OnceLock};
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
+use siamese::backend::{Backend, Norm, Running};
 use siamese::gpu::GpuBackend;
+use siamese::params::BatchNormParams;
 
 /// ‖got − want‖₂ / ‖want‖₂ (or the plain norm of the difference when want is all zeros).
 pub fn rel_l2(want: &[f64], got: &[f64]) -> f64 {
@@ -143,4 +145,49 @@ pub fn gpu_available(test: &str) -> bool {
     assert!(std::env::var_os("CI").is_none(), "CI is set and there is no GPU adapter");
     eprintln!("SKIPPED {test}: no wgpu adapter (install mesa-vulkan-drivers for a software one)");
     false
+}
+
+/// The tensors of one BatchNorm call in train mode: input, γ, β, output, saved statistics,
+/// running mean and variance.
+pub struct BatchNormTrain<'a, T> {
+    pub x: &'a T,
+    pub gamma: &'a T,
+    pub beta: &'a T,
+    pub y: &'a T,
+    pub saved: &'a T,
+    pub mean: &'a T,
+    pub var: &'a T,
+}
+
+/// A train-mode BatchNorm forward on any backend: its statistics, then the normalisation.
+pub fn batchnorm_train<B: Backend>(b: &mut B, p: &BatchNormParams, t: BatchNormTrain<B::Tensor>) {
+    b.batchnorm_statistics(p, t.x, None, t.saved, Running { mean: t.mean, var: t.var });
+    b.batchnorm_normalise(&Norm { p: *p, gamma: t.gamma, beta: t.beta, saved: t.saved }, t.x, t.y);
+}
+
+/// The same on the CPU reference's slices.
+#[allow(clippy::type_complexity)]
+pub fn cpu_batchnorm_train<F: siamese::float::Float>(
+    p: &BatchNormParams,
+    x: &[F],
+    gb: (&[F], &[F]),
+    t: (&mut [F], &mut [F], &mut [F], &mut [F]),
+) {
+    let (y, saved, mean, var) = t;
+    siamese::cpu::batchnorm_statistics(p, x, saved, mean, var);
+    siamese::cpu::batchnorm_normalise(p, x, gb.0, gb.1, saved, y);
+}
+
+/// An eval-mode BatchNorm forward on any backend: the running statistics, then the
+/// normalisation.
+pub fn batchnorm_eval<B: Backend>(
+    b: &mut B,
+    p: &BatchNormParams,
+    (x, gamma, beta): (&B::Tensor, &B::Tensor, &B::Tensor),
+    running: Running<B::Tensor>,
+    y: &B::Tensor,
+) {
+    let saved = b.scratch(p.saved_len());
+    b.batchnorm_running_statistics(p, running, &saved);
+    b.batchnorm_normalise(&Norm { p: *p, gamma, beta, saved: &saved }, x, y);
 }

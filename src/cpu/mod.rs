@@ -13,12 +13,12 @@ mod linear;
 mod maxpool;
 mod optim;
 
+pub use crate::float::{Float, decimal, store};
 pub use batchnorm::*;
 pub use contrastive::*;
 pub use conv2d::*;
 pub use distance::*;
 pub use elementwise::*;
-pub use crate::float::{Float, decimal, store};
 pub use linear::*;
 pub use maxpool::*;
 pub use optim::*;
@@ -198,14 +198,7 @@ impl<F: Float> Backend for CpuBackend<F> {
         update(dx, |dx| maxpool_backward(p, &x, &dy, dx));
     }
 
-    fn linear_forward(
-        &mut self,
-        p: &LinearParams,
-        x: &Tensor<F>,
-        w: &Tensor<F>,
-        b: &Tensor<F>,
-        y: &Tensor<F>,
-    ) {
+    fn linear_forward(&mut self, p: &LinearParams, x: &Tensor<F>, w: &Tensor<F>, b: &Tensor<F>, y: &Tensor<F>) {
         let (x, w, b) = (get(x), get(w), get(b));
         update(y, |y| linear_forward(p, &x, &w, &b, y));
     }

@@ -95,7 +95,12 @@ pub fn batchnorm_backward(
 }
 
 /// The first pass of a backward: each plane's (Σdy, Σdy·x̂).
-pub fn batchnorm_backward_planes(gpu: &mut GpuBackend, norm: &Norm<GpuTensor>, x: &GpuTensor, dy: &GpuTensor) -> GpuTensor {
+pub fn batchnorm_backward_planes(
+    gpu: &mut GpuBackend,
+    norm: &Norm<GpuTensor>,
+    x: &GpuTensor,
+    dy: &GpuTensor,
+) -> GpuTensor {
     let p = &norm.p;
     let plane_sums = gpu.scratch(2 * planes(p));
     gpu.dispatch(Kernel::BatchNormBackwardPlane, p, &[x, dy, norm.saved, &plane_sums], plane_groups(p));

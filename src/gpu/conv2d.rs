@@ -167,7 +167,11 @@ fn conv2d_backward_input_sums(
 /// into `dn`, the weight and bias gradients (then reduced into dw and db as usual), and
 /// returned, BatchNorm's backward plane sums, all as the two kernels it replaces would give
 /// them. dn is written, never added.
-fn conv2d_backward_rows(gpu: &mut GpuBackend, op: &BatchNormConv2dBackward<GpuTensor>, dn: &GpuTensor) -> Option<GpuTensor> {
+fn conv2d_backward_rows(
+    gpu: &mut GpuBackend,
+    op: &BatchNormConv2dBackward<GpuTensor>,
+    dn: &GpuTensor,
+) -> Option<GpuTensor> {
     let p = &op.conv.p;
     let s = through_shape(gpu, p)?;
     if s.ic != s.oc || !s.w.is_multiple_of(2) || !(s.h * s.w).is_multiple_of(4) {
@@ -343,7 +347,11 @@ pub fn batchnorm_conv2d_backward(gpu: &mut GpuBackend, op: &BatchNormConv2dBackw
 /// All of that backward but BatchNorm's dx: the conv's input gradient (BatchNorm's dy) into
 /// `dn`, the conv's dw and db, BatchNorm's dgamma and dbeta; returns the towers' (Σdn, Σdn·x̂)
 /// that BatchNorm's dx takes.
-fn batchnorm_conv2d_backward_head(gpu: &mut GpuBackend, op: &BatchNormConv2dBackward<GpuTensor>, dn: &GpuTensor) -> GpuTensor {
+fn batchnorm_conv2d_backward_head(
+    gpu: &mut GpuBackend,
+    op: &BatchNormConv2dBackward<GpuTensor>,
+    dn: &GpuTensor,
+) -> GpuTensor {
     let (norm, p, x) = (&op.norm, &op.conv.p, op.x);
     let (dgamma, dbeta) = (op.grads.dgamma, op.grads.dbeta);
     if let Some(planes) = conv2d_backward_rows(gpu, op, dn) {

@@ -30,8 +30,8 @@ use bytemuck::Pod;
 use wgpu::util::DeviceExt;
 
 use crate::backend::{Backend, DeviceTensor, Norm, NormGrads, ParamGrads, Running, VIEW_ALIGN};
-use crate::fused::Fused;
 use crate::error::Result;
+use crate::fused::Fused;
 use crate::params::*;
 use kernel::Pipelines;
 
