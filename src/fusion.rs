@@ -72,12 +72,16 @@ pub fn rule(name: &str) -> Option<Rule> {
 pub fn fuse(mut nodes: Vec<Node>, rules: &[Rule], values: &mut dyn Values) -> Vec<Node> {
     for rule in rules {
         let mut i = 0;
+        let mut readers = readers(&nodes);
         while i < nodes.len() {
-            let mut ctx = Ctx { readers: readers(&nodes), values: &mut *values };
+            let mut ctx = Ctx { readers, values: &mut *values };
             // The last node a rewrite leaves may start the next match (a conv that takes
             // moments may hand on its own).
-            if let Some((replaced, with)) = (rule.rewrite)(&nodes[i..], &mut ctx) {
+            let rewrite = (rule.rewrite)(&nodes[i..], &mut ctx);
+            readers = ctx.readers;
+            if let Some((replaced, with)) = rewrite {
                 nodes.splice(i..i + replaced, with);
+                readers = self::readers(&nodes);
             }
             i += 1;
         }

@@ -1,5 +1,5 @@
 //! The CPU reference (f32 and f64) and the GPU against PyTorch's own outputs and gradients
-//! (tests/fixtures, made by ../shared/reference/make_fixtures.py): every op of ops_fixture,
+//! (tests/fixtures, made by scripts/make_fixtures.py): every op of ops_fixture,
 //! and one whole training step plus two Adam steps of parity_fixture.
 //!
 //! f32 runs are compared with PyTorch's f32 results; the f64 reference with PyTorch's f64
