@@ -1,4 +1,4 @@
-//! Prints the WGSL of one generated conv kernel (src/gpu/conv2d_rows.rs), as `bench --launches`
+//! Prints the WGSL of one generated conv kernel (src/gpu/llvmpipe/), as `bench --launches`
 //! and `bench --compile` name it:
 //!
 //!     cargo run --release --example generated_kernel -- conv2d_backward_rows 8 8 14 14 3 2
@@ -8,8 +8,8 @@
 
 use std::io::Write;
 
-use siamese::gpu::conv2d_rows;
 use siamese::gpu::kernel::{Kernel, Shader};
+use siamese::gpu::llvmpipe as conv2d_rows;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

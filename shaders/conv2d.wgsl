@@ -2,7 +2,7 @@
 // gradient, and the weight and bias gradients as a two-stage reduction (no atomics, so the
 // result is the same bits on every run).
 // Mirrors src/cpu/conv2d.rs (reference) and src/gpu/conv2d.rs (launchers). Where subgroups
-// are 8 lanes (llvmpipe), the launchers take the subgroup kernels src/gpu/conv2d_rows.rs
+// are 8 lanes (llvmpipe), the launchers take the subgroup kernels src/gpu/llvmpipe/
 // writes per layer shape instead of the fast path below.
 //
 // entry point                       bindings 1.. (binding 0: Conv2dParams)

@@ -85,7 +85,7 @@ pub fn profile_table(profile: &Profile, steps: usize) -> String {
 }
 
 /// The same time by launch: each kernel with its specialisation (for the generated conv
-/// kernels, the layer's shape and the pass: src/gpu/conv2d_rows.rs), slowest first.
+/// kernels, the layer's shape and the pass: src/gpu/llvmpipe/), slowest first.
 pub fn launch_table(profile: &Profile, steps: usize) -> String {
     let total = profile.total_ns().max(1.0);
     let mut rows = profile.launches.clone();

@@ -6,7 +6,7 @@
 use siamese::backend::{Backend, Conv, Moments, Norm, NormGrads, ParamGrads, Running};
 use siamese::cpu;
 use siamese::fused::{BatchNormConv2dBackward, Conv2dBatchNormConv2dBackward, Fused, PairContrastiveBackward};
-use siamese::gpu::conv2d_rows::Shape;
+use siamese::gpu::llvmpipe::Shape;
 use siamese::gpu::{GpuBackend, GpuTensor};
 use siamese::params::*;
 

@@ -2,11 +2,11 @@
 //! generated kernel at every layer shape of the model parses and validates with naga, and every
 //! kernel the Rust side launches names an entry point that exists.
 
-use siamese::gpu::conv2d_rows::{self, Mode, Shape, Through};
+use siamese::gpu::llvmpipe::{self, Mode, Shape, Through};
 use siamese::gpu::{Access, Kernel, Shader};
 
 /// The files in shaders/ run on any adapter with subgroups; on llvmpipe they and the generated
-/// kernels hold runs of four floats as 64-bit integers (shaders/packed_u64.wgsl).
+/// kernels hold runs of four floats as 64-bit integers (shaders/llvmpipe/packed_u64.wgsl).
 fn validator(int64: bool) -> naga::valid::Validator {
     let mut caps = naga::valid::Capabilities::SUBGROUP;
     if int64 {
@@ -92,7 +92,7 @@ fn kernel_modules(kernel: Kernel) -> Vec<naga::Module> {
     }
     let specs = generated_specs(kernel);
     assert!(!specs.is_empty(), "{kernel:?}: no shapes to check");
-    specs.iter().map(|spec| parse(&format!("{kernel:?} {spec:?}"), &conv2d_rows::source(kernel, spec), true)).collect()
+    specs.iter().map(|spec| parse(&format!("{kernel:?} {spec:?}"), &llvmpipe::source(kernel, spec), true)).collect()
 }
 
 #[test]

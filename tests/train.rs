@@ -107,7 +107,7 @@ fn warm_up_builds_every_pipeline_a_run_uses() {
     }
 }
 
-/// The warm-up has a second device compile the step's kernels ahead (src/gpu/compile_ahead.rs)
+/// The warm-up has a second device compile the step's kernels ahead (src/gpu/llvmpipe/compile_ahead.rs)
 /// by running each once on placeholder buffers with zeroed parameters: every kernel of a
 /// training step and of evaluation must accept that, or the first device compiles alone.
 #[test]

@@ -48,7 +48,7 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// Whether GPU timestamps can time each dispatch (for profiles and benchmarks).
     pub timestamps: bool,
-    /// Whether the subgroup conv kernels (src/gpu/conv2d_rows.rs) can run: they need
+    /// Whether the subgroup conv kernels (src/gpu/llvmpipe/) can run: they need
     /// subgroups of exactly 8 lanes (llvmpipe) and 64-bit integers (rows held as u64s).
     pub rows_kernels: bool,
     /// The first error the device reported; surfaced at the next synchronisation.
@@ -129,8 +129,8 @@ impl GpuContext {
         let info = adapter.get_info();
         let rows_features = wgpu::Features::SUBGROUP | wgpu::Features::SHADER_INT64;
         let rows_kernels = adapter.features().contains(rows_features)
-            && info.subgroup_min_size == super::conv2d_rows::LANES
-            && info.subgroup_max_size == super::conv2d_rows::LANES;
+            && info.subgroup_min_size == super::llvmpipe::LANES
+            && info.subgroup_max_size == super::llvmpipe::LANES;
         let mut features = if timestamps { timestamp_features } else { wgpu::Features::empty() };
         if rows_kernels {
             features |= rows_features;

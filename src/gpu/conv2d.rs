@@ -2,7 +2,7 @@
 //! gradient, weight and bias gradients.
 //!
 //! Three tiers, the first that covers the shape wins: the subgroup kernels of
-//! src/gpu/conv2d_rows.rs (8-lane subgroups and 64-bit integers, 4 or 8 output channels, "same" padding); the
+//! src/gpu/llvmpipe/ (8-lane subgroups and 64-bit integers, 4 or 8 output channels, "same" padding); the
 //! tiled kernels, specialised per shape (planes of a multiple of 4 pixels, at most 8
 //! channels in and out, K ≤ 5); the plain one-output-per-invocation kernels.
 //!
@@ -13,7 +13,7 @@ use super::batchnorm::{
     batchnorm_backward_input, batchnorm_backward_planes, batchnorm_backward_sums, batchnorm_output,
     batchnorm_plane_moments,
 };
-use super::conv2d_rows::{IMAGES, Mode, Shape, Through, chunks};
+use super::llvmpipe::{IMAGES, Mode, Shape, Through, chunks};
 use super::{GpuBackend, GpuTensor, Kernel, Work};
 use crate::backend::{Backend, Conv, DeviceTensor, Moments, Norm, NormGrads, ParamGrads, VIEW_ALIGN};
 use crate::fused::{BatchNormConv2dBackward, Conv2dBatchNormConv2dBackward};
@@ -99,7 +99,7 @@ fn through_shape(gpu: &GpuBackend, p: &Conv2dParams) -> Option<Shape> {
 }
 
 /// `conv2d_rows`: one subgroup per `8 / OC` groups of [`IMAGES`] images, reading x through
-/// `through` (its tensors at bindings 6…, see conv2d_rows.rs). A forward of 4 or 8 output
+/// `through` (its tensors at bindings 6…, see src/gpu/llvmpipe/). A forward of 4 or 8 output
 /// channels writes the plane moments of ReLU(y) beside y, into `stats` where given;
 /// `InputGradSums` writes BatchNorm's backward plane sums there. Returns the stats tensor.
 fn conv2d_rows(

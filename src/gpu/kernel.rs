@@ -24,7 +24,7 @@ pub enum Shader {
     Distance,
     Contrastive,
     Optim,
-    /// Not a file: written per shape by src/gpu/conv2d_rows.rs (see there why).
+    /// Not a file: written per shape by src/gpu/llvmpipe/ (see there why).
     Conv2dRows,
 }
 
@@ -32,10 +32,10 @@ pub enum Shader {
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 /// The common prelude, then how runs of four floats are held in storage (`Packed4`): as two
-/// u64s where `packed` (llvmpipe: see shaders/packed_u64.wgsl), as vec4<f32> elsewhere.
+/// u64s where `packed` (llvmpipe: see shaders/llvmpipe/packed_u64.wgsl), as vec4<f32> elsewhere.
 pub fn prelude(packed: bool) -> String {
     let storage = if packed {
-        include_str!("../../shaders/packed_u64.wgsl")
+        include_str!("../../shaders/llvmpipe/packed_u64.wgsl")
     } else {
         include_str!("../../shaders/packed_f32.wgsl")
     };
@@ -287,7 +287,7 @@ impl Pipelines {
             };
             let pipeline = if shader.generated() {
                 Pipeline::build(move || {
-                    let module = compile(&device, super::conv2d_rows::source(kernel, &spec));
+                    let module = compile(&device, super::llvmpipe::source(kernel, &spec));
                     // The values are in the generated code already.
                     create_pipeline(&device, &module, &pipeline_layout, kernel, &[])
                 })

@@ -6,23 +6,26 @@
 //! groups by the buffers they bind. Launchers, one file per op family, only fill a params
 //! struct and call [`GpuBackend::dispatch`].
 
+mod backend;
 mod batchnorm;
-mod compile_ahead;
 mod context;
 mod contrastive;
 mod conv2d;
-pub mod conv2d_rows;
 mod distance;
 mod elementwise;
 pub mod kernel;
 mod linear;
+pub mod llvmpipe;
 mod maxpool;
 mod optim;
+mod profile;
 mod weight_sums;
 
 pub use context::{AdapterSummary, GpuContext, adapters};
 pub use conv2d::WEIGHT_GRAD_CHUNK;
 pub use kernel::{Access, Kernel, Shader};
+use profile::Profiler;
+pub use profile::{KernelTime, LaunchTime, Profile};
 
 use std::collections::HashMap;
 
@@ -142,76 +145,6 @@ struct ScratchPool {
     by_size: HashMap<u64, (Vec<wgpu::Buffer>, usize)>,
 }
 
-/// GPU time per kernel, from timestamp queries around each dispatch.
-#[derive(Clone, Default)]
-pub struct Profile {
-    /// Per kernel, in first-seen order.
-    pub kernels: Vec<KernelTime>,
-    /// Per kernel and specialisation (a launch site, mostly), in first-seen order.
-    pub launches: Vec<LaunchTime>,
-}
-
-#[derive(Clone, Debug)]
-pub struct LaunchTime {
-    pub kernel: Kernel,
-    /// The values of the kernel's `override` constants (`Kernel::overrides`).
-    pub spec: Vec<u32>,
-    pub calls: u64,
-    pub ns: f64,
-}
-
-#[derive(Clone, Debug)]
-pub struct KernelTime {
-    pub kernel: Kernel,
-    pub calls: u64,
-    pub ns: f64,
-    /// Summed work: FLOPs if `flops`, else bytes.
-    pub work: f64,
-    pub flops: bool,
-}
-
-impl KernelTime {
-    /// GFLOP/s or GB/s, and which.
-    pub fn rate(&self) -> (f64, &'static str) {
-        (self.work / self.ns.max(1.0), if self.flops { "GFLOP/s" } else { "GB/s" })
-    }
-}
-
-impl Profile {
-    fn add(&mut self, kernel: Kernel, spec: &[u32], ns: f64, work: Work) {
-        match self.launches.iter_mut().find(|l| l.kernel == kernel && l.spec == spec) {
-            Some(l) => {
-                l.calls += 1;
-                l.ns += ns;
-            }
-            None => self.launches.push(LaunchTime { kernel, spec: spec.to_vec(), calls: 1, ns }),
-        }
-        let (amount, flops) = match work {
-            Work::Flops(f) => (f, true),
-            Work::Bytes(b) => (b, false),
-        };
-        match self.kernels.iter_mut().find(|k| k.kernel == kernel) {
-            Some(k) => {
-                k.calls += 1;
-                k.ns += ns;
-                k.work += amount;
-            }
-            None => self.kernels.push(KernelTime { kernel, calls: 1, ns, work: amount, flops }),
-        }
-    }
-    pub fn total_ns(&self) -> f64 {
-        self.kernels.iter().map(|k| k.ns).sum()
-    }
-}
-
-struct Profiler {
-    queries: wgpu::QuerySet,
-    resolve: wgpu::Buffer,
-    readback: wgpu::Buffer,
-    period_ns: f64,
-    profile: Profile,
-}
-
 /// Every tensor's buffer: storage for the kernels, uniform for small tensors every lane reads
 /// alike (packed conv weights), copies for transfers.
 const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -223,7 +156,7 @@ const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 const BIND_GROUP_CACHE: usize = 1024;
 
 /// Most dispatches one submit can time (two queries each).
-const PROFILE_CAPACITY: u32 = 2048;
+pub(crate) const PROFILE_CAPACITY: u32 = 2048;
 
 pub struct GpuBackend {
     pub ctx: GpuContext,
@@ -234,7 +167,7 @@ pub struct GpuBackend {
     pending: Vec<Command>,
     staging: Option<wgpu::Buffer>,
     profiler: Option<Profiler>,
-    /// Whether convolutions go to the subgroup kernels (src/gpu/conv2d_rows.rs) where they
+    /// Whether convolutions go to the subgroup kernels (src/gpu/llvmpipe/) where they
     /// cover the shape; on by default where they can run (`GpuContext::rows_kernels`). Tests
     /// turn it off to hold the other kernels to the reference too.
     pub subgroup_convs: bool,
@@ -251,7 +184,7 @@ pub struct GpuBackend {
     /// Submits since creation.
     pub submits: u64,
     /// The second device compiling kernels during warm-up, if any (`Backend::compile_ahead`).
-    compiling_ahead: Option<compile_ahead::CompileAhead>,
+    compiling_ahead: Option<llvmpipe::compile_ahead::CompileAhead>,
     /// Conv weight-gradient partials and the sums waiting on them (src/gpu/weight_sums.rs).
     weight_sums: weight_sums::WeightSums,
 }
@@ -475,64 +408,6 @@ impl GpuBackend {
         }
     }
 
-    fn collect_timestamps(&mut self, dispatches: &[&Dispatch]) {
-        let prof = self.profiler.as_mut().expect("profiling");
-        let n = 2 * dispatches.len() as u64;
-        let Some(ticks) = map_read(&self.ctx, &prof.readback, n * 8, |b| bytemuck::cast_slice::<u8, u64>(b).to_vec())
-        else {
-            return;
-        };
-        for (i, d) in dispatches.iter().enumerate() {
-            let ns = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * prof.period_ns;
-            prof.profile.add(d.kernel, &d.spec, ns, d.work);
-        }
-    }
-
-    /// Times every dispatch from now on with GPU timestamps (one submit waits per flush).
-    /// Returns false if the adapter cannot.
-    pub fn enable_profiling(&mut self) -> bool {
-        if !self.ctx.timestamps {
-            return false;
-        }
-        self.flush();
-        let device = &self.ctx.device;
-        let bytes = 2 * PROFILE_CAPACITY as u64 * 8;
-        self.profiler = Some(Profiler {
-            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("profile"),
-                ty: wgpu::QueryType::Timestamp,
-                count: 2 * PROFILE_CAPACITY,
-            }),
-            resolve: device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("profile resolve"),
-                size: bytes,
-                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            }),
-            readback: device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("profile readback"),
-                size: bytes,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            }),
-            period_ns: self.ctx.queue.get_timestamp_period() as f64,
-            profile: Profile::default(),
-        });
-        true
-    }
-
-    /// Stops timing dispatches.
-    pub fn disable_profiling(&mut self) {
-        self.flush();
-        self.profiler = None;
-    }
-
-    /// The per-kernel times gathered since profiling was enabled or last taken.
-    pub fn take_profile(&mut self) -> Profile {
-        self.flush();
-        self.profiler.as_mut().map(|p| std::mem::take(&mut p.profile)).unwrap_or_default()
-    }
-
     /// Submits what is recorded and waits for the GPU to finish it.
     pub fn sync(&mut self) {
         self.flush();
@@ -591,7 +466,12 @@ impl GpuBackend {
 
 /// Maps the first `bytes` of `buffer` (after all submitted work) and hands them to `f`; None
 /// (with the reason recorded for `take_error`) if the device could not map it.
-fn map_read<R>(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: u64, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+pub(crate) fn map_read<R>(
+    ctx: &GpuContext,
+    buffer: &wgpu::Buffer,
+    bytes: u64,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Option<R> {
     let slice = buffer.slice(..bytes);
     slice.map_async(wgpu::MapMode::Read, |_| {});
     ctx.wait();
@@ -604,207 +484,4 @@ fn map_read<R>(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: u64, f: impl FnOn
     };
     buffer.unmap();
     Some(out)
-}
-
-impl Backend for GpuBackend {
-    type Elem = f32;
-    type Tensor = GpuTensor;
-    type Images = GpuImages;
-
-    fn name(&self) -> String {
-        format!("gpu-{}", self.ctx.adapter.name)
-    }
-
-    fn zeros(&mut self, len: usize) -> GpuTensor {
-        // New buffers are zero-initialised by wgpu.
-        GpuTensor { buffer: self.create_buffer((len * 4) as u64, "tensor"), offset: 0, len }
-    }
-    fn scratch(&mut self, len: usize) -> GpuTensor {
-        let bytes = ((len * 4) as u64).max(16).next_multiple_of(256);
-        let (buffers, in_use) = self.scratch.by_size.entry(bytes).or_default();
-        if *in_use == buffers.len() {
-            let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("scratch"),
-                size: bytes,
-                usage: TENSOR_USAGE,
-                mapped_at_creation: false,
-            });
-            buffers.push(buffer);
-            self.allocations += 1;
-        }
-        *in_use += 1;
-        GpuTensor { buffer: buffers[*in_use - 1].clone(), offset: 0, len }
-    }
-    /// On a software adapter, which compiles each kernel at its first dispatch, has a second
-    /// device compile the recorded kernels last first, and submits them.
-    fn compile_ahead(&mut self) {
-        if self.ctx.adapter.device_type == wgpu::DeviceType::Cpu && self.compiling_ahead.is_none() {
-            self.compiling_ahead = Some(compile_ahead::CompileAhead::start(self.kernels_built().to_vec()));
-            self.flush();
-        }
-    }
-    fn stop_compiling_ahead(&mut self) {
-        if let Some(ahead) = &self.compiling_ahead {
-            ahead.stop();
-        }
-    }
-    fn one(&mut self) -> GpuTensor {
-        if self.one.is_none() {
-            self.one = Some(self.upload(&[1.0]));
-        }
-        self.one.clone().expect("made above")
-    }
-    fn reset_scratch(&mut self) {
-        self.reset_weight_partials();
-        for (_, in_use) in self.scratch.by_size.values_mut() {
-            *in_use = 0;
-        }
-    }
-    fn write(&mut self, t: &GpuTensor, data: &[f32]) {
-        self.write_words(t, data);
-    }
-    fn read(&mut self, t: &GpuTensor) -> Vec<f32> {
-        self.read_words(t)
-    }
-
-    fn upload_images(&mut self, pixels: &[u8], per_image: usize) -> GpuImages {
-        elementwise::upload_images(self, pixels, per_image)
-    }
-    fn gather_images(&mut self, images: &GpuImages, indices: &[u32], out: &GpuTensor) {
-        elementwise::gather_images(self, images, indices, out)
-    }
-
-    fn fill(&mut self, t: &GpuTensor, value: f32) {
-        elementwise::fill(self, t, value)
-    }
-    fn accumulate(&mut self, src: &GpuTensor, dst: &GpuTensor) {
-        elementwise::accumulate(self, src, dst)
-    }
-    fn copy(&mut self, src: &GpuTensor, dst: &GpuTensor) {
-        elementwise::copy(self, src, dst)
-    }
-    fn relu_forward(&mut self, x: &GpuTensor, y: &GpuTensor) {
-        elementwise::relu_forward(self, x, y)
-    }
-    fn relu_backward(&mut self, y: &GpuTensor, dy: &GpuTensor, dx: &GpuTensor, accumulate: u32) {
-        elementwise::relu_backward(self, y, dy, dx, accumulate)
-    }
-
-    fn conv2d_forward(&mut self, p: &Conv2dParams, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor, y: &GpuTensor) {
-        conv2d::conv2d_forward(self, p, x, w, b, y)
-    }
-    fn conv2d_backward_input(&mut self, p: &Conv2dParams, dy: &GpuTensor, w: &GpuTensor, dx: &GpuTensor) {
-        conv2d::conv2d_backward_input(self, p, dy, w, dx)
-    }
-    fn conv2d_backward_weight(&mut self, p: &Conv2dParams, x: &GpuTensor, dy: &GpuTensor, g: ParamGrads<GpuTensor>) {
-        conv2d::conv2d_backward_weight(self, p, x, dy, g)
-    }
-
-    fn batchnorm_plane_moments(&mut self, p: &BatchNormParams, x: &GpuTensor, moments: &GpuTensor) {
-        batchnorm::batchnorm_plane_moments(self, p, x, moments)
-    }
-    fn batchnorm_statistics(
-        &mut self,
-        p: &BatchNormParams,
-        x: &GpuTensor,
-        moments: Option<&GpuTensor>,
-        saved: &GpuTensor,
-        running: Running<GpuTensor>,
-    ) {
-        batchnorm::batchnorm_statistics(self, p, x, moments, saved, running)
-    }
-    fn batchnorm_running_statistics(&mut self, p: &BatchNormParams, running: Running<GpuTensor>, saved: &GpuTensor) {
-        batchnorm::batchnorm_running_statistics(self, p, running, saved)
-    }
-    fn batchnorm_normalise(&mut self, n: &Norm<GpuTensor>, x: &GpuTensor, y: &GpuTensor) {
-        batchnorm::batchnorm_normalise(self, n, x, y)
-    }
-    fn batchnorm_backward(&mut self, n: &Norm<GpuTensor>, x: &GpuTensor, dy: &GpuTensor, g: NormGrads<GpuTensor>) {
-        batchnorm::batchnorm_backward(self, n, x, dy, g)
-    }
-
-    fn maxpool_forward(&mut self, p: &MaxPoolParams, x: &GpuTensor, y: &GpuTensor) {
-        maxpool::maxpool_forward(self, p, x, y)
-    }
-    fn maxpool_backward(&mut self, p: &MaxPoolParams, x: &GpuTensor, dy: &GpuTensor, dx: &GpuTensor) {
-        maxpool::maxpool_backward(self, p, x, dy, dx)
-    }
-
-    fn linear_forward(&mut self, p: &LinearParams, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor, y: &GpuTensor) {
-        linear::linear_forward(self, p, x, w, b, y)
-    }
-    fn linear_backward(
-        &mut self,
-        p: &LinearParams,
-        x: &GpuTensor,
-        w: &GpuTensor,
-        dy: &GpuTensor,
-        dx: Option<&GpuTensor>,
-        g: ParamGrads<GpuTensor>,
-    ) {
-        linear::linear_backward(self, p, (x, w, dy), dx, g)
-    }
-
-    fn pair_distance_forward(&mut self, p: &PairDistanceParams, x: &GpuTensor, d: &GpuTensor) {
-        distance::pair_distance_forward(self, p, x, d)
-    }
-    fn pair_distance_backward(
-        &mut self,
-        p: &PairDistanceParams,
-        x: &GpuTensor,
-        d: &GpuTensor,
-        dd: &GpuTensor,
-        dx: &GpuTensor,
-    ) {
-        distance::pair_distance_backward(self, p, x, d, dd, dx)
-    }
-    fn contrastive_forward(&mut self, p: &ContrastiveParams, d: &GpuTensor, t: &GpuTensor, loss: &GpuTensor) {
-        contrastive::contrastive_forward(self, p, d, t, loss)
-    }
-    fn contrastive_backward(
-        &mut self,
-        p: &ContrastiveParams,
-        d: &GpuTensor,
-        t: &GpuTensor,
-        dloss: &GpuTensor,
-        dd: &GpuTensor,
-    ) {
-        contrastive::contrastive_backward(self, p, d, t, dloss, dd)
-    }
-
-    /// Every fused op has kernels of its own here.
-    fn fused(&mut self, op: Fused<GpuTensor>) {
-        match op {
-            Fused::Conv2dMomentsForward { conv, x, y, moments } => {
-                conv2d::conv2d_moments_forward(self, conv, x, y, Some(moments))
-            }
-            Fused::BatchNormMaxPoolForward { norm, pool, x, y } => {
-                maxpool::batchnorm_maxpool_forward(self, &norm, &pool, x, y)
-            }
-            Fused::BatchNormMaxPoolBackward { norm, pool, x, dy, grads } => {
-                maxpool::batchnorm_maxpool_backward(self, &norm, &pool, (x, dy), grads)
-            }
-            Fused::BatchNormConv2dForward { norm, conv, x, y, moments } => {
-                conv2d::batchnorm_conv2d_forward(self, (norm, conv), x, y, moments)
-            }
-            Fused::BatchNormConv2dBackward(op) => conv2d::batchnorm_conv2d_backward(self, &op),
-            Fused::Conv2dBatchNormConv2dBackward(op) => conv2d::conv2d_batchnorm_conv2d_backward(self, &op),
-            Fused::PairContrastiveForward { pd, pc, x, t, d, loss } => {
-                contrastive::pair_contrastive_forward(self, (&pd, &pc), (x, t), d, loss)
-            }
-            Fused::PairContrastiveBackward(op) => contrastive::pair_contrastive_backward(self, &op),
-        }
-    }
-
-    fn adam_step(
-        &mut self,
-        cfg: &AdamConfig,
-        t: u64,
-        params: &GpuTensor,
-        grads: &GpuTensor,
-        m: &GpuTensor,
-        v: &GpuTensor,
-    ) {
-        optim::adam_step(self, cfg, t, params, grads, m, v)
-    }
 }

@@ -25,9 +25,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use super::{Access, GpuBackend, GpuContext, GpuTensor, Kernel};
 use crate::backend::Backend;
 use crate::error::Result;
+use crate::gpu::{Access, GpuBackend, GpuContext, GpuTensor, Kernel};
 
 /// A second device compiling kernels in the background; `stop` ends it after the kernel at hand.
 pub struct CompileAhead {
