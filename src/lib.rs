@@ -23,6 +23,7 @@ pub mod model;
 pub mod optim;
 pub mod params;
 pub mod plot;
+pub mod run;
 pub mod tape;
 pub mod train;
 pub mod tsne;

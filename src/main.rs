@@ -2,7 +2,6 @@
 //! stderr naming the file and place (or the flag) and exit code 2; inputs are checked before
 //! anything is written.
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,12 +11,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use siamese::checkpoint::{HostModel, write_atomically};
-use siamese::data::{self, Dataset, Stream};
+use siamese::data::Dataset;
 use siamese::error::Error;
 use siamese::gpu::{self, GpuBackend, GpuContext};
-use siamese::metrics::{self, Embedded};
-use siamese::train::{EpochReport, RunState, TrainConfig, Trainer};
-use siamese::{plot, train, tsne};
+use siamese::metrics;
+use siamese::train::{RunState, TrainConfig, Trainer};
+use siamese::{plot, run, train, tsne};
 
 const DEFAULT_TRAIN: &str = "data/fashion-mnist/train.csv.gz";
 const DEFAULT_TEST: &str = "data/fashion-mnist/test.csv.gz";
@@ -242,29 +241,6 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
     handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-/// The output directory, refused if it already holds files (checked before any work).
-fn check_out(out: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let stamp = chrono::Local::now().format("%Y-%m-%d_%H-%M-%S").to_string();
-    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(stamp));
-    if out.exists() {
-        let mut entries = std::fs::read_dir(&out).map_err(|e| Error::io(&out, e))?;
-        if entries.next().is_some() {
-            let message = format!("{} already holds files; choose another directory", out.display());
-            return Err(Error::config("--out", message).into());
-        }
-    }
-    Ok(out)
-}
-
-/// Creates the output directory and checks that it can be written.
-fn create_out(out: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let probe = out.join(".write-test");
-    std::fs::write(&probe, b"").map_err(|e| Error::io(out, e))?;
-    std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))?;
-    Ok(())
-}
-
 /// Progress within an epoch: a bar with ETA on a terminal, nothing otherwise.
 fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() {
@@ -284,7 +260,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     let resumed = match &a.resume {
         Some(dir) => {
             a.refuse_changes()?;
-            Some(RunState::load(&dir.join(CHECKPOINT))?)
+            Some(RunState::load(&dir.join(run::CHECKPOINT))?)
         }
         None => None,
     };
@@ -304,12 +280,12 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     }
     let out = match &a.resume {
         Some(dir) => dir.clone(),
-        None => check_out(a.out.clone())?,
+        None => run::check_out(a.out.clone())?,
     };
     let (data, test, gpu) = std::thread::scope(|s| {
         let gpu = s.spawn(|| {
             let mut gpu = gpu_backend()?;
-            check_batch_fits(&gpu, &cfg)?;
+            run::check_batch_fits(&gpu, &cfg)?;
             siamese::train::warm_up(&mut gpu, &cfg);
             anyhow::Ok(gpu)
         });
@@ -338,7 +314,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     }
     let test = test?;
     let mut gpu = gpu?;
-    create_out(&out)?;
+    run::create_out(&out)?;
     let (mut trainer, mut reports) = match &resumed {
         Some(state) => (Trainer::resume(&mut gpu, state, &data), state.history.clone()),
         None => (Trainer::new(&mut gpu, cfg.clone(), &data), Vec::new()),
@@ -356,7 +332,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         resumed.as_ref().map_or(String::new(), |s| format!("; resuming after epoch {}", s.epochs_done))
     );
     if resumed.is_none() {
-        save_pairs_png(&out.join("pairs.png"), &data, &trainer.train_rows, cfg.seed, 8)?;
+        run::save_pairs_png(&out.join("pairs.png"), &data, &trainer.train_rows, cfg.seed, 8)?;
     }
     if a.profile && !gpu.enable_profiling() {
         eprintln!("this adapter has no timestamp queries: no profile");
@@ -390,31 +366,16 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             let kept = if reports.is_empty() {
                 "no checkpoint was written".to_string()
             } else {
-                format!("{} keeps epoch {}", out.join(CHECKPOINT).display(), reports.len())
+                format!("{} keeps epoch {}", out.join(run::CHECKPOINT).display(), reports.len())
             };
             anyhow::anyhow!("{e}; {kept}")
         })?;
-        eprintln!(
-            "epoch {:>2}/{}  train_loss {:.5}  val_loss {:.5}  val_pair_acc {:.4}  dist same {:.3} diff {:.3}  {:.1} s  {:.0} pairs/s",
-            report.epoch,
-            cfg.epochs,
-            report.train_loss,
-            report.val_loss,
-            report.val_pair_accuracy,
-            report.mean_dist_same,
-            report.mean_dist_diff,
-            report.train_seconds,
-            report.pairs_per_second
-        );
+        eprintln!("{}", report.summary(cfg.epochs));
         reports.push(report);
-        let rows = std::iter::once(EpochReport::CSV_HEADER.to_string()).chain(reports.iter().map(EpochReport::csv_row));
-        write_atomically(&out.join("metrics.csv"), (rows.collect::<Vec<_>>().join("\n") + "\n").as_bytes())?;
-        let state = trainer.run_state(&mut gpu, &reports, data.len());
-        state.model.save(&out.join("model.safetensors"), &model_metadata(&cfg, reports.len()))?;
-        state.save(&out.join(CHECKPOINT))?;
+        run::save_epoch(&out, &cfg, &trainer.run_state(&mut gpu, &reports, data.len()))?;
     }
     if reports.is_empty() {
-        trainer.host_model(&mut gpu).save(&out.join("model.safetensors"), &model_metadata(&cfg, 0))?;
+        trainer.host_model(&mut gpu).save(&out.join(run::MODEL), &run::model_metadata(&cfg, 0))?;
     }
     if a.profile {
         let steps = (reports.len() - resumed.as_ref().map_or(0, |s| s.epochs_done)) * trainer.steps_per_epoch();
@@ -424,13 +385,11 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         eprintln!("{dispatches:.1} dispatches per step (validation's included)");
         eprint!("{}", siamese::bench::profile_table(&profile, steps.max(1)));
     }
-    let train_losses: Vec<f64> = reports.iter().map(|r| r.train_loss).collect();
-    let val_losses: Vec<f64> = reports.iter().map(|r| r.val_loss).collect();
-    plot::loss_png(&out.join("loss.png"), &train_losses, &val_losses)?;
+    run::save_loss_png(&out, &reports)?;
 
     eprintln!("t-SNE of the {} validation embeddings ...", trainer.val_rows.len());
     let val = trainer.embed_rows(&mut gpu, &trainer.val_rows.clone());
-    save_tsne(&out, &val, "t-SNE of the validation embeddings")?;
+    run::save_tsne(&out, &val, "t-SNE of the validation embeddings")?;
 
     eprintln!("evaluating on {} test images ...", test.len());
     let gallery = trainer.embed_rows(&mut gpu, &trainer.train_rows.clone());
@@ -444,63 +403,6 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     print!("{}", m.table());
     eprintln!("wrote {} in {:.1} s", out.display(), started.elapsed().as_secs_f64());
     println!("{}", out.display());
-    Ok(())
-}
-
-/// The training checkpoint in a run's directory.
-const CHECKPOINT: &str = "checkpoint.safetensors";
-
-/// Refuses a batch whose largest activation would not fit one storage binding of the adapter.
-fn check_batch_fits(gpu: &GpuBackend, cfg: &TrainConfig) -> anyhow::Result<()> {
-    let largest = siamese::model::largest_activation(2 * cfg.batch_size) as u64 * 4;
-    let limit = gpu.ctx.limits.max_storage_buffer_binding_size;
-    if largest > limit {
-        let message = format!(
-            "{} pairs need {} MiB activations, {} binds at most {} MiB per buffer",
-            cfg.batch_size,
-            largest >> 20,
-            gpu.ctx.adapter.name,
-            limit >> 20
-        );
-        return Err(Error::config("--batch-size", message).into());
-    }
-    Ok(())
-}
-
-fn model_metadata(cfg: &TrainConfig, epochs_done: usize) -> HashMap<String, String> {
-    HashMap::from([
-        ("format".to_string(), "siamese state_dict (PyTorch names and layouts)".to_string()),
-        ("z_dimensions".to_string(), cfg.z.to_string()),
-        ("margin".to_string(), cfg.margin.to_string()),
-        ("seed".to_string(), cfg.seed.to_string()),
-        ("epochs".to_string(), epochs_done.to_string()),
-        ("lr".to_string(), cfg.lr.to_string()),
-        ("batch_size".to_string(), cfg.batch_size.to_string()),
-    ])
-}
-
-fn save_pairs_png(path: &Path, data: &Dataset, rows: &[u32], seed: u64, count: usize) -> anyhow::Result<()> {
-    let labels: Vec<u8> = rows.iter().map(|&r| data.labels[r as usize]).collect();
-    let mut rng = data::rng(seed, 0, Stream::Picture);
-    let pairs = data::pairs::PairSampler::new(&labels).draw(&labels, &mut rng);
-    let shown: Vec<(&[u8], &[u8], f32)> = pairs
-        .iter()
-        .take(count)
-        .map(|p| (data.image(rows[p.a as usize] as usize), data.image(rows[p.b as usize] as usize), p.target))
-        .collect();
-    plot::pairs_png(path, &shown)?;
-    Ok(())
-}
-
-/// tsne.png and tsne.csv (x, y, label) of `emb`.
-fn save_tsne(out: &Path, emb: &Embedded, title: &str) -> anyhow::Result<()> {
-    let points = tsne::tsne_2d(&emb.values, emb.z, 30.0);
-    plot::tsne_png(&out.join("tsne.png"), title, &points, &emb.labels)?;
-    let mut csv = String::from("x,y,label,class\n");
-    for (p, l) in points.iter().zip(&emb.labels) {
-        csv.push_str(&format!("{},{},{},{}\n", p.0, p.1, l, data::CLASS_NAMES[*l as usize]));
-    }
-    write_atomically(&out.join("tsne.csv"), csv.as_bytes())?;
     Ok(())
 }
 
@@ -542,7 +444,7 @@ fn run_pairs(a: PairsArgs) -> anyhow::Result<()> {
     }
     let data = load(&a.data, None)?;
     let rows: Vec<u32> = (0..data.len() as u32).collect();
-    save_pairs_png(&a.out, &data, &rows, a.seed, a.count)?;
+    run::save_pairs_png(&a.out, &data, &rows, a.seed, a.count)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
 }

@@ -6,10 +6,9 @@
 //! as bytes. Losses go into a device-side log and are read once per epoch, so the host never
 //! waits for the GPU inside an epoch.
 
-use crate::backend::{Backend, DeviceTensor, VIEW_ALIGN};
-use std::collections::HashMap;
-use std::path::Path;
 use std::time::Instant;
+
+use crate::backend::{Backend, DeviceTensor, VIEW_ALIGN};
 
 use crate::checkpoint::HostModel;
 use crate::cpu::Float;
@@ -20,6 +19,7 @@ use crate::metrics::Embedded;
 use crate::model::{IMAGE_PIXELS, IMAGE_SIDE, SiameseNet, Weights};
 use crate::optim::Adam;
 use crate::params::AdamConfig;
+pub use crate::run::RunState;
 use crate::tape::{Mode, Tape};
 
 /// The tutorial's settings, all overridable from the command line.
@@ -80,6 +80,22 @@ pub struct EpochReport {
 }
 
 impl EpochReport {
+    /// The line `train` prints after the epoch, of `epochs` in all.
+    pub fn summary(&self, epochs: usize) -> String {
+        format!(
+            "epoch {:>2}/{}  train_loss {:.5}  val_loss {:.5}  val_pair_acc {:.4}  dist same {:.3} diff {:.3}  {:.1} s  {:.0} pairs/s",
+            self.epoch,
+            epochs,
+            self.train_loss,
+            self.val_loss,
+            self.val_pair_accuracy,
+            self.mean_dist_same,
+            self.mean_dist_diff,
+            self.train_seconds,
+            self.pairs_per_second
+        )
+    }
+
     pub const CSV_HEADER: &str =
         "epoch,train_loss,val_loss,val_pair_accuracy,mean_dist_same,mean_dist_diff,train_seconds,pairs_per_second";
 
@@ -121,110 +137,6 @@ pub struct Validation {
     pub pair_accuracy: f64,
     pub mean_dist_same: f64,
     pub mean_dist_diff: f64,
-}
-
-/// Everything a run needs to continue exactly where it stopped: the model, Adam's moments and
-/// step, how many epochs are done (every random draw of an epoch derives from the seed and the
-/// epoch, so that and the seed are the whole random state), the settings and the metrics so far.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RunState {
-    pub model: HostModel,
-    pub adam_m: Vec<f32>,
-    pub adam_v: Vec<f32>,
-    pub adam_step: u64,
-    pub epochs_done: usize,
-    pub cfg: TrainConfig,
-    pub history: Vec<EpochReport>,
-    /// Rows of the training data, to refuse resuming on other data.
-    pub data_rows: usize,
-}
-
-const ADAM_M: &str = "optimizer.exp_avg";
-const ADAM_V: &str = "optimizer.exp_avg_sq";
-
-impl RunState {
-    /// Writes the checkpoint atomically: a crash leaves the previous one whole.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let c = &self.cfg;
-        let history: Vec<String> = self.history.iter().map(EpochReport::csv_row).collect();
-        let meta: HashMap<String, String> = [
-            ("format", "siamese training checkpoint".to_string()),
-            ("epochs_done", self.epochs_done.to_string()),
-            ("adam_step", self.adam_step.to_string()),
-            ("z_dimensions", c.z.to_string()),
-            ("margin", format!("{:?}", c.margin)),
-            ("lr", format!("{:?}", c.lr)),
-            ("batch_size", c.batch_size.to_string()),
-            ("epochs", c.epochs.to_string()),
-            ("seed", c.seed.to_string()),
-            ("val_fraction", format!("{:?}", c.val_fraction)),
-            ("data_rows", self.data_rows.to_string()),
-            ("history", history.join(";")),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let extra = [(ADAM_M, self.adam_m.as_slice()), (ADAM_V, self.adam_v.as_slice())];
-        crate::checkpoint::write_atomically(path, &self.model.to_bytes_with(&extra, &meta))
-    }
-
-    /// Reads and checks a checkpoint written by [`RunState::save`].
-    pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        // The moments have the flat parameter buffer's length, known once z is; a missing or
-        // malformed linear.weight is reported by the model's own checks below.
-        let z = safetensors::SafeTensors::deserialize(&bytes)
-            .ok()
-            .and_then(|st| st.tensor("linear.weight").ok().and_then(|t| t.shape().first().copied()))
-            .unwrap_or(1);
-        let len = SiameseNet::new(z.max(1)).params().len;
-        let (model, meta, extras) = HostModel::from_bytes_with(path, &bytes, &[(ADAM_M, len), (ADAM_V, len)])?;
-        let field = |key: &str| -> Result<String> {
-            meta.get(key)
-                .cloned()
-                .ok_or_else(|| Error::input(path, format!("metadata {key}"), "missing (not a training checkpoint?)"))
-        };
-        fn num<T: std::str::FromStr>(path: &Path, key: &str, v: String) -> Result<T> {
-            v.parse().map_err(|_| Error::input(path, format!("metadata {key}"), format!("{v:?} is not a number")))
-        }
-        let cfg = TrainConfig {
-            z: model.net.z,
-            margin: num(path, "margin", field("margin")?)?,
-            lr: num(path, "lr", field("lr")?)?,
-            batch_size: num(path, "batch_size", field("batch_size")?)?,
-            epochs: num(path, "epochs", field("epochs")?)?,
-            seed: num(path, "seed", field("seed")?)?,
-            val_fraction: num(path, "val_fraction", field("val_fraction")?)?,
-        };
-        cfg.validate().map_err(|e| Error::input(path, "metadata", e.to_string()))?;
-        let history = field("history")?
-            .split(';')
-            .filter(|r| !r.is_empty())
-            .map(|r| {
-                EpochReport::parse_csv_row(r)
-                    .ok_or_else(|| Error::input(path, "metadata history", format!("bad row {r:?}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let epochs_done: usize = num(path, "epochs_done", field("epochs_done")?)?;
-        if history.len() != epochs_done {
-            return Err(Error::input(
-                path,
-                "metadata history",
-                format!("{} rows for {epochs_done} epochs", history.len()),
-            ));
-        }
-        let mut extras = extras.into_iter();
-        Ok(RunState {
-            model,
-            adam_m: extras.next().expect("asked for two"),
-            adam_v: extras.next().expect("asked for two"),
-            adam_step: num(path, "adam_step", field("adam_step")?)?,
-            epochs_done,
-            cfg,
-            history,
-            data_rows: num(path, "data_rows", field("data_rows")?)?,
-        })
-    }
 }
 
 /// Pairs in the warm-up's batch: kernel choices and specialisations depend on the layer shapes,
