@@ -75,22 +75,6 @@ pub struct PairContrastiveBackward<'a, T> {
 copy_refs!(Fused, BatchNormConv2dBackward, Conv2dBatchNormConv2dBackward, PairContrastiveBackward);
 
 impl<T> Fused<'_, T> {
-    /// The kernels' name for the op, for messages.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Fused::Conv2dMomentsForward { .. } => "conv2d_moments_forward",
-            Fused::BatchNormMaxPoolForward { .. } => "batchnorm_maxpool_forward",
-            Fused::BatchNormMaxPoolBackward { .. } => "batchnorm_maxpool_backward",
-            Fused::BatchNormConv2dForward { .. } => "batchnorm_conv2d_forward",
-            Fused::BatchNormConv2dBackward(_) => "batchnorm_conv2d_backward",
-            Fused::Conv2dBatchNormConv2dBackward(_) => "conv2d_batchnorm_conv2d_backward",
-            Fused::PairContrastiveForward { .. } => "pair_contrastive_forward",
-            Fused::PairContrastiveBackward(_) => "pair_contrastive_backward",
-        }
-    }
-}
-
-impl<T> Fused<'_, T> {
     /// Runs the op as its primitives in turn. BatchNorm's output, where a fused op never kept
     /// it, is normalised again from the same statistics.
     pub fn lower<B: Backend<Tensor = T>>(self, b: &mut B) {

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use crate::graph::{BatchNormNode, ConvNode, Handoff, Node, Var};
+use crate::graph::{BatchNormNode, Handoff, Node, Var};
 
 /// What a rule may ask of the values.
 pub trait Values {
@@ -62,11 +62,6 @@ pub const RULES: [Rule; 7] = [
     Rule { name: "moments_handoff", train_only: true, rewrite: moments_handoff },
     Rule { name: "pair_contrastive", train_only: false, rewrite: pair_contrastive },
 ];
-
-/// The rule named `name`.
-pub fn rule(name: &str) -> Option<Rule> {
-    RULES.into_iter().find(|r| r.name == name)
-}
 
 /// Applies `rules` in order to `nodes`.
 pub fn fuse(mut nodes: Vec<Node>, rules: &[Rule], values: &mut dyn Values) -> Vec<Node> {
@@ -155,33 +150,22 @@ fn conv2d_batchnorm_conv2d(nodes: &[Node], ctx: &mut Ctx) -> Option<(usize, Vec<
 /// the BatchNorm its output's plane moments, an explicit value between the two.
 fn moments_handoff(nodes: &[Node], ctx: &mut Ctx) -> Option<(usize, Vec<Node>)> {
     let [producer, consumer, ..] = nodes else { return None };
-    let conv_out = |conv: &ConvNode, hands: &Option<Handoff>| hands.is_none().then_some(conv.y);
-    let y = match producer {
-        Node::BatchNormConv2d { conv, hands, .. } | Node::Conv2dBatchNormConv2d { conv, hands, .. } => {
-            conv_out(conv, hands)?
-        }
-        _ => return None,
-    };
-    let (Node::BatchNormMaxPool { bn, moments: None, .. } | Node::BatchNormConv2d { bn, moments: None, .. }) = consumer
+    let (mut producer, mut consumer) = (producer.clone(), consumer.clone());
+    let (Node::BatchNormConv2d { conv, hands: hands @ None, .. }
+    | Node::Conv2dBatchNormConv2d { conv, hands: hands @ None, .. }) = &mut producer
     else {
         return None;
     };
-    if bn.x != y {
+    let (Node::BatchNormMaxPool { bn, moments: moments @ None, .. }
+    | Node::BatchNormConv2d { bn, moments: moments @ None, .. }) = &mut consumer
+    else {
+        return None;
+    };
+    if bn.x != conv.y {
         return None;
     }
     let handoff = Handoff { moments: ctx.values.fresh(&[2 * (bn.p.n * bn.p.c) as usize]), p: bn.p };
-    let mut producer = producer.clone();
-    let mut consumer = consumer.clone();
-    match &mut producer {
-        Node::BatchNormConv2d { hands, .. } | Node::Conv2dBatchNormConv2d { hands, .. } => *hands = Some(handoff),
-        _ => unreachable!("matched above"),
-    }
-    match &mut consumer {
-        Node::BatchNormMaxPool { moments, .. } | Node::BatchNormConv2d { moments, .. } => {
-            *moments = Some(handoff.moments)
-        }
-        _ => unreachable!("matched above"),
-    }
+    (*hands, *moments) = (Some(handoff), Some(handoff.moments));
     Some((2, vec![producer, consumer]))
 }
 

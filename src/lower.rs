@@ -3,7 +3,7 @@
 
 use crate::backend::{Backend, Conv, Moments, Norm, NormGrads, ParamGrads, Running};
 use crate::fused::{self, Fused};
-use crate::graph::{BatchNormNode, ConvNode, Node, Var};
+use crate::graph::{BatchNormNode, ConvNode, Handoff, Node, Var};
 use crate::params::*;
 use crate::tape::{Mode, Tape, Value};
 
@@ -55,9 +55,7 @@ impl<B: Backend> Tape<'_, B> {
             }
             Node::BatchNormConv2d { bn, conv, moments, hands } => {
                 statistics(b, &t, mode, bn, moments.map(|m| t.get(m)));
-                let moments = hands.map(|h| Moments { p: h.p, out: t.get(h.moments) });
-                let (norm, x, y) = (t.norm(bn, bn.p), t.get(bn.x), t.get(conv.y));
-                b.fused(Fused::BatchNormConv2dForward { norm, conv: t.conv(conv), x, y, moments });
+                batchnorm_conv2d_forward(b, &t, (bn, conv), hands);
             }
             Node::Conv2dBatchNormConv2d { first, bn, conv, hands } => {
                 let m = b.scratch(2 * (bn.p.n * bn.p.c) as usize);
@@ -69,9 +67,7 @@ impl<B: Backend> Tape<'_, B> {
                     moments,
                 });
                 statistics(b, &t, mode, bn, Some(&m));
-                let moments = hands.map(|h| Moments { p: h.p, out: t.get(h.moments) });
-                let (norm, x, y) = (t.norm(bn, bn.p), t.get(bn.x), t.get(conv.y));
-                b.fused(Fused::BatchNormConv2dForward { norm, conv: t.conv(conv), x, y, moments });
+                batchnorm_conv2d_forward(b, &t, (bn, conv), hands);
             }
             Node::PairContrastive { x, t: target, d, loss, pd, pc } => {
                 let (x, target, d, loss) = (t.get(*x), t.get(*target), t.get(*d), t.get(*loss));
@@ -218,6 +214,19 @@ impl<B: Backend> Tape<'_, B> {
         let (acc_p, dgamma, dbeta) = self.param_grads(bn.gamma, bn.beta);
         (BatchNormParams { accumulate: acc_x | acc_p, ..bn.p }, dx, dgamma, dbeta)
     }
+}
+
+/// conv(BatchNorm(x)) with the statistics in `bn.saved`, handing y's plane moments on where
+/// the node says.
+fn batchnorm_conv2d_forward<B: Backend>(
+    b: &mut B,
+    t: &Tensors<B::Tensor>,
+    (bn, conv): (&BatchNormNode, &ConvNode),
+    hands: &Option<Handoff>,
+) {
+    let moments = hands.map(|h| Moments { p: h.p, out: t.get(h.moments) });
+    let (norm, x, y) = (t.norm(bn, bn.p), t.get(bn.x), t.get(conv.y));
+    b.fused(Fused::BatchNormConv2dForward { norm, conv: t.conv(conv), x, y, moments });
 }
 
 /// A BatchNorm's statistics into `bn.saved`: the batch's in training (with the running

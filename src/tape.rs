@@ -52,6 +52,13 @@ pub(crate) struct Value<T> {
     pub kept: bool,
 }
 
+impl<T> Value<T> {
+    fn new(shape: &[usize], data: Option<T>, requires_grad: bool) -> Self {
+        let shape = shape.to_vec();
+        Self { shape, data, requires_grad, grad: None, grad_written: false, is_param: false, kept: false }
+    }
+}
+
 pub struct Tape<'b, B: Backend> {
     pub(crate) backend: &'b mut B,
     pub(crate) mode: Mode,
@@ -134,9 +141,7 @@ impl<'b, B: Backend> Tape<'b, B> {
 
     fn push(&mut self, data: Option<B::Tensor>, shape: &[usize], requires_grad: bool) -> Var {
         let requires_grad = requires_grad && self.mode == Mode::Train;
-        let shape = shape.to_vec();
-        let value = Value { shape, data, requires_grad, grad: None, grad_written: false, is_param: false, kept: false };
-        self.values.push(value);
+        self.values.push(Value::new(shape, data, requires_grad));
         Var(self.values.len() - 1)
     }
 
@@ -352,17 +357,7 @@ struct ValuesOf<'a, T>(&'a mut Vec<Value<T>>);
 
 impl<T> fusion::Values for ValuesOf<'_, T> {
     fn fresh(&mut self, shape: &[usize]) -> Var {
-        let shape = shape.to_vec();
-        let value = Value {
-            shape,
-            data: None,
-            requires_grad: false,
-            grad: None,
-            grad_written: false,
-            is_param: false,
-            kept: false,
-        };
-        self.0.push(value);
+        self.0.push(Value::new(shape, None, false));
         Var(self.0.len() - 1)
     }
     fn kept(&self, v: Var) -> bool {
