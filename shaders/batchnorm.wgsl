@@ -18,7 +18,7 @@
 // saved = mean (T, C) then 1/std (T, C); sums = Σdy (T, C) then Σdy·x̂ (T, C);
 // planes = two numbers per (image, channel) plane.
 //
-// No workgroup barriers (llvmpipe runs each as a coroutine switch) and no atomics: reductions
+// No workgroup barriers (a CPU driver runs each as a coroutine switch) and no atomics: reductions
 // go plane by plane, then over a tower's planes in order, so every run gives the same bits.
 // The statistics of a plane are its mean and Σ(x − mean)², combined across planes with Chan's
 // formula: as accurate as two passes over the whole tower.
@@ -87,7 +87,7 @@ fn plane_sq_dev(plane: u32, mean: f32) -> f32 {
 
 // (mean, Σ(x − mean)²) of one (image, channel) plane. Planes of whole vec4s are read once:
 // each vec4's own mean and squared deviations, merged into the running ones with Chan's
-// formula (loads cost llvmpipe far more than the arithmetic); others in two passes.
+// formula (loads cost a CPU driver far more than the arithmetic); others in two passes.
 @compute @workgroup_size(64)
 fn batchnorm_plane_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
     let plane = gid.x;
@@ -172,7 +172,7 @@ fn batchnorm_running_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // The elementwise passes run one invocation per (image, channel) plane, looping over it: the
 // plane's channel and tower, and with them the coefficients, are found once, not per element
-// (llvmpipe divides integers lane by lane, which would cost more than the arithmetic).
+// (a CPU driver divides integers lane by lane, which would cost more than the arithmetic).
 // A plane of a multiple of 4 pixels is a run of whole vec4s; any other goes element by element
 // through the scalar view.
 
@@ -292,7 +292,7 @@ fn batchnorm_backward_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
 // dx = γ·invstd·(dy − Σdy/M − x̂·Σdy·x̂/M) per tower, which is dy·k + x·u + v with the
 // plane's constants k = γ·invstd, u = −k·invstd·Σdy·x̂/M, v = −k·Σdy/M − u·mean; through a
 // ReLU input, 0 where x ≤ 0.
-// p.accumulate's ACCUMULATE_INPUT bit, as a constant: llvmpipe runs both sides of a branch
+// p.accumulate's ACCUMULATE_INPUT bit, as a constant: a CPU driver runs both sides of a branch
 // on a runtime value, so a runtime `add` would cost a masked load and store per element.
 override ACCUMULATE: u32 = 0u;
 

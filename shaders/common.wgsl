@@ -2,8 +2,8 @@
 //
 // Launchers spread workgroups over a 2-D grid, because one grid dimension stops at 65,535
 // workgroups; `flat_index` turns a global invocation id back into one element index.
-// Workgroups are 256 wide: llvmpipe runs a workgroup as one loop on one thread, so wide
-// workgroups amortise its per-workgroup cost, and 256 is a multiple of every subgroup width.
+// Workgroups are 256 wide: a CPU driver runs a workgroup as one loop on one thread, so wide
+// workgroups amortise its per-workgroup cost, and 256 is a multiple of every GPU's SIMD width.
 
 const WG: u32 = 256u;
 

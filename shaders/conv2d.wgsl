@@ -1,9 +1,8 @@
 // conv2d.wgsl: 2-D convolution, stride 1, odd square kernel, zero padding; forward, the input
 // gradient, and the weight and bias gradients as a two-stage reduction (no atomics, so the
 // result is the same bits on every run).
-// Mirrors src/cpu/conv2d.rs (reference) and src/gpu/conv2d.rs (launchers). Where subgroups
-// are 8 lanes (llvmpipe), the launchers take the subgroup kernels src/gpu/llvmpipe/
-// writes per layer shape instead of the fast path below.
+// Mirrors src/cpu/conv2d.rs (reference) and src/gpu/conv2d.rs (launchers). A driver's own
+// kernel set, where one is selected (src/gpu/kernel_set.rs), takes the shapes it covers first.
 //
 // entry point                       bindings 1.. (binding 0: Conv2dParams)
 // conv2d_forward                    x, w, b, y
@@ -20,21 +19,7 @@
 // Chunks never straddle two towers, so each tower's gradient is summed on its own and the
 // towers' sums are added last, as two separate calls would (src/params.rs, `towers`).
 
-// src/params.rs Conv2dParams
-struct Conv2dParams {
-    n: u32,
-    c_in: u32,
-    h: u32,
-    w: u32,
-    c_out: u32,
-    k: u32,
-    pad: u32,
-    accumulate: u32,
-    towers: u32,
-    chunk: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// Conv2dParams: shaders/conv2d_params.wgsl, prepended (kernels generated per shape share it).
 
 @group(0) @binding(0) var<uniform> p: Conv2dParams;
 
@@ -249,7 +234,7 @@ struct WeightSumsParams {
 @group(0) @binding(2) var<storage, read_write> ws_grads: array<f32>;
 
 // One invocation per tap of all the layers, in table order. Workgroups of 64: a step's
-// thousand-odd taps then split evenly between llvmpipe's threads.
+// thousand-odd taps then split evenly between a CPU driver's threads.
 @compute @workgroup_size(64)
 fn conv2d_backward_weight_sums(@builtin(global_invocation_id) gid: vec3<u32>) {
     var tap = gid.x;
@@ -282,13 +267,13 @@ fn conv2d_backward_weight_sums(@builtin(global_invocation_id) gid: vec3<u32>) {
 // ---------------------------------------------------------------------------------------------
 // The fast path: planes of a multiple of 4 pixels, at most 8 channels in and out, K ≤ 5.
 //
-// llvmpipe runs 8 invocations as the lanes of one vector but loads from a storage buffer one
+// A CPU driver runs 8 invocations as the lanes of one vector but loads from a storage buffer one
 // lane at a time (about 9 cycles per lane and component of a vec4, 20 for a scalar), so the
 // number of components loaded, not arithmetic, sets the speed. These kernels therefore
 // compute 4 adjacent outputs of every output channel per invocation (one vec4 each); load
 // each input element they need once, with the widest aligned loads (x, x2 and x4 are one
-// buffer seen as f32, vec2 and vec4); read weights from a uniform buffer, which llvmpipe
-// loads once for all lanes; and are specialised per shape by `override` constants, which
+// buffer seen as f32, vec2 and vec4); read weights from a uniform buffer, which such a
+// driver loads once for all lanes; and are specialised per shape by `override` constants, which
 // turns the loops below into straight-line code.
 
 override IC: u32 = 1u;
@@ -517,7 +502,7 @@ fn conv2d_tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 // channel (and, for channel 0, of the biases), over the plane 4 outputs at a time, written as
 // one partial per tap (then reduced per tower by conv2d_backward_weight_reduce with
 // p.chunk = 1). Splitting by input channel keeps the unrolled body small: one kernel over all
-// channels at once took llvmpipe 14 s to compile, for a few percent of speed.
+// channels at once took a CPU driver 14 s to compile, for a few percent of speed.
 // Workgroups of 8, one lane-vector each, so that there are many to share out.
 @compute @workgroup_size(8)
 fn conv2d_backward_weight_tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

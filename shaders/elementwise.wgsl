@@ -2,7 +2,7 @@
 // Mirrors src/cpu/elementwise.rs (reference) and src/gpu/elementwise.rs (launchers).
 //
 // One invocation per vec4 (the tensors' bindings cover whole vec4s, see src/gpu/mod.rs
-// GpuTensor): llvmpipe loads a vec4 for about a third of the cost of four scalars.
+// GpuTensor): a CPU driver loads a vec4 for about a third of the cost of four scalars.
 //
 // entry point     binding 0           bindings 1..
 // fill            ElementwiseParams   out
@@ -95,7 +95,7 @@ fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 @group(0) @binding(0) var<uniform> gp: GatherParams;
 
 // float32(b) / 255 for every byte b, computed on the host so the GPU's division rounding
-// cannot differ from PyTorch's; a uniform buffer, which llvmpipe reads with one vector gather.
+// cannot differ from PyTorch's; a uniform buffer, which a CPU driver reads with one vector gather.
 struct PixelTable {
     v: array<vec4<f32>, 64>,
 }

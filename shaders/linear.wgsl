@@ -128,11 +128,11 @@ fn linear_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builti
 }
 
 // --- Narrow layers (D_OUT ≤ NARROW, the model's 49 → z): the same sums in the same order
-// (so the same bits), arranged for llvmpipe. The shape is in `override` constants, so the
+// (so the same bits), arranged for a CPU driver. The shape is in `override` constants, so the
 // loops over the outputs unroll, their sums stay in registers, and every weight load has the
-// same address in all lanes, which llvmpipe loads once instead of lane by lane: each
+// same address in all lanes, which such a driver loads once instead of lane by lane: each
 // invocation loads one row of x or dy (one column of x for the weights). The kernels above
-// load a row of x and one of w per output, a lane at a time. Workgroups of 16: llvmpipe runs
+// load a row of x and one of w per output, a lane at a time. Workgroups of 16: a CPU driver runs
 // each on one thread, and the weight gradient has only D_IN + 1 invocations to share out.
 // The backward is one launch: its first workgroups take the columns of dw (and db), each a
 // sum over the whole batch, so that they start first, and the rest the rows of dx.

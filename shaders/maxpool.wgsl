@@ -18,10 +18,10 @@
 //
 // The backward pass recomputes each window's argmax from x instead of saving it: the
 // windows do not overlap, so each decides alone. With an even width a window row is one
-// aligned vec2 (x2 is x seen as vec2s), half the loads of two scalars on llvmpipe; with a
+// aligned vec2 (x2 is x seen as vec2s), half the loads of two scalars on a CPU driver; with a
 // width of a multiple of 4 the `pairs` kernels take two windows per vec4, halving them again;
 // with a width of 4m + 2 the `rows` kernels take two rows of windows as whole vec4s. Those
-// vec4s are `Packed4` in storage (the prelude's: two u64s on llvmpipe, see packed_u64.wgsl).
+// vec4s are `Packed4` in storage (as the prelude holds them).
 
 // src/params.rs MaxPoolParams
 struct MaxPoolParams {
@@ -95,7 +95,7 @@ fn saved_slots(nc: u32) -> vec3<u32> {
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
 // The first maximum of (top.x, top.y, bottom.x, bottom.y), NaN winning, and its position 0..3.
-// Written as selects: an array indexed by `best` would be read lane by lane on llvmpipe.
+// Written as selects: an array indexed by `best` would be read lane by lane on a CPU driver.
 fn first_max(top: vec2<f32>, bottom: vec2<f32>) -> vec2<f32> {
     var best = vec2(top.x, 0.0);
     best = take_if_greater(best, top.y, 1.0);
@@ -109,7 +109,7 @@ fn take_if_greater(best: vec2<f32>, v: f32, t: f32) -> vec2<f32> {
 }
 
 // By the bits: compilers may fold `v != v` to false (Vulkan does not promise NaNs survive
-// float comparisons; llvmpipe's does fold it).
+// float comparisons; some compilers do fold it).
 fn is_nan(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
 }
@@ -150,7 +150,7 @@ fn window_argmax(nc: u32, oh: u32, ow: u32) -> u32 {
 }
 
 // One invocation per (image, channel) plane, looping over its windows: no per-element integer
-// division, which llvmpipe does lane by lane.
+// division, which a CPU driver does lane by lane.
 @compute @workgroup_size(64)
 fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     if gid.x < p.n * p.c {
@@ -398,7 +398,7 @@ fn maxpool_backward_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // As backward_windows, a row of windows at a time in forward_rows' layout: x read and dx
-// written as whole `Packed4`s (two components each on llvmpipe, against a vec2 per window row
+// written as whole `Packed4`s (fewer components on a CPU driver, against a vec2 per window row
 // in backward_windows: about half the components moved). The windows go in the same order
 // through the same window_backward, so the sums are backward_windows' to the bit. A vec4 of
 // the bottom row holds two windows' gradients, one from the iteration before (`pending`);

@@ -1,6 +1,6 @@
-// packed_f32.wgsl: how kernels hold runs of four floats in storage (`Packed4`) on most
-// adapters: as vec4<f32>, so pack4 and unpack4 compile to nothing. Prepended after common.wgsl
-// by src/gpu/kernel.rs; packed_u64.wgsl is llvmpipe's version.
+// packed_f32.wgsl: how kernels hold runs of four floats in storage (`Packed4`): as vec4<f32>,
+// so pack4 and unpack4 compile to nothing. Prepended after common.wgsl by src/gpu/kernel.rs,
+// unless the selected kernel set brings its own (`DriverKernels::storage`).
 
 alias Packed4 = vec4<f32>;
 

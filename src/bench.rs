@@ -32,6 +32,7 @@ pub fn bench_steps(
     gpu.sync();
     let wall = start.elapsed().as_secs_f64() / steps.max(1) as f64;
     let per_step = |v: u64| v as f64 / steps.max(1) as f64;
+    writeln!(out, "kernels: {}", gpu.ctx.kernels()).ok();
     writeln!(
         out,
         "{steps} steps of {batch} pairs: {:.2} ms/step, {:.0} pairs/s, {:.0} dispatches and {:.1} submits per step",
@@ -101,7 +102,7 @@ pub fn launch_table(profile: &Profile, steps: usize) -> String {
 
 /// How long each of `kernels` takes to get ready on a device of its own, slowest first: its
 /// pipeline built (WGSL translated, handed to the driver), then one run on placeholders (a
-/// driver that compiles at first dispatch, as llvmpipe does, compiles it then). Mesa's shader
+/// driver that compiles at first dispatch, as a CPU driver does, compiles it then). Mesa's shader
 /// cache answers for the kernels it holds; MESA_SHADER_CACHE_DISABLE=true times the compiler.
 pub fn compile_table(kernels: &[(Kernel, Vec<u32>)]) -> crate::Result<String> {
     let mut fresh = GpuBackend::new()?;

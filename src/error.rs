@@ -11,7 +11,7 @@ pub enum Error {
     /// No wgpu adapter could run our kernels.
     #[error(
         "no GPU adapter found ({tried}); install a Vulkan driver (on Debian/Ubuntu without a GPU: \
-         `apt-get install mesa-vulkan-drivers` gives the software adapter llvmpipe), or choose one \
+         `apt-get install mesa-vulkan-drivers` gives a software adapter), or choose one \
          with WGPU_BACKEND=vulkan|metal|dx12|gl and WGPU_ADAPTER_NAME=<part of its name>"
     )]
     NoAdapter { tried: String },

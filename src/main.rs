@@ -58,7 +58,7 @@ struct BenchArgs {
     /// Timed steps (after the warm-up).
     #[arg(long, default_value_t = 20)]
     steps: usize,
-    /// Untimed steps first (pipeline compilation, first allocations; on llvmpipe here the
+    /// Untimed steps first (pipeline compilation, first allocations; on a CPU driver the
     /// first 20 or so steps still ran up to 1.5× slower than later ones).
     #[arg(long, default_value_t = 30)]
     warmup: usize,
@@ -232,7 +232,7 @@ fn load(path: &Path, limit: Option<usize>) -> anyhow::Result<Dataset> {
 
 fn gpu_backend() -> anyhow::Result<GpuBackend> {
     let gpu = GpuBackend::new()?;
-    eprintln!("adapter: {}", gpu.ctx.adapter.describe());
+    eprintln!("adapter: {}; {}", gpu.ctx.adapter.describe(), gpu.ctx.kernels());
     Ok(gpu)
 }
 
@@ -273,7 +273,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         return Err(Error::config("--limit", "0 rows leaves nothing to train on").into());
     }
     // Every input is read and checked before anything is written, while the GPU compiles the
-    // run's kernels on a warm-up step (seconds on a first run through llvmpipe). A missing file
+    // run's kernels on a warm-up step (seconds on a first run through a CPU driver). A missing file
     // or a full output directory is reported at once, not after that.
     for path in [&a.data, &a.test] {
         std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
@@ -492,6 +492,9 @@ fn info() -> anyhow::Result<()> {
     println!("  max storage buffer binding: {} MiB", a.max_storage_binding >> 20);
     println!("  max workgroups per dimension: {}", a.max_workgroups_per_dim);
     println!("  timestamp queries: {}", if ctx.timestamps { "yes (per-kernel profiles)" } else { "no" });
+    let (fewest, most) = a.subgroup_sizes;
+    println!("  subgroup lanes: {}", if most == 0 { "none".to_string() } else { format!("{fewest}–{most}") });
+    println!("  kernels: {} (SIAMESE_KERNELS={} chooses)", ctx.kernels(), gpu::kernel_set_choices());
     println!("  choose another with WGPU_BACKEND=vulkan|metal|dx12|gl and WGPU_ADAPTER_NAME=<part of its name>");
     Ok(())
 }

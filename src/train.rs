@@ -145,7 +145,7 @@ pub const WARM_UP_PAIRS: usize = 4;
 
 /// Runs one training step and one eval-mode forward of `cfg`'s network on a few blank images,
 /// so that every kernel a run uses is compiled before the run needs it: `train` does this while
-/// it reads the data (a first run on llvmpipe compiles for seconds, mostly at first dispatch).
+/// it reads the data (a first run on a CPU driver compiles for seconds, mostly at first dispatch).
 /// Leaves nothing on `backend` but compiled pipelines and free scratch; a run's numbers do not
 /// depend on it (tests/train.rs holds them bit for bit).
 pub fn warm_up<B: Backend>(backend: &mut B, cfg: &TrainConfig) {

@@ -53,10 +53,9 @@ fn conv2d_case(name: &str, n: usize, c_in: usize, hw: (usize, usize), c_out: usi
     for subgroups in [true, false] {
         let name = format!("{name} subgroups={subgroups}");
         with_gpu(&format!("conv2d {name}"), |gpu| {
-            let available = gpu.ctx.rows_kernels;
-            gpu.subgroup_convs = subgroups && available;
+            gpu.driver = gpu.ctx.driver.filter(|_| subgroups);
             conv2d_case_on(gpu, &name, n, c_in, hw, c_out, k, towers);
-            gpu.subgroup_convs = available;
+            gpu.driver = gpu.ctx.driver;
         });
     }
 }
@@ -141,12 +140,14 @@ fn conv2d_subgroup_variants() {
     conv2d_case("sg-one-output-towers", 10, 8, (7, 7), 1, 3, 2);
 }
 
-/// On llvmpipe the subgroup kernels must be in use: a silent fallback would lose their speed.
+/// Where an adapter reports 8-lane subgroups and the kernel set is left to choose, the subgroup
+/// kernels must be in use: a silent fallback would lose their speed.
 #[test]
-fn llvmpipe_runs_the_subgroup_convs() {
-    with_gpu("llvmpipe subgroup convs", |gpu| {
-        if gpu.ctx.adapter.name.contains("llvmpipe") {
-            assert!(gpu.ctx.rows_kernels && gpu.subgroup_convs, "llvmpipe without 8-lane subgroups");
+fn eight_lane_subgroups_run_the_subgroup_convs() {
+    with_gpu("8-lane subgroup convs", |gpu| {
+        let auto = matches!(std::env::var("SIAMESE_KERNELS").as_deref(), Err(_) | Ok("" | "auto"));
+        if auto && gpu.ctx.adapter.subgroup_sizes == (8, 8) {
+            assert_eq!(gpu.ctx.driver.map(|d| d.name()), Some("llvmpipe"), "8-lane subgroups without their kernels");
         }
     });
 }
@@ -365,16 +366,15 @@ fn batchnorm_conv2d_case(name: &str, n: usize, c_in: usize, hw: (usize, usize), 
     for (subgroups, relu) in [(true, true), (true, false), (false, true)] {
         let name = format!("{name} subgroups={subgroups} relu={relu}");
         with_gpu(&format!("batchnorm_conv2d {name}"), |gpu| {
-            let available = gpu.ctx.rows_kernels;
-            gpu.subgroup_convs = subgroups && available;
+            gpu.driver = gpu.ctx.driver.filter(|_| subgroups);
             let shape = Shape { ic: c_in as u32, oc: c_out as u32, h: hw.0 as u32, w: hw.1 as u32, k: 3 };
-            let through = gpu.subgroup_convs && c_out != 1 && shape.supported();
+            let through = gpu.driver.is_some() && c_out != 1 && shape.supported();
             // The input gradient's kernel sums BatchNorm's planes where it covers the shape.
             let back = Shape { ic: shape.oc, oc: shape.ic, ..shape };
             let even = hw.1.is_multiple_of(2) && (hw.0 * hw.1).is_multiple_of(4);
-            let sums = gpu.subgroup_convs && c_in != 1 && even && back.supported();
+            let sums = gpu.driver.is_some() && c_in != 1 && even && back.supported();
             batchnorm_conv2d_case_on(gpu, &name, n, c_in, hw, c_out, towers, relu, (through, sums));
-            gpu.subgroup_convs = available;
+            gpu.driver = gpu.ctx.driver;
         });
     }
 }
@@ -523,10 +523,9 @@ fn conv2d_batchnorm_conv2d_case(
     for subgroups in [true, false] {
         let name = format!("{name} subgroups={subgroups}");
         with_gpu(&format!("conv2d_batchnorm_conv2d {name}"), |gpu| {
-            let available = gpu.ctx.rows_kernels;
-            gpu.subgroup_convs = subgroups && available;
+            gpu.driver = gpu.ctx.driver.filter(|_| subgroups);
             let shape = Shape { ic: ca as u32, oc: cb as u32, h: hw as u32, w: hw as u32, k: 3 };
-            let fold = gpu.subgroup_convs && !input_grad && cb != 1 && shape.supported();
+            let fold = gpu.driver.is_some() && !input_grad && cb != 1 && shape.supported();
             let mut r = rng((n * 7 + ca * 5 + cb * 3 + cc + hw) as u64);
             let pa = Conv2dParams::same(n, ca, hw, hw, cb, 3).with_towers(2);
             let pb = BatchNormParams::new(n, cb, hw * hw, 2).with_relu_input(true);
@@ -596,7 +595,7 @@ fn conv2d_batchnorm_conv2d_case(
                     "conv2d_batchnorm_conv2d_backward dispatches {name}"
                 );
             }
-            gpu.subgroup_convs = available;
+            gpu.driver = gpu.ctx.driver;
         });
     }
 }
@@ -939,8 +938,7 @@ fn conv2d_moments_forward_hands_plane_moments() {
     for (c_in, side, c_out) in [(4, 14, 8), (1, 28, 4), (8, 7, 1)] {
         for subgroups in [true, false] {
             with_gpu("conv2d_moments_forward", |gpu| {
-                let available = gpu.ctx.rows_kernels;
-                gpu.subgroup_convs = subgroups && available;
+                gpu.driver = gpu.ctx.driver.filter(|_| subgroups);
                 let mut r = rng(side as u64 * 7 + c_out as u64);
                 let n = 18;
                 let pc = Conv2dParams::same(n, c_in, side, side, c_out, 3).with_towers(2);
@@ -964,7 +962,7 @@ fn conv2d_moments_forward_hands_plane_moments() {
                 assert_close(&format!("y {name}"), &f64s(&conv), &got[0], TOL);
                 assert_close(&format!("moments {name}"), &f64s(&moments), &got[1], TOL);
                 assert_close(&format!("saved {name}"), &f64s(&saved), &got[2], TOL);
-                gpu.subgroup_convs = available;
+                gpu.driver = gpu.ctx.driver;
             });
         }
     }

@@ -1,6 +1,28 @@
-//! The GPU backend's Backend impl: storage from the scratch pool, each op to its launcher.
+//! The GPU backend's Backend impl: storage from the scratch pool, each op to its launcher, the
+//! selected driver's kernels (src/gpu/kernel_set.rs) tried first where it has any.
 
 use super::*;
+
+impl GpuBackend {
+    /// y = conv(x), with y's plane moments into `moments` where asked: the one entry of conv
+    /// forwards, plain and fused alike.
+    pub(super) fn conv2d_moments_forward(
+        &mut self,
+        conv: Conv<GpuTensor>,
+        [x, y]: [&GpuTensor; 2],
+        moments: Option<Moments<GpuTensor>>,
+    ) {
+        let p = conv.p;
+        assert_eq!(
+            (x.len, conv.w.len, conv.b.len, y.len),
+            (p.x_len(), p.w_len(), p.c_out as usize, p.y_len()),
+            "conv2d_forward: {p:?}"
+        );
+        if !self.driver.is_some_and(|d| d.conv2d_forward(self, conv, [x, y], moments)) {
+            conv2d::conv2d_forward(self, conv, [x, y], moments)
+        }
+    }
+}
 
 impl Backend for GpuBackend {
     type Elem = f32;
@@ -31,12 +53,14 @@ impl Backend for GpuBackend {
         *in_use += 1;
         GpuTensor { buffer: buffers[*in_use - 1].clone(), offset: 0, len }
     }
-    /// On a software adapter, which compiles each kernel at its first dispatch, has a second
-    /// device compile the recorded kernels last first, and submits them.
+    /// Where the kernel set compiles ahead (a driver that compiles each kernel at its first
+    /// dispatch), starts it on the recorded kernels, and submits them.
     fn compile_ahead(&mut self) {
-        if self.ctx.adapter.device_type == wgpu::DeviceType::Cpu && self.compiling_ahead.is_none() {
-            self.compiling_ahead = Some(llvmpipe::compile_ahead::CompileAhead::start(self.kernels_built().to_vec()));
-            self.flush();
+        if let (Some(driver), None) = (self.ctx.driver, &self.compiling_ahead) {
+            self.compiling_ahead = driver.compile_ahead(self.kernels_built().to_vec());
+            if self.compiling_ahead.is_some() {
+                self.flush();
+            }
         }
     }
     fn stop_compiling_ahead(&mut self) {
@@ -87,13 +111,23 @@ impl Backend for GpuBackend {
     }
 
     fn conv2d_forward(&mut self, p: &Conv2dParams, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor, y: &GpuTensor) {
-        conv2d::conv2d_forward(self, p, x, w, b, y)
+        self.conv2d_moments_forward(Conv { p: *p, w, b }, [x, y], None)
     }
     fn conv2d_backward_input(&mut self, p: &Conv2dParams, dy: &GpuTensor, w: &GpuTensor, dx: &GpuTensor) {
-        conv2d::conv2d_backward_input(self, p, dy, w, dx)
+        assert_eq!((dy.len, w.len, dx.len), (p.y_len(), p.w_len(), p.x_len()), "conv2d_backward_input: {p:?}");
+        if !self.driver.is_some_and(|d| d.conv2d_backward_input(self, p, dy, w, dx)) {
+            conv2d::conv2d_backward_input(self, p, dy, w, dx)
+        }
     }
     fn conv2d_backward_weight(&mut self, p: &Conv2dParams, x: &GpuTensor, dy: &GpuTensor, g: ParamGrads<GpuTensor>) {
-        conv2d::conv2d_backward_weight(self, p, x, dy, g)
+        assert_eq!(
+            (x.len, dy.len, g.dw.len, g.db.len),
+            (p.x_len(), p.y_len(), p.w_len(), p.c_out as usize),
+            "conv2d_backward_weight: {p:?}"
+        );
+        if !self.driver.is_some_and(|d| d.conv2d_backward_weight(self, p, [x, dy], g)) {
+            conv2d::conv2d_backward_weight(self, p, [x, dy], g)
+        }
     }
 
     fn batchnorm_plane_moments(&mut self, p: &BatchNormParams, x: &GpuTensor, moments: &GpuTensor) {
@@ -168,11 +202,14 @@ impl Backend for GpuBackend {
         contrastive::contrastive_backward(self, p, d, t, dloss, dd)
     }
 
-    /// Every fused op has kernels of its own here.
+    /// Every fused op has kernels of its own here; the driver's, where selected, go first.
     fn fused(&mut self, op: Fused<GpuTensor>) {
+        if self.driver.is_some_and(|d| d.fused(self, &op)) {
+            return;
+        }
         match op {
             Fused::Conv2dMomentsForward { conv, x, y, moments } => {
-                conv2d::conv2d_moments_forward(self, conv, x, y, Some(moments))
+                self.conv2d_moments_forward(conv, [x, y], Some(moments))
             }
             Fused::BatchNormMaxPoolForward { norm, pool, x, y } => {
                 maxpool::batchnorm_maxpool_forward(self, &norm, &pool, x, y)

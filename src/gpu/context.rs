@@ -1,5 +1,6 @@
-//! The GPU context: picks an adapter (hardware first, then software such as Mesa's llvmpipe,
-//! honouring WGPU_BACKEND and WGPU_ADAPTER_NAME), opens the device, and catches its errors.
+//! The GPU context: picks an adapter (hardware first, then software ones that run on the CPU,
+//! honouring WGPU_BACKEND and WGPU_ADAPTER_NAME), opens the device with what the selected
+//! kernel set needs, and catches its errors.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +16,8 @@ pub struct AdapterSummary {
     pub max_storage_binding: u64,
     pub max_workgroups_per_dim: u32,
     pub timestamps: bool,
+    /// The subgroup sizes it reports, fewest and most lanes (0 where it has no subgroups).
+    pub subgroup_sizes: (u32, u32),
 }
 
 impl AdapterSummary {
@@ -28,10 +31,15 @@ impl AdapterSummary {
             max_storage_binding: limits.max_storage_buffer_binding_size,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
             timestamps: adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+            subgroup_sizes: if adapter.features().contains(wgpu::Features::SUBGROUP) {
+                (info.subgroup_min_size, info.subgroup_max_size)
+            } else {
+                (0, 0)
+            },
         }
     }
 
-    /// "software" for CPU adapters such as llvmpipe, "hardware" otherwise.
+    /// "software" for adapters that run on the CPU, "hardware" otherwise.
     pub fn kind(&self) -> &'static str {
         if self.device_type == wgpu::DeviceType::Cpu { "software" } else { "hardware" }
     }
@@ -48,9 +56,8 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// Whether GPU timestamps can time each dispatch (for profiles and benchmarks).
     pub timestamps: bool,
-    /// Whether the subgroup conv kernels (src/gpu/llvmpipe/) can run: they need
-    /// subgroups of exactly 8 lanes (llvmpipe) and 64-bit integers (rows held as u64s).
-    pub rows_kernels: bool,
+    /// The driver's kernel set selected for this adapter, if any (src/gpu/kernel_set.rs).
+    pub driver: Option<&'static dyn super::DriverKernels>,
     /// The first error the device reported; surfaced at the next synchronisation.
     errors: Arc<Mutex<Option<String>>>,
 }
@@ -126,14 +133,10 @@ impl GpuContext {
         let available = adapter.limits();
         let timestamp_features = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         let timestamps = adapter.features().contains(timestamp_features);
-        let info = adapter.get_info();
-        let rows_features = wgpu::Features::SUBGROUP | wgpu::Features::SHADER_INT64;
-        let rows_kernels = adapter.features().contains(rows_features)
-            && info.subgroup_min_size == super::llvmpipe::LANES
-            && info.subgroup_max_size == super::llvmpipe::LANES;
+        let driver = super::kernel_set::select(&adapter)?;
         let mut features = if timestamps { timestamp_features } else { wgpu::Features::empty() };
-        if rows_kernels {
-            features |= rows_features;
+        if let Some(d) = driver {
+            features |= d.features();
         }
         // Ask for what the adapter has where it matters to us (big storage bindings for the
         // resident training images, many workgroups), WebGPU's defaults elsewhere.
@@ -165,7 +168,12 @@ impl GpuContext {
                 sink.lock().expect("error sink").get_or_insert_with(|| format!("device lost: {message}"));
             }
         });
-        Ok(Self { device, queue, adapter: summary, limits, timestamps, rows_kernels, errors })
+        Ok(Self { device, queue, adapter: summary, limits, timestamps, driver, errors })
+    }
+
+    /// The kernel set in use, in words ("portable kernels", or a driver's set in front of them).
+    pub fn kernels(&self) -> String {
+        super::kernel_set::describe(self.driver)
     }
 
     /// Records an error found on our side of the device (a failed readback).

@@ -4,7 +4,7 @@
 //! Binding convention, shared by every entry point in `shaders/`: binding 0 is the op's params
 //! struct (`var<uniform>`), bindings 1.. are storage buffers in the order the signature lists.
 //! Some kernels are specialised per shape through WGSL `override` constants: their loops then
-//! have constant trip counts, which llvmpipe's compiler unrolls into straight-line code with
+//! have constant trip counts, which a CPU driver's compiler unrolls into straight-line code with
 //! constant weight offsets (loaded once and broadcast instead of lane by lane).
 //! Layouts are explicit, not derived from the shader, because a derived layout holds only the
 //! bindings an entry point uses and would differ between entry points of one file.
@@ -24,21 +24,22 @@ pub enum Shader {
     Distance,
     Contrastive,
     Optim,
-    /// Not a file: written per shape by src/gpu/llvmpipe/ (see there why).
+    /// Not a file: written per shape by a driver's kernel set (`DriverKernels::source`).
     Conv2dRows,
 }
 
 /// Prepended to every shader file: WGSL has no includes.
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
-/// The common prelude, then how runs of four floats are held in storage (`Packed4`): as two
-/// u64s where `packed` (llvmpipe: see shaders/llvmpipe/packed_u64.wgsl), as vec4<f32> elsewhere.
-pub fn prelude(packed: bool) -> String {
-    let storage = if packed {
-        include_str!("../../shaders/llvmpipe/packed_u64.wgsl")
-    } else {
-        include_str!("../../shaders/packed_f32.wgsl")
-    };
+/// `Conv2dParams`, shared by shaders/conv2d.wgsl and the kernels a driver writes per shape.
+pub const CONV2D_PARAMS: &str = include_str!("../../shaders/conv2d_params.wgsl");
+
+/// How the portable set holds runs of four floats in storage (`Packed4`): as vec4<f32>.
+pub const PACKED_F32: &str = include_str!("../../shaders/packed_f32.wgsl");
+
+/// The common prelude, then how runs of four floats are held in storage: `storage`, the
+/// selected kernel set's (see `DriverKernels::storage`), or [`PACKED_F32`].
+pub fn prelude(storage: &str) -> String {
     format!("{COMMON}\n{storage}")
 }
 
@@ -84,13 +85,14 @@ impl Shader {
             Shader::Distance => include_str!("../../shaders/distance.wgsl"),
             Shader::Contrastive => include_str!("../../shaders/contrastive.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
-            Shader::Conv2dRows => panic!("conv2d_rows is generated per shape: conv2d_rows::source"),
+            Shader::Conv2dRows => panic!("conv2d_rows is generated per shape: DriverKernels::source"),
         }
     }
 
     /// The WGSL the device compiles: the prelude (see [`prelude`]), then the file.
-    pub fn source(self, packed: bool) -> String {
-        format!("{}\n{}", prelude(packed), self.body())
+    pub fn source(self, storage: &str) -> String {
+        let params = if self == Shader::Conv2d { CONV2D_PARAMS } else { "" };
+        format!("{}\n{params}\n{}", prelude(storage), self.body())
     }
 }
 
@@ -101,7 +103,7 @@ pub enum Access {
     Read,
     /// `var<storage, read_write>`
     ReadWrite,
-    /// `var<uniform>`: small read-only data every lane reads alike (llvmpipe loads it once).
+    /// `var<uniform>`: small read-only data every lane reads alike (a CPU driver loads it once).
     Uniform,
 }
 
@@ -211,8 +213,9 @@ kernels! {
 /// use and kept. A generated shader has one module per specialisation, whose values shape the
 /// code itself instead of setting `override` constants.
 pub struct Pipelines {
-    /// Whether the shader files hold runs of four floats as u64 pairs (see [`prelude`]).
-    packed: bool,
+    /// The selected driver's kernel set, which writes the generated kernels and may hold runs
+    /// of four floats its own way (see [`prelude`]).
+    driver: Option<&'static dyn super::DriverKernels>,
     /// Each shader file's module, made by the first pipeline of the file to need it.
     modules: HashMap<Shader, Arc<OnceLock<wgpu::ShaderModule>>>,
     pipelines: HashMap<(Kernel, Vec<u32>), (Pipeline, wgpu::BindGroupLayout)>,
@@ -222,7 +225,7 @@ pub struct Pipelines {
 
 /// A compute pipeline, built on a thread of its own; [`Pipeline::get`] waits for it. Why: a
 /// kernel's WGSL takes the shader translator (naga) and the driver 10–170 ms to turn into a
-/// pipeline on llvmpipe's machine, and a run's first step records some thirty new kernels
+/// pipeline on a 2-core machine with a CPU driver, and a run's first step records some thirty new kernels
 /// before it submits them: built side by side they take half the time on two cores
 /// (measured: 0.71–0.73 s → 0.36–0.42 s for the six largest).
 #[derive(Clone)]
@@ -252,8 +255,8 @@ impl Pipeline {
 }
 
 impl Pipelines {
-    pub fn new(packed: bool) -> Self {
-        Self { packed, modules: HashMap::new(), pipelines: HashMap::new(), order: Vec::new() }
+    pub fn new(driver: Option<&'static dyn super::DriverKernels>) -> Self {
+        Self { driver, modules: HashMap::new(), pipelines: HashMap::new(), order: Vec::new() }
     }
 
     /// Pipelines built so far (each compiled once).
@@ -278,7 +281,7 @@ impl Pipelines {
         if !self.pipelines.contains_key(&key) {
             let (layout, pipeline_layout) = layouts(device, kernel);
             let shader = kernel.shader();
-            let (device, spec, packed) = (device.clone(), spec.to_vec(), self.packed);
+            let (device, spec, driver) = (device.clone(), spec.to_vec(), self.driver);
             let compile = move |device: &wgpu::Device, source: String| {
                 device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(shader.file()),
@@ -286,15 +289,17 @@ impl Pipelines {
                 })
             };
             let pipeline = if shader.generated() {
+                let driver = driver.unwrap_or_else(|| panic!("{kernel:?} is generated by a driver's kernel set"));
                 Pipeline::build(move || {
-                    let module = compile(&device, super::llvmpipe::source(kernel, &spec));
+                    let module = compile(&device, driver.source(kernel, &spec));
                     // The values are in the generated code already.
                     create_pipeline(&device, &module, &pipeline_layout, kernel, &[])
                 })
             } else {
                 let module = self.modules.entry(shader).or_default().clone();
                 Pipeline::build(move || {
-                    let module = module.get_or_init(|| compile(&device, shader.source(packed)));
+                    let storage = driver.map_or(PACKED_F32, |d| d.storage());
+                    let module = module.get_or_init(|| compile(&device, shader.source(storage)));
                     create_pipeline(&device, module, &pipeline_layout, kernel, &spec)
                 })
             };

@@ -14,8 +14,9 @@ mod conv2d;
 mod distance;
 mod elementwise;
 pub mod kernel;
+mod kernel_set;
 mod linear;
-pub mod llvmpipe;
+pub mod llvmpipe; // driver: see kernel_set.rs
 mod maxpool;
 mod optim;
 mod profile;
@@ -24,6 +25,7 @@ mod weight_sums;
 pub use context::{AdapterSummary, GpuContext, adapters};
 pub use conv2d::WEIGHT_GRAD_CHUNK;
 pub use kernel::{Access, Kernel, Shader};
+pub use kernel_set::{DriverKernels, choices as kernel_set_choices};
 use profile::Profiler;
 pub use profile::{KernelTime, LaunchTime, Profile};
 
@@ -32,7 +34,7 @@ use std::collections::HashMap;
 use bytemuck::Pod;
 use wgpu::util::DeviceExt;
 
-use crate::backend::{Backend, DeviceTensor, Norm, NormGrads, ParamGrads, Running, VIEW_ALIGN};
+use crate::backend::{Backend, Conv, DeviceTensor, Moments, Norm, NormGrads, ParamGrads, Running, VIEW_ALIGN};
 use crate::error::Result;
 use crate::fused::Fused;
 use crate::params::*;
@@ -167,10 +169,10 @@ pub struct GpuBackend {
     pending: Vec<Command>,
     staging: Option<wgpu::Buffer>,
     profiler: Option<Profiler>,
-    /// Whether convolutions go to the subgroup kernels (src/gpu/llvmpipe/) where they
-    /// cover the shape; on by default where they can run (`GpuContext::rows_kernels`). Tests
-    /// turn it off to hold the other kernels to the reference too.
-    pub subgroup_convs: bool,
+    /// The driver's kernels tried before the portable ones: the context's selection
+    /// (src/gpu/kernel_set.rs). Tests set it to None to hold the portable kernels to the
+    /// reference too (the storage layout stays the selection's).
+    pub driver: Option<&'static dyn DriverKernels>,
     /// Adam's per-step scalars, rewritten before each of its launches (src/gpu/optim.rs), and
     /// whether a launch reading them is recorded but not yet submitted.
     adam_scalars: Option<GpuTensor>,
@@ -184,7 +186,7 @@ pub struct GpuBackend {
     /// Submits since creation.
     pub submits: u64,
     /// The second device compiling kernels during warm-up, if any (`Backend::compile_ahead`).
-    compiling_ahead: Option<llvmpipe::compile_ahead::CompileAhead>,
+    compiling_ahead: Option<Box<dyn kernel_set::Background>>,
     /// Conv weight-gradient partials and the sums waiting on them (src/gpu/weight_sums.rs).
     weight_sums: weight_sums::WeightSums,
 }
@@ -196,15 +198,13 @@ impl GpuBackend {
     }
 
     pub fn with_context(ctx: GpuContext) -> Self {
-        // llvmpipe, which runs the rows kernels, is where packed storage pays.
-        let packed = ctx.rows_kernels;
         Self {
-            subgroup_convs: ctx.rows_kernels,
+            driver: ctx.driver,
+            pipelines: Pipelines::new(ctx.driver),
             adam_scalars: None,
             one: None,
             adam_recorded: false,
             ctx,
-            pipelines: Pipelines::new(packed),
             scratch: ScratchPool::default(),
             uniforms: HashMap::new(),
             bind_groups: HashMap::new(),
@@ -443,7 +443,7 @@ impl GpuBackend {
             .unwrap_or_else(|| vec![T::zeroed(); t.len])
     }
 
-    /// Compute pipelines built so far, one per kernel and specialisation (on llvmpipe each
+    /// Compute pipelines built so far, one per kernel and specialisation (on a CPU driver each
     /// is compiled at its first dispatch).
     pub fn pipelines_built(&self) -> usize {
         self.pipelines.len()

@@ -3,7 +3,7 @@
 //!
 //! Why: a conv's weight gradient is computed per chunk of images and the chunks are then
 //! summed in order (`conv2d_backward_weight_reduce`): tiny launches, each mostly the fixed cost
-//! of a launch on llvmpipe (about 0.1 ms of kernel and as much again between launches), five
+//! of a launch on a CPU driver (about 0.1 ms of kernel and as much again between launches), five
 //! per training step. Here the partials go to one arena buffer that `reset_scratch` empties,
 //! and where a layer's dw and db share a buffer (the model's flat gradient buffer) their sums
 //! wait: one `conv2d_backward_weight_sums` launch takes all that are waiting when a dispatch or

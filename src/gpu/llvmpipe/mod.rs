@@ -39,7 +39,7 @@
 //! the weight gradient's dy and the BatchNorm sums' x, so dy and x are loaded once instead of
 //! twice each (measured: 4.6 ms for 6.4 on the 28-wide layer, 3.8 for 5.5 on the 14-wide one).
 
-use super::kernel::{Kernel, prelude as packed_prelude};
+use super::kernel::{CONV2D_PARAMS, Kernel, prelude as common_prelude};
 
 /// Appends a formatted line of WGSL.
 macro_rules! w {
@@ -49,15 +49,20 @@ macro_rules! w {
 }
 
 mod backward;
-pub(super) mod compile_ahead;
+mod compile_ahead;
 mod emit;
 mod forward;
 mod lane_per_input;
+mod launch;
 
 use backward::*;
 use emit::*;
 use forward::*;
 use lane_per_input::*;
+pub use launch::Llvmpipe;
+
+/// How this set holds runs of four floats in storage, every kernel's: as two u64s.
+pub const STORAGE: &str = include_str!("../../../shaders/llvmpipe/packed_u64.wgsl");
 
 /// Lanes of the subgroup these kernels are written for.
 pub const LANES: u32 = 8;

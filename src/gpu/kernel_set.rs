@@ -1,0 +1,125 @@
+//! Which kernels run: the portable set (shaders/, every adapter) alone, or with a driver's own
+//! kernels in front where the adapter is one they were written for. The one place that selects
+//! them; `SIAMESE_KERNELS=portable|llvmpipe|auto` overrides the choice (default auto).
+//!
+//! Deleting src/gpu/llvmpipe/, shaders/llvmpipe/ and the lines marked `driver` (below, and the
+//! module's declaration in gpu/mod.rs) leaves the portable set on every adapter: a correct
+//! trainer, the driver's speed aside.
+
+use super::{GpuBackend, GpuTensor, Kernel};
+use crate::backend::{Conv, Moments, ParamGrads};
+use crate::error::{Error, Result};
+use crate::fused::Fused;
+use crate::params::Conv2dParams;
+
+/// The kernels of one driver, tried before the portable ones: each launcher returns whether it
+/// took the op (false: the shape is not one it covers, and the portable kernels run it).
+pub trait DriverKernels: Sync {
+    /// Its name, as `SIAMESE_KERNELS` takes it and `info` shows it.
+    fn name(&self) -> &'static str;
+    /// Whether its kernels run on `adapter`.
+    fn runs_on(&self, adapter: &wgpu::Adapter) -> bool;
+    /// Device features its kernels need.
+    fn features(&self) -> wgpu::Features;
+    /// How every kernel, portable ones included, holds runs of four floats in storage
+    /// (`Packed4`, `pack4`, `unpack4`), in place of shaders/packed_f32.wgsl.
+    fn storage(&self) -> &'static str;
+    /// The WGSL of one of its generated kernels (see `Shader::generated`) for `spec`.
+    fn source(&self, kernel: Kernel, spec: &[u32]) -> String;
+    /// Starts compiling `kernels` in the background, where that shortens a first step.
+    fn compile_ahead(&self, kernels: Vec<(Kernel, Vec<u32>)>) -> Option<Box<dyn Background>>;
+
+    /// y = conv(x), with y's plane moments into `moments` where asked.
+    fn conv2d_forward(
+        &self,
+        gpu: &mut GpuBackend,
+        conv: Conv<GpuTensor>,
+        xy: [&GpuTensor; 2],
+        moments: Option<Moments<GpuTensor>>,
+    ) -> bool;
+    fn conv2d_backward_input(
+        &self,
+        gpu: &mut GpuBackend,
+        p: &Conv2dParams,
+        dy: &GpuTensor,
+        w: &GpuTensor,
+        dx: &GpuTensor,
+    ) -> bool;
+    fn conv2d_backward_weight(
+        &self,
+        gpu: &mut GpuBackend,
+        p: &Conv2dParams,
+        xdy: [&GpuTensor; 2],
+        grads: ParamGrads<GpuTensor>,
+    ) -> bool;
+    /// A fused op, where it has kernels of its own for it.
+    fn fused(&self, gpu: &mut GpuBackend, op: &Fused<GpuTensor>) -> bool;
+}
+
+/// Work a kernel set left running in the background; dropping it waits for it to end.
+pub trait Background: Send {
+    /// Asks it to end soon.
+    fn stop(&self);
+}
+
+/// What `SIAMESE_KERNELS` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wanted {
+    Auto,
+    Portable,
+    Driver(&'static str),
+}
+
+const VARIABLE: &str = "SIAMESE_KERNELS";
+
+/// Every driver's kernel set this build has.
+fn drivers() -> Vec<&'static dyn DriverKernels> {
+    vec![
+        &super::llvmpipe::Llvmpipe, // driver
+    ]
+}
+
+fn wanted() -> Result<Wanted> {
+    let Ok(value) = std::env::var(VARIABLE) else { return Ok(Wanted::Auto) };
+    let names: Vec<_> = drivers().iter().map(|d| d.name()).collect();
+    match value.trim() {
+        "" | "auto" => Ok(Wanted::Auto),
+        "portable" => Ok(Wanted::Portable),
+        v => match names.iter().find(|n| **n == v) {
+            Some(name) => Ok(Wanted::Driver(name)),
+            None => Err(Error::config(VARIABLE, format!("'{v}' is none of auto, portable, {}", names.join(", ")))),
+        },
+    }
+}
+
+/// The driver kernels to run on `adapter` (None: the portable set alone), as SIAMESE_KERNELS
+/// asks; an error where it names a set the adapter cannot run.
+pub fn select(adapter: &wgpu::Adapter) -> Result<Option<&'static dyn DriverKernels>> {
+    let wanted = wanted()?;
+    let fits = drivers().into_iter().find(|d| d.runs_on(adapter));
+    match wanted {
+        Wanted::Portable => Ok(None),
+        Wanted::Auto => Ok(fits),
+        Wanted::Driver(name) => match fits.filter(|d| d.name() == name) {
+            Some(d) => Ok(Some(d)),
+            None => Err(Error::config(
+                VARIABLE,
+                format!("the {name} kernels do not run on adapter {} (use auto or portable)", adapter.get_info().name),
+            )),
+        },
+    }
+}
+
+/// What `SIAMESE_KERNELS` takes: "auto|portable|…".
+pub fn choices() -> String {
+    let drivers: Vec<_> = drivers().iter().map(|d| d.name()).collect();
+    format!("auto|portable|{}", drivers.join("|"))
+}
+
+/// The name of a selection, as the adapter line, `info` and `bench` show it.
+pub fn describe(driver: Option<&'static dyn DriverKernels>) -> String {
+    match driver {
+        Some(d) => format!("{} + portable kernels", d.name()),
+        None => "portable kernels".to_string(),
+    }
+}
