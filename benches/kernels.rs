@@ -17,7 +17,7 @@ use siamese::backend::{Backend, Conv, Norm, NormGrads, ParamGrads, Running};
 use siamese::cpu;
 use siamese::fused::{BatchNormConv2dBackward, Fused};
 use siamese::gpu::{GpuBackend, GpuTensor};
-use siamese::params::*;
+use siamese::ops::*;
 
 /// Both towers of a 128-pair batch.
 const N: usize = 256;

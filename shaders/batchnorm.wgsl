@@ -1,5 +1,5 @@
 // batchnorm.wgsl: BatchNorm2d with per-tower batch statistics (train), running statistics
-// (eval), and the backward pass. Mirrors src/cpu/batchnorm.rs (reference) and
+// (eval), and the backward pass. Mirrors src/ops/batchnorm.rs (params, reference) and
 // src/gpu/batchnorm.rs (launchers).
 //
 // entry point                 bindings 1.. (binding 0: BatchNormParams)
@@ -23,7 +23,7 @@
 // The statistics of a plane are its mean and Σ(x − mean)², combined across planes with Chan's
 // formula: as accurate as two passes over the whole tower.
 
-// src/params.rs BatchNormParams
+// src/ops/ BatchNormParams
 struct BatchNormParams {
     n: u32,
     c: u32,
@@ -38,7 +38,7 @@ struct BatchNormParams {
 @group(0) @binding(0) var<uniform> p: BatchNormParams;
 
 // The op's input: x, or ReLU(x) when it reads through a ReLU (BatchNorm(ReLU(x)) in one op,
-// so the ReLU's output is never written; src/params.rs BatchNormParams::relu_input).
+// so the ReLU's output is never written; src/ops/ BatchNormParams::relu_input).
 fn bn_in(v: f32) -> f32 {
     return select(v, max(v, 0.0), p.relu_input != 0u);
 }

@@ -7,7 +7,7 @@
 
 const WG: u32 = 256u;
 
-// Bits of a params struct's `accumulate` field (src/params.rs).
+// Bits of a params struct's `accumulate` field (src/ops/).
 const ACCUMULATE_INPUT: u32 = 1u;
 const ACCUMULATE_PARAMS: u32 = 2u;
 

@@ -1,6 +1,6 @@
 // contrastive.wgsl: the contrastive loss, mean over the batch of
 // (1 − t)·d² + t·max(margin − d, 0)² with t = 0 for a same-class pair; forward and backward.
-// Mirrors src/cpu/contrastive.rs (reference) and src/gpu/contrastive.rs (launchers).
+// Mirrors src/ops/contrastive.rs (params, reference) and src/gpu/contrastive.rs (launchers).
 //
 // entry point            bindings 1.. (binding 0: ContrastiveParams)
 // contrastive_forward    d, t, loss       one workgroup: a tree sum, the same bits every run
@@ -11,7 +11,7 @@
 // pair_contrastive_forward    x, t, d, loss       one workgroup, as contrastive_forward
 // pair_contrastive_backward   x, d, t, dloss, dx  one invocation per element of x
 
-// src/params.rs ContrastiveParams
+// src/ops/ ContrastiveParams
 struct ContrastiveParams {
     n: u32,
     margin: f32,
@@ -76,7 +76,7 @@ fn contrastive_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     }
 }
 
-// src/params.rs PairContrastiveParams
+// src/ops/ PairContrastiveParams
 struct PairContrastiveParams {
     n: u32,
     d: u32,

@@ -1,7 +1,7 @@
 // conv2d.wgsl: 2-D convolution, stride 1, odd square kernel, zero padding; forward, the input
 // gradient, and the weight and bias gradients as a two-stage reduction (no atomics, so the
 // result is the same bits on every run).
-// Mirrors src/cpu/conv2d.rs (reference) and src/gpu/conv2d.rs (launchers). A driver's own
+// Mirrors src/ops/conv2d.rs (params, reference) and src/gpu/conv2d.rs (launchers). A driver's own
 // kernel set, where one is selected (src/gpu/kernel_set.rs), takes the shapes it covers first.
 //
 // entry point                       bindings 1.. (binding 0: Conv2dParams)
@@ -17,7 +17,7 @@
 // Layouts: x (N, Cin, H, W), w (Cout, Cin, K, K), b (Cout), y (N, Cout, OH, OW).
 // A "tap" is one weight (Cout·Cin·K·K of them) or one bias (Cout more, after the weights).
 // Chunks never straddle two towers, so each tower's gradient is summed on its own and the
-// towers' sums are added last, as two separate calls would (src/params.rs, `towers`).
+// towers' sums are added last, as two separate calls would (src/ops/, `towers`).
 
 // Conv2dParams: shaders/conv2d_params.wgsl, prepended (kernels generated per shape share it).
 
@@ -219,7 +219,7 @@ fn conv2d_backward_weight_reduce(@builtin(global_invocation_id) gid: vec3<u32>, 
 // each in one buffer, its dw and db in another (the model's flat gradient buffer), each tap
 // summed as conv2d_backward_weight_reduce sums it, to the bit (src/gpu/weight_sums.rs).
 
-// src/params.rs WeightSumsParams: per layer, (partials at, taps, chunks per tower, towers),
+// src/ops/ WeightSumsParams: per layer, (partials at, taps, chunks per tower, towers),
 // then (weights, dw at, db at, accumulate).
 struct WeightSumsParams {
     layers: u32,

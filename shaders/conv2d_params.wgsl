@@ -1,5 +1,5 @@
 // conv2d_params.wgsl: the params of every conv kernel, shaders/conv2d.wgsl's and those written
-// per shape; prepended to both by src/gpu/kernel.rs. Mirrors src/params.rs Conv2dParams.
+// per shape; prepended to both by src/gpu/kernel.rs. Mirrors src/ops/ Conv2dParams.
 struct Conv2dParams {
     n: u32,
     c_in: u32,

@@ -1,12 +1,12 @@
 // distance.wgsl: the pairwise distance ‖a − b + eps‖₂ between the two towers, forward and
 // backward. The towers are stacked along the batch: x is (2N, D), pair i is rows i and N + i.
-// Mirrors src/cpu/distance.rs (reference) and src/gpu/distance.rs (launchers).
+// Mirrors src/ops/distance.rs (params, reference) and src/gpu/distance.rs (launchers).
 //
 // entry point              bindings 1.. (binding 0: PairDistanceParams)
 // pair_distance_forward    x, d          one invocation per pair
 // pair_distance_backward   x, d, dd, dx  one invocation per element of x
 
-// src/params.rs PairDistanceParams
+// src/ops/ PairDistanceParams
 struct PairDistanceParams {
     n: u32,
     d: u32,

@@ -1,5 +1,5 @@
 // elementwise.wgsl: ReLU forward and backward, fill, accumulate, copy, and the image gather.
-// Mirrors src/cpu/elementwise.rs (reference) and src/gpu/elementwise.rs (launchers).
+// Mirrors src/ops/elementwise.rs (params, reference) and src/gpu/elementwise.rs (launchers).
 //
 // One invocation per vec4 (the tensors' bindings cover whole vec4s, see src/gpu/mod.rs
 // GpuTensor): a CPU driver loads a vec4 for about a third of the cost of four scalars.
@@ -12,7 +12,7 @@
 // relu_backward   ElementwiseParams   y, dy, dx
 // gather_images   GatherParams        table (uniform), packed, indices, out    one per image
 
-// src/params.rs ElementwiseParams
+// src/ops/ ElementwiseParams
 struct ElementwiseParams {
     len: u32,
     value: f32,
@@ -20,7 +20,7 @@ struct ElementwiseParams {
     _pad: u32,
 }
 
-// src/params.rs GatherParams
+// src/ops/ GatherParams
 struct GatherParams {
     n: u32,
     pixels: u32,

@@ -1,6 +1,6 @@
 // linear.wgsl: the fully connected layer y = x·Wᵀ + b, forward and backward; with
 // `relu_input`, Linear(ReLU(x)), reading x through the ReLU and masking x's gradient with it.
-// Mirrors src/cpu/linear.rs (reference) and src/gpu/linear.rs (launchers).
+// Mirrors src/ops/linear.rs (params, reference) and src/gpu/linear.rs (launchers).
 //
 // entry point             bindings 1.. (binding 0: LinearParams)
 // linear_forward          x, w, b, y     one invocation per output
@@ -8,10 +8,10 @@
 // linear_backward_weight  x, dy, dw, db  one invocation per weight or bias, summing the batch
 //
 // Layouts: x (N, In), w (Out, In), b (Out), y (N, Out). Weight gradients are summed per tower
-// and the towers' sums added last, as two separate calls would (src/params.rs, `towers`):
+// and the towers' sums added last, as two separate calls would (src/ops/, `towers`):
 // the bias, whose two towers' gradients are exact negatives, gets exactly 0.
 
-// src/params.rs LinearParams
+// src/ops/ LinearParams
 struct LinearParams {
     n: u32,
     d_in: u32,

@@ -1,5 +1,5 @@
 // maxpool.wgsl: MaxPool2d 2×2, stride 2 (floor mode), forward and backward.
-// Mirrors src/cpu/maxpool.rs (reference) and src/gpu/maxpool.rs (launchers).
+// Mirrors src/ops/maxpool.rs (params, reference) and src/gpu/maxpool.rs (launchers).
 //
 // entry point               bindings 1.. (binding 0: MaxPoolParams)
 // maxpool_forward           x, x2, y         one invocation per (image, channel) plane
@@ -23,7 +23,7 @@
 // with a width of 4m + 2 the `rows` kernels take two rows of windows as whole vec4s. Those
 // vec4s are `Packed4` in storage (as the prelude holds them).
 
-// src/params.rs MaxPoolParams
+// src/ops/ MaxPoolParams
 struct MaxPoolParams {
     n: u32,
     c: u32,

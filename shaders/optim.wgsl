@@ -1,12 +1,12 @@
 // optim.wgsl: one Adam step over the flat parameter buffer, in torch.optim.Adam's order of
 // operations. The step's scalars (bias corrections) are computed on the host in f64 and
 // written to `step` each step, beside a uniform that stays the same.
-// Mirrors src/cpu/optim.rs (reference) and src/gpu/optim.rs (launcher).
+// Mirrors src/ops/optim.rs (params, reference) and src/gpu/optim.rs (launcher).
 //
 // entry point   bindings 1.. (binding 0: AdamParams)
 // adam_step     params, grads, m, v, step    one invocation per parameter
 
-// src/params.rs AdamParams
+// src/ops/ AdamParams
 struct AdamParams {
     len: u32,
     beta2: f32,

@@ -3,12 +3,12 @@
 //!
 //! Primitive methods mirror the CPU reference functions in `cpu/<family>.rs` and the WGSL
 //! entry points in `shaders/<family>.wgsl`: same names, same argument order. Shapes travel
-//! in the op's params struct (`params.rs`); tensors are flat, row-major, NCHW. Where an op
+//! in the op's params struct (src/ops/); tensors are flat, row-major, NCHW. Where an op
 //! takes more than a few tensors they travel in the small structs below.
 
 use crate::float::Float;
 use crate::fused::Fused;
-use crate::params::*;
+use crate::ops::*;
 
 /// Parameter views handed out by [`DeviceTensor::view`] start at a multiple of this many
 /// elements, the 256-byte storage-binding alignment every wgpu adapter accepts.

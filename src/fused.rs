@@ -7,7 +7,7 @@
 //! fused ops to this lowering.
 
 use crate::backend::{Backend, Conv, Moments, Norm, NormGrads, ParamGrads, copy_refs};
-use crate::params::*;
+use crate::ops::*;
 
 #[derive(Debug)]
 pub enum Fused<'a, T> {

@@ -2,7 +2,7 @@
 //! the fusion pass (src/fusion.rs) makes of them. Nodes name values by [`Var`]; the tape
 //! holds the values.
 
-use crate::params::*;
+use crate::ops::*;
 
 /// A handle to a value on the tape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

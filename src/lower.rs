@@ -4,7 +4,7 @@
 use crate::backend::{Backend, Conv, Moments, Norm, NormGrads, ParamGrads, Running};
 use crate::fused::{self, Fused};
 use crate::graph::{BatchNormNode, ConvNode, Handoff, Node, Var};
-use crate::params::*;
+use crate::ops::*;
 use crate::tape::{Mode, Tape, Value};
 
 /// A node's view of the tape's tensors.

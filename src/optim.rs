@@ -2,7 +2,7 @@
 
 use crate::backend::Backend;
 use crate::model::Weights;
-use crate::params::AdamConfig;
+use crate::ops::AdamConfig;
 
 /// `torch.optim.Adam` state: the moments, shaped like the flat parameter buffer, and the step.
 pub struct Adam<B: Backend> {

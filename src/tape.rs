@@ -12,13 +12,13 @@
 //! a backward pass and BatchNorm uses its running statistics.
 //!
 //! Ops that reduce over the batch take `towers`: the batch is that many stacked towers, kept
-//! apart in every reduction as separate calls would keep them (see `params.rs`).
+//! apart in every reduction as separate calls would keep them (see src/ops/mod.rs).
 
 use crate::backend::{Backend, DeviceTensor};
 use crate::fusion::{self, RULES, Rule};
 pub use crate::graph::Var;
 use crate::graph::{BatchNormNode, ConvNode, Node};
-use crate::params::*;
+use crate::ops::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

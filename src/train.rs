@@ -17,8 +17,8 @@ use crate::data::{self, Dataset, Stream};
 use crate::error::{Error, Result};
 use crate::metrics::Embedded;
 use crate::model::{IMAGE_PIXELS, IMAGE_SIDE, SiameseNet, Weights};
+use crate::ops::AdamConfig;
 use crate::optim::Adam;
-use crate::params::AdamConfig;
 pub use crate::run::RunState;
 use crate::tape::{Mode, Tape};
 

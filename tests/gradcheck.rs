@@ -6,7 +6,7 @@
 use siamese::backend::Backend;
 use siamese::cpu::{self, CpuBackend};
 use siamese::model::{SiameseNet, Weights};
-use siamese::params::*;
+use siamese::ops::*;
 use siamese::tape::{Mode, Tape};
 
 use crate::util::*;

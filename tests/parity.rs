@@ -8,7 +8,7 @@ use siamese::cpu;
 use siamese::fused::{BatchNormConv2dBackward, Conv2dBatchNormConv2dBackward, Fused, PairContrastiveBackward};
 use siamese::gpu::llvmpipe::Shape;
 use siamese::gpu::{GpuBackend, GpuTensor};
-use siamese::params::*;
+use siamese::ops::*;
 
 use crate::util::*;
 

@@ -12,8 +12,8 @@ use siamese::backend::{Backend, DeviceTensor, Norm, NormGrads, ParamGrads, Runni
 use siamese::cpu::{CpuBackend, Float};
 use siamese::gpu::GpuBackend;
 use siamese::model::{FEATURE_NET, SiameseNet, Weights};
+use siamese::ops::*;
 use siamese::optim::Adam;
-use siamese::params::*;
 use siamese::tape::{Mode, Tape};
 
 use crate::util::*;

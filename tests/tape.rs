@@ -8,7 +8,7 @@ use siamese::fusion::{RULES, Rule};
 use siamese::gpu::GpuBackend;
 use siamese::graph::Node;
 use siamese::model::{SiameseNet, Weights};
-use siamese::params::BatchNormParams;
+use siamese::ops::BatchNormParams;
 use siamese::tape::{Mode, Tape};
 
 use crate::util::*;

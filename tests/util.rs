@@ -7,7 +7,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use siamese::backend::{Backend, Norm, Running};
 use siamese::gpu::GpuBackend;
-use siamese::params::BatchNormParams;
+use siamese::ops::BatchNormParams;
 
 /// ‖got − want‖₂ / ‖want‖₂ (or the plain norm of the difference when want is all zeros).
 pub fn rel_l2(want: &[f64], got: &[f64]) -> f64 {

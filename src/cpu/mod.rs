@@ -1,34 +1,17 @@
-//! The CPU reference: plain loops for every op (one file per op family, mirroring
-//! `shaders/`), and `CpuBackend`, which runs the tape on them in f32 or f64.
+//! `CpuBackend`: the tape run on the ops' CPU reference (src/ops/, plain loops, one file per
+//! op family mirroring `shaders/`), in f32 or f64.
 //!
 //! The reference is written for clarity, not speed: it is what the GPU is held to and what
 //! finite differences check, and every sum is carried in f64 (see [`Float`]).
 
-mod batchnorm;
-mod contrastive;
-mod conv2d;
-mod distance;
-mod elementwise;
-mod linear;
-mod maxpool;
-mod optim;
-
 pub use crate::float::{Float, decimal, store};
-pub use batchnorm::*;
-pub use contrastive::*;
-pub use conv2d::*;
-pub use distance::*;
-pub use elementwise::*;
-pub use linear::*;
-pub use maxpool::*;
-pub use optim::*;
+pub use crate::ops::*;
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
 use crate::backend::{Backend, DeviceTensor, Norm, NormGrads, ParamGrads, Running, VIEW_ALIGN};
-use crate::params::*;
 
 /// A view of `len` elements from `offset` into shared host storage.
 #[derive(Clone, Debug)]

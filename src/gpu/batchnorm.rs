@@ -3,7 +3,7 @@
 
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::{Backend, Norm, NormGrads, Running};
-use crate::params::{ACCUMULATE_INPUT, BatchNormParams};
+use crate::ops::{ACCUMULATE_INPUT, BatchNormParams};
 
 /// Invocations per workgroup of the per-plane and per-channel kernels: one lane-vector's
 /// worth per workgroup would do, but planes are many (1,024 at the training shapes).

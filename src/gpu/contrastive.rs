@@ -3,7 +3,7 @@
 
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::fused::PairContrastiveBackward;
-use crate::params::{ContrastiveParams, PairContrastiveParams, PairDistanceParams};
+use crate::ops::{ContrastiveParams, PairContrastiveParams, PairDistanceParams};
 
 /// One workgroup sums the whole batch, so the mean is the same bits on every run.
 pub fn contrastive_forward(

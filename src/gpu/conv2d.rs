@@ -14,7 +14,7 @@ use super::batchnorm::{
 use super::{GpuBackend, GpuTensor, Kernel, Work};
 use crate::backend::{Backend, Conv, Moments, Norm, NormGrads, ParamGrads};
 use crate::fused::{BatchNormConv2dBackward, Conv2dBatchNormConv2dBackward};
-use crate::params::{ACCUMULATE_INPUT, BatchNormParams, Conv2dParams};
+use crate::ops::{ACCUMULATE_INPUT, BatchNormParams, Conv2dParams};
 
 /// Images per partial sum in the plain weight-gradient kernel: small enough for many
 /// parallel partial sums, large enough to keep the second stage short. Chunks stay within

@@ -1,7 +1,7 @@
 //! Launchers of shaders/distance.wgsl: distance between the stacked towers, forward and backward.
 
 use super::{GpuBackend, GpuTensor, Kernel};
-use crate::params::PairDistanceParams;
+use crate::ops::PairDistanceParams;
 
 pub fn pair_distance_forward(gpu: &mut GpuBackend, p: &PairDistanceParams, x: &GpuTensor, d: &GpuTensor) {
     assert_eq!((x.len, d.len), (2 * (p.n * p.d) as usize, p.n as usize), "pair_distance_forward: {p:?}");

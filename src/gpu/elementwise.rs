@@ -3,7 +3,7 @@
 use super::{GpuBackend, GpuImages, GpuTensor, Kernel};
 use crate::backend::Backend;
 use crate::cpu::pixel_table;
-use crate::params::{ElementwiseParams, GatherParams};
+use crate::ops::{ElementwiseParams, GatherParams};
 
 /// One invocation per vec4 (the bindings cover whole vec4s).
 fn launch(gpu: &mut GpuBackend, kernel: Kernel, p: ElementwiseParams, buffers: &[&GpuTensor]) {

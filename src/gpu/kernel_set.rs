@@ -10,7 +10,7 @@ use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::{Conv, Moments, ParamGrads};
 use crate::error::{Error, Result};
 use crate::fused::Fused;
-use crate::params::Conv2dParams;
+use crate::ops::Conv2dParams;
 
 /// The kernels of one driver, tried before the portable ones: each launcher returns whether it
 /// took the op (false: the shape is not one it covers, and the portable kernels run it).

@@ -2,7 +2,7 @@
 
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::{Backend, ParamGrads};
-use crate::params::LinearParams;
+use crate::ops::LinearParams;
 
 /// Outputs the `_narrow` kernels take (shaders/linear.wgsl, NARROW): their sums in registers.
 const NARROW: u32 = 16;

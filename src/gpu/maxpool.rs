@@ -5,7 +5,7 @@
 use super::batchnorm::{batchnorm_backward, batchnorm_backward_sums, batchnorm_output};
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::{Backend, Norm, NormGrads};
-use crate::params::{ACCUMULATE_INPUT, MaxPoolParams};
+use crate::ops::{ACCUMULATE_INPUT, MaxPoolParams};
 
 /// Invocations per workgroup of the per-plane kernels.
 const PLANE_WORKGROUP: u32 = 64;

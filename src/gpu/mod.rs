@@ -37,7 +37,7 @@ use wgpu::util::DeviceExt;
 use crate::backend::{Backend, Conv, DeviceTensor, Moments, Norm, NormGrads, ParamGrads, Running, VIEW_ALIGN};
 use crate::error::Result;
 use crate::fused::Fused;
-use crate::params::*;
+use crate::ops::*;
 use kernel::Pipelines;
 
 /// Threads per workgroup of the one-thread-per-element kernels (see shaders/common.wgsl).

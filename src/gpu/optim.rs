@@ -2,7 +2,7 @@
 
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::Backend;
-use crate::params::{AdamConfig, AdamParams};
+use crate::ops::{AdamConfig, AdamParams};
 
 pub fn adam_step(
     gpu: &mut GpuBackend,

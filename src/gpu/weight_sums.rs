@@ -13,7 +13,23 @@
 
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::{ParamGrads, VIEW_ALIGN};
-use crate::params::{ACCUMULATE_PARAMS, Conv2dParams, WEIGHT_SUMS_LAYERS, WeightSumsParams};
+use crate::ops::{ACCUMULATE_PARAMS, Conv2dParams};
+use bytemuck::{Pod, Zeroable};
+
+/// Most conv layers whose weight gradients one `conv2d_backward_weight_sums` launch sums.
+pub const WEIGHT_SUMS_LAYERS: usize = 8;
+
+/// The conv layers whose weight-gradient partials one launch sums (src/gpu/weight_sums.rs):
+/// per layer, where its partials start in their buffer, its taps (weights, then biases), its
+/// chunks per tower and towers, then its weights, where its dw and db start in theirs and
+/// whether they are added to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct WeightSumsParams {
+    pub layers: u32,
+    pub _pad: [u32; 3],
+    pub table: [[u32; 8]; WEIGHT_SUMS_LAYERS],
+}
 
 /// Invocations per workgroup of `conv2d_backward_weight_sums` (as in shaders/conv2d.wgsl).
 const SUMS_WORKGROUP: usize = 64;

@@ -25,9 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use crate::backend::Backend;
-use crate::error::Result;
-use crate::gpu::{Access, GpuBackend, GpuContext, GpuTensor, Kernel};
+use crate::gpu::{GpuBackend, GpuContext, Kernel};
 
 /// A second device compiling kernels in the background; `stop` ends it after the kernel at hand.
 pub struct CompileAhead {
@@ -69,34 +67,5 @@ impl Drop for CompileAhead {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-    }
-}
-
-/// Elements of each placeholder buffer: the largest fixed-size binding (conv2d_tile's packed
-/// weights, 6400 bytes, where the subgroup convs do not run) fits.
-const PLACEHOLDER: usize = 2048;
-
-/// Words of the placeholder params: the largest params struct (WeightSumsParams, 272 bytes)
-/// fits.
-const PLACEHOLDER_PARAMS: usize = 128;
-
-impl GpuBackend {
-    /// Builds `kernel`'s pipeline with the specialisation `spec` without running it: the WGSL
-    /// translated and handed to the driver (which, like llvmpipe, may leave the machine code
-    /// to the first dispatch).
-    pub fn build_pipeline(&mut self, kernel: Kernel, spec: &[u32]) {
-        self.pipelines.get(&self.ctx.device, kernel, spec).0.get();
-    }
-
-    /// Runs `kernel` once, one workgroup on placeholder buffers with zeroed parameters, which
-    /// give it no images, rows or elements to touch, and waits: a driver that compiles at first
-    /// dispatch has then compiled it. The device's error, if it refused.
-    pub fn compile_kernel(&mut self, kernel: Kernel, spec: &[u32]) -> Result<()> {
-        let (read, write) = (self.zeros(PLACEHOLDER), self.zeros(PLACEHOLDER));
-        let buffers: Vec<&GpuTensor> =
-            kernel.bindings().iter().map(|access| if *access == Access::ReadWrite { &write } else { &read }).collect();
-        self.dispatch_specialized(kernel, spec, &[0u32; PLACEHOLDER_PARAMS], &buffers, 1);
-        self.sync();
-        self.ctx.take_error().map_or(Ok(()), Err)
     }
 }

@@ -15,7 +15,7 @@ use crate::gpu::batchnorm::{
 };
 use crate::gpu::kernel_set::{Background, DriverKernels};
 use crate::gpu::{GpuBackend, GpuTensor, Kernel, Work};
-use crate::params::{ACCUMULATE_INPUT, BatchNormParams, Conv2dParams};
+use crate::ops::{ACCUMULATE_INPUT, BatchNormParams, Conv2dParams};
 
 /// The kernels of Mesa's llvmpipe (8-lane subgroups): see the module docs of src/gpu/llvmpipe/.
 pub struct Llvmpipe;

@@ -1,7 +1,35 @@
-//! Elementwise ops: the CPU reference of ReLU, fill, accumulate and the image gather.
+//! Elementwise ops: params and CPU reference of ReLU, fill, accumulate and the image gather.
 
+use bytemuck::{Pod, Zeroable};
+
+use super::ACCUMULATE_INPUT;
 use crate::float::{Float, store};
-use crate::params::ACCUMULATE_INPUT;
+
+/// A plain elementwise op over `len` elements (ReLU, fill, accumulate).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct ElementwiseParams {
+    pub len: u32,
+    pub value: f32,
+    pub accumulate: u32,
+    pub _pad: u32,
+}
+
+impl ElementwiseParams {
+    pub fn new(len: usize) -> Self {
+        Self { len: len as u32, value: 0.0, accumulate: 0, _pad: 0 }
+    }
+}
+
+/// Gather of `n` u8 images (packed four to a u32 on the GPU) into a normalised f32 batch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct GatherParams {
+    pub n: u32,
+    /// Pixels per image.
+    pub pixels: u32,
+    pub _pad: [u32; 2],
+}
 
 /// y = max(x, 0).
 pub fn relu_forward<F: Float>(x: &[F], y: &mut [F]) {

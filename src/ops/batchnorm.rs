@@ -1,11 +1,69 @@
-//! BatchNorm2d with per-tower batch statistics: the CPU reference, train and eval forward, backward.
+//! BatchNorm2d with per-tower batch statistics: its params and CPU reference, train and eval forward, backward.
 //!
 //! The batch is split into `towers` equal slices; each is normalised with its own statistics
 //! exactly as a separate PyTorch call would, and the running statistics take one momentum
 //! update per tower, in order.
 
+use bytemuck::{Pod, Zeroable};
+
+use super::{ACCUMULATE_INPUT, ACCUMULATE_PARAMS};
 use crate::float::{Float, decimal, store};
-use crate::params::{ACCUMULATE_INPUT, ACCUMULATE_PARAMS, BatchNormParams};
+
+/// BatchNorm2d over a batch of `towers` slices, each with its own batch statistics (train
+/// mode), as if each were a separate call; the running statistics are updated once per
+/// tower, in order. With `relu_input` the op is BatchNorm(ReLU(x)): it reads its input through
+/// a ReLU (and masks its input gradient by it), so the ReLU's output is never stored.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct BatchNormParams {
+    pub n: u32,
+    pub c: u32,
+    /// H·W.
+    pub hw: u32,
+    pub towers: u32,
+    pub eps: f32,
+    pub momentum: f32,
+    pub accumulate: u32,
+    pub relu_input: u32,
+}
+
+impl BatchNormParams {
+    pub fn new(n: usize, c: usize, hw: usize, towers: usize) -> Self {
+        assert!(towers > 0 && n.is_multiple_of(towers), "batchnorm: batch {n} does not split into {towers} towers");
+        Self {
+            n: n as u32,
+            c: c as u32,
+            hw: hw as u32,
+            towers: towers as u32,
+            eps: 1e-5,
+            momentum: 0.1,
+            accumulate: 0,
+            relu_input: 0,
+        }
+    }
+    /// The same op reading its input through a ReLU.
+    pub fn with_relu_input(self, relu: bool) -> Self {
+        Self { relu_input: relu as u32, ..self }
+    }
+    pub fn len(&self) -> usize {
+        (self.n * self.c * self.hw) as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Images in one tower.
+    pub fn tower_n(&self) -> usize {
+        (self.n / self.towers) as usize
+    }
+    /// Elements behind one (tower, channel) statistic.
+    pub fn count(&self) -> usize {
+        self.tower_n() * self.hw as usize
+    }
+    /// Length of the saved per-(tower, channel) statistics: mean then 1/std, each (T, C).
+    pub fn saved_len(&self) -> usize {
+        2 * (self.towers * self.c) as usize
+    }
+}
 
 /// Index of element (n, c, i) in an (N, C, H·W) tensor.
 #[inline]

@@ -1,7 +1,47 @@
-//! MaxPool2d 2×2, stride 2: the CPU reference, forward and backward.
+//! MaxPool2d 2×2, stride 2: its params and CPU reference, forward and backward.
 
+use bytemuck::{Pod, Zeroable};
+
+use super::{ACCUMULATE_INPUT, BatchNormParams};
 use crate::float::{Float, store};
-use crate::params::{ACCUMULATE_INPUT, MaxPoolParams};
+
+/// MaxPool2d, 2×2 window, stride 2, floor mode (a trailing odd row or column is dropped).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct MaxPoolParams {
+    pub n: u32,
+    pub c: u32,
+    pub h: u32,
+    pub w: u32,
+    pub accumulate: u32,
+    /// Of the BatchNorm that a fused MaxPool(BatchNorm(x)) reads x through (else 1 and 0).
+    pub towers: u32,
+    pub relu_input: u32,
+    pub _pad: u32,
+}
+
+impl MaxPoolParams {
+    pub fn new(n: usize, c: usize, h: usize, w: usize) -> Self {
+        Self { n: n as u32, c: c as u32, h: h as u32, w: w as u32, accumulate: 0, towers: 1, relu_input: 0, _pad: 0 }
+    }
+    /// This pool reading its input through the BatchNorm `bn` (MaxPool(BatchNorm(x))).
+    pub fn through(self, bn: &BatchNormParams) -> Self {
+        assert_eq!((bn.n, bn.c, bn.hw), (self.n, self.c, self.h * self.w), "MaxPool of BatchNorm: shapes differ");
+        Self { towers: bn.towers, relu_input: bn.relu_input, ..self }
+    }
+    pub fn out_h(&self) -> usize {
+        (self.h / 2) as usize
+    }
+    pub fn out_w(&self) -> usize {
+        (self.w / 2) as usize
+    }
+    pub fn x_len(&self) -> usize {
+        (self.n * self.c * self.h * self.w) as usize
+    }
+    pub fn y_len(&self) -> usize {
+        (self.n * self.c) as usize * self.out_h() * self.out_w()
+    }
+}
 
 /// Flat input index of the maximum in the window of output (n·C + c, oh, ow); ties go to the
 /// first in row-major order, NaN wins, as in PyTorch.

@@ -1,8 +1,44 @@
-//! Linear layer y = x·Wᵀ + b (or Linear(ReLU(x)), `relu_input`): the CPU reference, forward and
+//! Linear layer y = x·Wᵀ + b (or Linear(ReLU(x)), `relu_input`): its params and CPU reference, forward and
 //! backward.
 
+use bytemuck::{Pod, Zeroable};
+
+use super::{ACCUMULATE_INPUT, ACCUMULATE_PARAMS};
 use crate::float::{Float, store};
-use crate::params::{ACCUMULATE_INPUT, ACCUMULATE_PARAMS, LinearParams};
+
+/// Fully connected layer y = x·Wᵀ + b, W of shape (out, in) as in PyTorch. With
+/// `relu_input` the op is Linear(ReLU(x)): it reads x through the ReLU and masks x's gradient
+/// with it, so ReLU(x) is never a tensor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct LinearParams {
+    pub n: u32,
+    pub d_in: u32,
+    pub d_out: u32,
+    pub accumulate: u32,
+    pub towers: u32,
+    pub relu_input: u32,
+    pub _pad: [u32; 2],
+}
+
+impl LinearParams {
+    pub fn new(n: usize, d_in: usize, d_out: usize) -> Self {
+        let (n, d_in, d_out) = (n as u32, d_in as u32, d_out as u32);
+        Self { n, d_in, d_out, accumulate: 0, towers: 1, relu_input: 0, _pad: [0; 2] }
+    }
+    pub fn with_relu_input(self, relu: bool) -> Self {
+        Self { relu_input: relu as u32, ..self }
+    }
+    /// The batch split into `towers` slices (see the module docs).
+    pub fn with_towers(self, towers: usize) -> Self {
+        assert!(
+            towers > 0 && (self.n as usize).is_multiple_of(towers),
+            "linear: batch {} does not split into {towers} towers",
+            self.n
+        );
+        Self { towers: towers as u32, ..self }
+    }
+}
 
 /// The layer's input at i: x, or ReLU(x) when the params say it reads through a ReLU.
 #[inline]

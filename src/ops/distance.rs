@@ -1,10 +1,30 @@
-//! Pairwise distance between the two towers: the CPU reference, forward and backward.
+//! Pairwise distance between the two towers: its params and CPU reference, forward and backward.
 //!
 //! The towers are stacked along the batch: rows 0..N are the first images of the pairs,
 //! rows N..2N the second ones, so x is (2N, D) and pair i is rows i and N + i.
 
+use bytemuck::{Pod, Zeroable};
+
+use super::ACCUMULATE_INPUT;
 use crate::float::{Float, decimal, store};
-use crate::params::{ACCUMULATE_INPUT, PairDistanceParams};
+
+/// Euclidean distance ‖a − b + eps‖₂ between row i of the first tower and row i of the
+/// second; the towers are stacked along the batch, so the input is (2N, D).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct PairDistanceParams {
+    /// Pairs (half the stacked batch).
+    pub n: u32,
+    pub d: u32,
+    pub eps: f32,
+    pub accumulate: u32,
+}
+
+impl PairDistanceParams {
+    pub fn new(n: usize, d: usize) -> Self {
+        Self { n: n as u32, d: d as u32, eps: 1e-6, accumulate: 0 }
+    }
+}
 
 /// d[i] = ‖x[i] − x[N + i] + eps‖₂, as `torch.nn.functional.pairwise_distance`.
 pub fn pair_distance_forward<F: Float>(

@@ -1,7 +1,75 @@
-//! Conv2d (stride 1, odd square kernel, zero padding): the CPU reference, forward and backward.
+//! Conv2d (stride 1, odd square kernel, zero padding): its params and CPU reference, forward and backward.
 
+use bytemuck::{Pod, Zeroable};
+
+use super::{ACCUMULATE_INPUT, ACCUMULATE_PARAMS};
 use crate::float::{Float, store};
-use crate::params::{ACCUMULATE_INPUT, ACCUMULATE_PARAMS, Conv2dParams};
+
+/// 2-D convolution, stride 1, square odd kernel, zero padding `pad` on every side.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Conv2dParams {
+    pub n: u32,
+    pub c_in: u32,
+    pub h: u32,
+    pub w: u32,
+    pub c_out: u32,
+    pub k: u32,
+    pub pad: u32,
+    pub accumulate: u32,
+    pub towers: u32,
+    /// Images per partial sum in the first stage of the weight gradient (set by the launcher).
+    pub chunk: u32,
+    pub _pad: [u32; 2],
+}
+
+impl Conv2dParams {
+    /// A `k`×`k` convolution that keeps the spatial size (`pad = k / 2`), as the model uses.
+    pub fn same(n: usize, c_in: usize, h: usize, w: usize, c_out: usize, k: usize) -> Self {
+        assert!(k % 2 == 1, "conv2d: kernel size {k} must be odd");
+        Self {
+            towers: 1,
+            chunk: 1,
+            _pad: [0; 2],
+            n: n as u32,
+            c_in: c_in as u32,
+            h: h as u32,
+            w: w as u32,
+            c_out: c_out as u32,
+            k: k as u32,
+            pad: (k / 2) as u32,
+            accumulate: 0,
+        }
+    }
+    pub fn out_h(&self) -> usize {
+        (self.h + 2 * self.pad + 1 - self.k) as usize
+    }
+    pub fn out_w(&self) -> usize {
+        (self.w + 2 * self.pad + 1 - self.k) as usize
+    }
+    pub fn x_len(&self) -> usize {
+        (self.n * self.c_in * self.h * self.w) as usize
+    }
+    pub fn w_len(&self) -> usize {
+        (self.c_out * self.c_in * self.k * self.k) as usize
+    }
+    pub fn y_len(&self) -> usize {
+        self.n as usize * self.c_out as usize * self.out_h() * self.out_w()
+    }
+    /// The batch split into `towers` slices (see the module docs).
+    pub fn with_towers(self, towers: usize) -> Self {
+        assert!(
+            towers > 0 && (self.n as usize).is_multiple_of(towers),
+            "conv2d: batch {} does not split into {towers} towers",
+            self.n
+        );
+        Self { towers: towers as u32, ..self }
+    }
+    /// Multiply-adds of the forward pass (the backward passes each cost about the same).
+    pub fn macs(&self) -> usize {
+        self.y_len() * (self.c_in * self.k * self.k) as usize
+    }
+}
 
 /// y[n, co, oh, ow] = b[co] + Σ_{ci, kh, kw} w[co, ci, kh, kw] · x[n, ci, oh + kh − pad, ow + kw − pad]
 pub fn conv2d_forward<F: Float>(
