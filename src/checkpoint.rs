@@ -101,7 +101,8 @@ impl HostModel {
                 (name.clone(), TensorView::new(*dtype, shape.clone(), data).expect("sizes match their shapes"))
             })
             .collect();
-        safetensors::serialize(views, Some(metadata.clone())).expect("in-memory serialisation")
+        let bytes = safetensors::serialize(views, Some(metadata.clone())).expect("in-memory serialisation");
+        with_sorted_header(bytes)
     }
 
     pub fn save(&self, path: &Path, metadata: &HashMap<String, String>) -> Result<()> {
@@ -202,4 +203,20 @@ fn read_counter(path: &Path, st: &safetensors::SafeTensors, name: &str) -> Resul
         other => return Err(Error::input(path, &place, format!("dtype {other:?}, expected I64"))),
     };
     u64::try_from(v).map_err(|_| Error::input(path, &place, format!("negative count {v}")))
+}
+
+/// The same safetensors bytes with the header's keys in sorted order, so that equal contents
+/// give equal files: the writer takes the metadata as a HashMap, whose order changes from run
+/// to run. The header is padded with spaces to a multiple of 8 bytes, as the format asks.
+fn with_sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes of header length")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("the writer's own header");
+    // serde_json's map without `preserve_order` is a BTreeMap: serialising sorts every level.
+    let mut sorted = serde_json::to_vec(&header).expect("a JSON value serialises");
+    sorted.resize(sorted.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + sorted.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(sorted.len() as u64).to_le_bytes());
+    out.extend_from_slice(&sorted);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
 }

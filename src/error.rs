@@ -37,6 +37,10 @@ pub enum Error {
     #[error("{}: {cause}", path.display())]
     Io { path: PathBuf, cause: std::io::Error },
 
+    /// A run stopped by `cause`; `kept` says what it leaves to resume from.
+    #[error("{cause}; {kept}")]
+    Stopped { cause: Box<Error>, kept: String },
+
     /// Training produced a NaN or infinity.
     #[error("training diverged at epoch {epoch}, step {step}: {what}")]
     Diverged { epoch: usize, step: usize, what: String },

@@ -17,6 +17,7 @@ pub mod fused;
 pub mod fusion;
 pub mod gpu;
 pub mod graph;
+pub mod job;
 mod lower;
 pub mod metrics;
 pub mod model;

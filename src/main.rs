@@ -5,7 +5,6 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -14,8 +13,9 @@ use siamese::checkpoint::{HostModel, write_atomically};
 use siamese::data::Dataset;
 use siamese::error::Error;
 use siamese::gpu::{self, GpuBackend, GpuContext};
+use siamese::job::{Progress, TrainJob};
 use siamese::metrics;
-use siamese::train::{RunState, TrainConfig, Trainer};
+use siamese::train::{TrainConfig, Trainer};
 use siamese::{plot, run, train, tsne};
 
 const DEFAULT_TRAIN: &str = "data/fashion-mnist/train.csv.gz";
@@ -236,174 +236,67 @@ fn gpu_backend() -> anyhow::Result<GpuBackend> {
     Ok(gpu)
 }
 
-/// A scoped thread's result; its panic, if it panicked.
-fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
-
-/// Progress within an epoch: a bar with ETA on a terminal, nothing otherwise.
-fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(steps as u64);
-    let style = indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} steps, ETA {eta} {msg}")
-        .expect("a valid template")
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_prefix(format!("{}/{epochs}", epoch + 1));
-    Some(bar)
-}
-
 fn run_train(a: TrainArgs) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let resumed = match &a.resume {
-        Some(dir) => {
-            a.refuse_changes()?;
-            Some(RunState::load(&dir.join(run::CHECKPOINT))?)
-        }
-        None => None,
+    if a.resume.is_some() {
+        a.refuse_changes()?;
+    }
+    let job = TrainJob {
+        config: a.resume.is_none().then(|| a.config()),
+        resume: a.resume,
+        epochs: a.epochs,
+        data: a.data,
+        test: a.test,
+        limit: a.limit,
+        test_limit: a.test_limit,
+        out: a.out,
+        profile: a.profile,
     };
-    let mut cfg = resumed.as_ref().map_or_else(|| a.config(), |s| s.cfg.clone());
-    if let Some(epochs) = a.epochs {
-        cfg.epochs = epochs;
-    }
-    cfg.validate()?;
-    if a.limit == Some(0) || a.test_limit == Some(0) {
-        return Err(Error::config("--limit", "0 rows leaves nothing to train on").into());
-    }
-    // Every input is read and checked before anything is written, while the GPU compiles the
-    // run's kernels on a warm-up step (seconds on a first run through a CPU driver). A missing file
-    // or a full output directory is reported at once, not after that.
-    for path in [&a.data, &a.test] {
-        std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    }
-    let out = match &a.resume {
-        Some(dir) => dir.clone(),
-        None => run::check_out(a.out.clone())?,
-    };
-    let (data, test, gpu) = std::thread::scope(|s| {
-        let gpu = s.spawn(|| {
-            let mut gpu = gpu_backend()?;
-            run::check_batch_fits(&gpu, &cfg)?;
-            siamese::train::warm_up(&mut gpu, &cfg);
-            anyhow::Ok(gpu)
-        });
-        let test = s.spawn(|| load(&a.test, a.test_limit));
-        let data = load(&a.data, a.limit);
-        let test = joined(test);
-        if data.is_ok() && test.is_ok() && !gpu.is_finished() {
-            eprintln!("waiting for the GPU kernels to compile (slow only on a driver's first run: it caches them) ...");
-        }
-        (data, test, joined(gpu))
-    });
-    let data = data?;
-    if data.len() < 4 {
-        let message = format!("{} images; training needs at least 4", data.len());
-        return Err(Error::input(&a.data, "whole file", message).into());
-    }
-    if let Some(state) = &resumed {
-        if state.data_rows != data.len() {
-            let message = format!("{} rows, the checkpoint was trained on {}", data.len(), state.data_rows);
-            return Err(Error::input(&a.data, "whole file", message).into());
-        }
-        if state.epochs_done > cfg.epochs {
-            let message = format!("{} is below the {} epochs already done", cfg.epochs, state.epochs_done);
-            return Err(Error::config("--epochs", message).into());
+    let done = job.run(&mut Terminal::default())?;
+    print!("{}", done.metrics.table());
+    println!("{}", done.out.display());
+    Ok(())
+}
+
+/// Progress on stderr: lines, and within an epoch a bar with ETA where stderr is a terminal.
+#[derive(Default)]
+struct Terminal {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress for Terminal {
+    fn line(&mut self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
         }
     }
-    let test = test?;
-    let mut gpu = gpu?;
-    run::create_out(&out)?;
-    let (mut trainer, mut reports) = match &resumed {
-        Some(state) => (Trainer::resume(&mut gpu, state, &data), state.history.clone()),
-        None => (Trainer::new(&mut gpu, cfg.clone(), &data), Vec::new()),
-    };
-    trainer.cfg.epochs = cfg.epochs;
-    eprintln!(
-        "data: {} ({} train, {} validation), test: {} ({} images); {} steps of {} pairs per epoch{}",
-        data.source.display(),
-        trainer.train_rows.len(),
-        trainer.val_rows.len(),
-        test.source.display(),
-        test.len(),
-        trainer.steps_per_epoch(),
-        cfg.batch_size,
-        resumed.as_ref().map_or(String::new(), |s| format!("; resuming after epoch {}", s.epochs_done))
-    );
-    if resumed.is_none() {
-        run::save_pairs_png(&out.join("pairs.png"), &data, &trainer.train_rows, cfg.seed, 8)?;
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = indicatif::ProgressBar::new(steps as u64);
+        let style =
+            indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} steps, ETA {eta} {msg}")
+                .expect("a valid template")
+                .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(format!("{}/{epochs}", epoch + 1));
+        self.bar = Some(bar);
     }
-    if a.profile && !gpu.enable_profiling() {
-        eprintln!("this adapter has no timestamp queries: no profile");
-    }
-    let steps_before = gpu.dispatches;
-    let mut first_step = true;
-    for epoch in reports.len()..cfg.epochs {
-        let bar = progress_bar(trainer.steps_per_epoch(), epoch, cfg.epochs);
-        let report = trainer.epoch(&mut gpu, epoch, &mut |t, g, step, _| {
-            if std::mem::take(&mut first_step) {
-                // Start-up, shader compilation included: waits for this one step only.
-                g.sync();
-                let line = format!("first step done {:.1} s after launch", started.elapsed().as_secs_f64());
-                bar.as_ref().map_or_else(|| eprintln!("{line}"), |bar| bar.println(&line));
+    fn step(&mut self, step: usize, loss: &mut dyn FnMut() -> f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(step as u64 + 1);
+            // Reading a loss waits for the GPU: only now and then.
+            if step % 32 == 31 {
+                bar.set_message(format!("loss {:.4}", loss()));
             }
-            if let Some(bar) = &bar {
-                bar.set_position(step as u64 + 1);
-                // Reading a loss waits for the GPU: only now and then.
-                if step % 32 == 31 {
-                    bar.set_message(format!("loss {:.4}", t.step_loss(g, step)));
-                }
-            }
-        });
-        if let Some(bar) = bar {
+        }
+    }
+    fn epoch_end(&mut self) {
+        if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        if let Some(e) = gpu.take_error() {
-            return Err(e.into());
-        }
-        let report = report.map_err(|e| {
-            let kept = if reports.is_empty() {
-                "no checkpoint was written".to_string()
-            } else {
-                format!("{} keeps epoch {}", out.join(run::CHECKPOINT).display(), reports.len())
-            };
-            anyhow::anyhow!("{e}; {kept}")
-        })?;
-        eprintln!("{}", report.summary(cfg.epochs));
-        reports.push(report);
-        run::save_epoch(&out, &cfg, &trainer.run_state(&mut gpu, &reports, data.len()))?;
     }
-    if reports.is_empty() {
-        trainer.host_model(&mut gpu).save(&out.join(run::MODEL), &run::model_metadata(&cfg, 0))?;
-    }
-    if a.profile {
-        let steps = (reports.len() - resumed.as_ref().map_or(0, |s| s.epochs_done)) * trainer.steps_per_epoch();
-        let profile = gpu.take_profile();
-        gpu.disable_profiling();
-        let dispatches = (gpu.dispatches - steps_before) as f64 / steps.max(1) as f64;
-        eprintln!("{dispatches:.1} dispatches per step (validation's included)");
-        eprint!("{}", siamese::bench::profile_table(&profile, steps.max(1)));
-    }
-    run::save_loss_png(&out, &reports)?;
-
-    eprintln!("t-SNE of the {} validation embeddings ...", trainer.val_rows.len());
-    let val = trainer.embed_rows(&mut gpu, &trainer.val_rows.clone());
-    run::save_tsne(&out, &val, "t-SNE of the validation embeddings")?;
-
-    eprintln!("evaluating on {} test images ...", test.len());
-    let gallery = trainer.embed_rows(&mut gpu, &trainer.train_rows.clone());
-    let model = trainer.host_model(&mut gpu);
-    let test_emb = train::embed(&mut gpu, &model, &test);
-    if let Some(e) = gpu.take_error() {
-        return Err(e.into());
-    }
-    let m = metrics::evaluate(&gallery, &test_emb, cfg.seed);
-    write_atomically(&out.join("metrics.json"), m.to_json().as_bytes())?;
-    print!("{}", m.table());
-    eprintln!("wrote {} in {:.1} s", out.display(), started.elapsed().as_secs_f64());
-    println!("{}", out.display());
-    Ok(())
 }
 
 fn run_eval(a: EvalArgs) -> anyhow::Result<()> {

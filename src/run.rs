@@ -158,6 +158,20 @@ impl RunState {
         crate::checkpoint::write_atomically(path, &self.model.to_bytes_with(&extra, &meta))
     }
 
+    /// Refuses to continue on data other than the checkpoint's (by its row count), or to an
+    /// epoch count below the epochs done.
+    pub fn check_continues(&self, data: &Dataset, cfg: &TrainConfig) -> Result<()> {
+        if self.data_rows != data.len() {
+            let message = format!("{} rows, the checkpoint was trained on {}", data.len(), self.data_rows);
+            return Err(Error::input(&data.source, "whole file", message));
+        }
+        if self.epochs_done > cfg.epochs {
+            let message = format!("{} is below the {} epochs already done", cfg.epochs, self.epochs_done);
+            return Err(Error::config("--epochs", message));
+        }
+        Ok(())
+    }
+
     /// Reads and checks a checkpoint written by [`RunState::save`].
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;

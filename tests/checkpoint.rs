@@ -45,6 +45,22 @@ fn round_trip_keeps_every_value_and_the_metadata() {
 }
 
 /// Rebuilds a model file with `edit` applied to its tensors (name, dtype, shape, bytes).
+/// Equal contents give equal bytes: the metadata's order is fixed, not a HashMap's of the day
+/// (each map below iterates in an order of its own).
+#[test]
+fn equal_models_give_equal_bytes() {
+    let model = model();
+    let meta = |keys: &mut dyn Iterator<Item = usize>| -> HashMap<String, String> {
+        keys.map(|i| (format!("key{i}"), format!("value {i}"))).collect()
+    };
+    let first = model.to_bytes(&meta(&mut (0..32)));
+    for _ in 0..4 {
+        assert!(first == model.to_bytes(&meta(&mut (0..32).rev())), "the header's order changed");
+    }
+    let (loaded, back) = HostModel::from_bytes(Path::new("m"), &first).unwrap();
+    assert_eq!((loaded.params, back.len()), (model.params.clone(), 32));
+}
+
 fn edited(edit: impl Fn(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>)) -> Vec<u8> {
     let bytes = model().to_bytes(&meta());
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
