@@ -22,7 +22,15 @@ pub fn backward_weight_source(shape: Shape, through: Through, dy_through: Throug
     }
     assert!(through == Through::Plain || dy_through == Through::Plain, "conv2d_backward_weight_rows: x or dy through");
     let s = shape;
-    let mut out = prelude(s);
+    let mut out = prelude(
+        s,
+        "conv2d_backward_weight_rows",
+        &format!(
+            "partial weight and bias gradients per chunk of images{}{}",
+            through_words(through),
+            dy_through_words(dy_through)
+        ),
+    );
     let (ic, oc, k) = (s.ic, s.oc, s.k);
     let pad = k / 2;
     weight_bindings(&mut out, s);
@@ -107,7 +115,11 @@ pub fn backward_source(shape: Shape, through: Through) -> String {
     let (c, k) = (s.oc, s.k);
     let pad = k / 2;
     let ty = s.vec_type();
-    let mut out = prelude(s);
+    let mut out = prelude(
+        s,
+        "conv2d_backward_rows",
+        &format!("the whole backward (dx, partial dw and db, BatchNorm's plane sums){}", through_words(through)),
+    );
     w!(out, "@group(0) @binding(1) var<storage, read> src: array<{}>;", s.storage_type());
     w!(out, "@group(0) @binding(2) var<storage, read> weights: array<f32>;");
     w!(out, "@group(0) @binding(3) var<storage, read_write> dst: array<{}>;", s.storage_type());

@@ -14,7 +14,17 @@ pub fn forward_source(shape: Shape, mode: Mode, accumulate: bool, through: Throu
         return forward_source_lane_per_input(shape, mode, accumulate);
     }
     let s = shape;
-    let mut out = prelude(s);
+    let pass = match mode {
+        Mode::Forward => "y = conv(x) + b, with the plane moments of ReLU(y) beside it",
+        Mode::InputGrad => "dx = the input gradient, from dy",
+        Mode::InputGradSums => "dx = the input gradient, with BatchNorm's backward plane sums beside it",
+    };
+    let through_words = through_words(through);
+    let mut out = prelude(
+        s,
+        "conv2d_rows",
+        &format!("{pass}{through_words}{}", if accumulate { ", added to the output" } else { "" }),
+    );
     let (ic, oc, k) = (s.ic, s.oc, s.k);
     let pad = k / 2;
     forward_bindings(&mut out, s);

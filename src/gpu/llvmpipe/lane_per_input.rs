@@ -11,7 +11,14 @@ pub(super) const VIEW: u32 = crate::backend::VIEW_ALIGN as u32;
 /// `conv2d_rows` for one output channel: lane `ci` convolves input channel `ci`, the lanes'
 /// rows are summed by `subgroupAdd`, lane 0 writes.
 pub(super) fn forward_source_lane_per_input(s: Shape, mode: Mode, accumulate: bool) -> String {
-    let mut out = prelude(s);
+    let mut out = prelude(
+        s,
+        "conv2d_rows",
+        &format!(
+            "{mode:?} of one output channel, a lane per input channel{}",
+            if accumulate { ", added to the output" } else { "" }
+        ),
+    );
     let (ic, k) = (s.ic, s.k);
     let pad = k / 2;
     forward_bindings(&mut out, s);
@@ -68,7 +75,11 @@ pub(super) fn forward_source_lane_per_input(s: Shape, mode: Mode, accumulate: bo
 /// `conv2d_backward_weight_rows` for one output channel: lane `ci` accumulates the taps of
 /// input channel `ci`; every lane reads the output gradient itself.
 pub(super) fn backward_weight_source_lane_per_input(s: Shape) -> String {
-    let mut out = prelude(s);
+    let mut out = prelude(
+        s,
+        "conv2d_backward_weight_rows",
+        "partial weight and bias gradients of one output channel, a lane per input channel",
+    );
     let (ic, k) = (s.ic, s.k);
     let pad = k / 2;
     weight_bindings(&mut out, s);
