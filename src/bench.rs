@@ -21,13 +21,13 @@ pub fn bench_steps(
     let pairs = trainer.bench_pairs(warmup + steps);
     let mut out = String::new();
     for (i, chunk) in pairs.chunks(batch).take(warmup).enumerate() {
-        trainer.step(gpu, chunk, i);
+        trainer.step(gpu, chunk, i % trainer.steps_per_epoch());
     }
     gpu.sync();
     let (dispatches0, submits0) = (gpu.dispatches, gpu.submits);
     let start = Instant::now();
     for (i, chunk) in pairs.chunks(batch).skip(warmup).take(steps).enumerate() {
-        trainer.step(gpu, chunk, i);
+        trainer.step(gpu, chunk, i % trainer.steps_per_epoch());
     }
     gpu.sync();
     let wall = start.elapsed().as_secs_f64() / steps.max(1) as f64;
@@ -45,7 +45,7 @@ pub fn bench_steps(
     if gpu.enable_profiling() {
         let start = Instant::now();
         for (i, chunk) in pairs.chunks(batch).skip(warmup).take(steps).enumerate() {
-            trainer.step(gpu, chunk, i);
+            trainer.step(gpu, chunk, i % trainer.steps_per_epoch());
         }
         let profile = gpu.take_profile();
         let wall = start.elapsed().as_secs_f64() / steps.max(1) as f64;

@@ -35,26 +35,6 @@ fn counters() -> Vec<String> {
         .collect()
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
-/// that readers see the old file or the new one, never a part.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
-}
-
 impl HostModel {
     /// The tensors of the state_dict, in its order, as (name, dtype, shape, little-endian bytes).
     fn tensors(&self) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
@@ -95,18 +75,25 @@ impl HostModel {
                 values.iter().flat_map(|x| x.to_le_bytes()).collect(),
             ));
         }
+        let mut metadata = metadata.clone();
+        metadata.remove(CHECKSUM);
+        let sum = checksum(
+            tensors.iter().map(|(n, d, shape, data)| (n.as_str(), *d, shape.as_slice(), data.as_slice())),
+            &metadata,
+        );
+        metadata.insert(CHECKSUM.to_string(), sum);
         let views: Vec<(String, TensorView)> = tensors
             .iter()
             .map(|(name, dtype, shape, data)| {
                 (name.clone(), TensorView::new(*dtype, shape.clone(), data).expect("sizes match their shapes"))
             })
             .collect();
-        let bytes = safetensors::serialize(views, Some(metadata.clone())).expect("in-memory serialisation");
+        let bytes = safetensors::serialize(views, Some(metadata)).expect("in-memory serialisation");
         with_sorted_header(bytes)
     }
 
     pub fn save(&self, path: &Path, metadata: &HashMap<String, String>) -> Result<()> {
-        write_atomically(path, &self.to_bytes(metadata))
+        crate::output::write(path, &self.to_bytes(metadata))
     }
 
     /// Reads and validates a model file: every tensor present with its shape and dtype, no
@@ -128,6 +115,18 @@ impl HostModel {
             .map_err(|e| Error::input(path, "header", format!("not a safetensors model file ({e})")))?;
         let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| Error::input(path, "header", format!("not a safetensors model file ({e})")))?;
+        let metadata = header.metadata().clone().unwrap_or_default();
+        if let Some(stored) = metadata.get(CHECKSUM) {
+            let mut rest = metadata.clone();
+            rest.remove(CHECKSUM);
+            let tensors = st.tensors();
+            let sum = checksum(tensors.iter().map(|(n, t)| (n.as_str(), t.dtype(), t.shape(), t.data())), &rest);
+            if *stored != sum {
+                let message =
+                    format!("{stored} stored, {sum} read: the file changed after it was written (damaged or edited)");
+                return Err(Error::input(path, "metadata checksum", message));
+            }
+        }
         let lw = st.tensor("linear.weight").map_err(|_| Error::input(path, "tensor linear.weight", "missing"))?;
         let z = match lw.shape() {
             [z, f] if *f == FEATURES && *z > 0 => *z,
@@ -169,7 +168,13 @@ impl HostModel {
             let message = "not part of the model (a model with another layout?)";
             return Err(Error::input(path, format!("tensor {name}"), message));
         }
-        Ok((model, header.metadata().clone().unwrap_or_default(), extras))
+        for e in bl.entries.iter().filter(|e| e.name.ends_with("running_var")) {
+            if let Some(i) = model.buffers[e.offset..][..e.len()].iter().position(|&v| v < 0.0) {
+                let message = format!("element {i} is {}; a variance is never negative", model.buffers[e.offset + i]);
+                return Err(Error::input(path, format!("tensor {}", e.name), message));
+            }
+        }
+        Ok((model, metadata, extras))
     }
 }
 
@@ -203,6 +208,31 @@ fn read_counter(path: &Path, st: &safetensors::SafeTensors, name: &str) -> Resul
         other => return Err(Error::input(path, &place, format!("dtype {other:?}, expected I64"))),
     };
     u64::try_from(v).map_err(|_| Error::input(path, &place, format!("negative count {v}")))
+}
+
+/// The metadata key of the checksum the tool writes into every model and checkpoint file, and
+/// checks where a file has one (a PyTorch state_dict has none).
+pub const CHECKSUM: &str = "checksum";
+
+/// CRC-32 over every tensor (name, dtype, shape, bytes) and every metadata entry, each in name
+/// order, as "crc32:xxxxxxxx".
+fn checksum<'a>(
+    tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
+    metadata: &HashMap<String, String>,
+) -> String {
+    let mut tensors: Vec<_> = tensors.collect();
+    tensors.sort_by_key(|t| t.0);
+    let mut hasher = crc32fast::Hasher::new();
+    for (name, dtype, shape, data) in tensors {
+        hasher.update(format!("{name}\0{dtype:?}\0{shape:?}\0").as_bytes());
+        hasher.update(data);
+    }
+    let mut entries: Vec<_> = metadata.iter().collect();
+    entries.sort();
+    for (k, v) in entries {
+        hasher.update(format!("{k}\0{v}\0").as_bytes());
+    }
+    format!("crc32:{:08x}", hasher.finalize())
 }
 
 /// The same safetensors bytes with the header's keys in sorted order, so that equal contents

@@ -6,12 +6,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::checkpoint::write_atomically;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::GpuBackend;
 use crate::metrics::{self, TestMetrics};
-use crate::run::{self, RunState};
+use crate::output;
+use crate::run::{self, RunDir, RunState};
 use crate::train::{self, TrainConfig, Trainer};
 
 /// What to train: a new run with `config`, or the run in `resume` continued.
@@ -74,10 +74,11 @@ impl TrainJob {
         for path in [&self.data, &self.test] {
             std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         }
-        let out = match &self.resume {
-            Some(dir) => dir.clone(),
-            None => run::check_out(self.out.clone())?,
+        let dir = match &self.resume {
+            Some(dir) => RunDir::resume(dir)?,
+            None => RunDir::new_run(self.out.clone())?,
         };
+        let out = dir.path.clone();
         let (data, test, gpu) = std::thread::scope(|s| {
             let gpu = s.spawn(|| {
                 let mut gpu = GpuBackend::new()?;
@@ -100,18 +101,20 @@ impl TrainJob {
             let message = format!("{} images; training needs at least 4", data.len());
             return Err(Error::input(&self.data, "whole file", message));
         }
+        train::check_splits(&cfg, &data)?;
         if let Some(state) = &resumed {
             state.check_continues(&data, &cfg)?;
         }
         let test = test?;
+        test.check_evaluation()?;
         let mut gpu: GpuBackend = gpu?;
         progress.line(&format!("adapter: {}; {}", gpu.ctx.adapter.describe(), gpu.ctx.kernels()));
-        run::create_out(&out)?;
         let (mut trainer, mut reports) = match &resumed {
             Some(state) => (Trainer::resume(&mut gpu, state, &data), state.history.clone()),
             None => (Trainer::new(&mut gpu, cfg.clone(), &data), Vec::new()),
         };
         trainer.cfg.epochs = cfg.epochs;
+        run::restore_timings(&out, &mut reports);
         progress.line(&format!(
             "data: {} ({} train, {} validation), test: {} ({} images); {} steps of {} pairs per epoch{}",
             data.source.display(),
@@ -145,20 +148,15 @@ impl TrainJob {
             if let Some(e) = gpu.take_error() {
                 return Err(e);
             }
-            let report = report.map_err(|e| {
-                let kept = if reports.is_empty() {
-                    "no checkpoint was written".to_string()
-                } else {
-                    format!("{} keeps epoch {}", out.join(run::CHECKPOINT).display(), reports.len())
-                };
-                Error::Stopped { cause: Box::new(e), kept }
-            })?;
+            let report = report.map_err(|e| stopped(e, &out, reports.len()))?;
             progress.line(&report.summary(cfg.epochs));
             reports.push(report);
-            run::save_epoch(&out, &cfg, &trainer.run_state(&mut gpu, &reports, data.len()))?;
+            let state = trainer.run_state(&mut gpu, &reports, &data);
+            run::save_epoch(&out, &cfg, &state).map_err(|e| stopped(e, &out, reports.len() - 1))?;
         }
         if reports.is_empty() {
-            trainer.host_model(&mut gpu).save(&out.join(run::MODEL), &run::model_metadata(&cfg, 0))?;
+            // No epoch to train (--epochs 0): the initial model and a checkpoint to resume from.
+            run::save_epoch(&out, &cfg, &trainer.run_state(&mut gpu, &reports, &data))?;
         }
         if self.profile {
             let steps = (reports.len() - resumed.as_ref().map_or(0, |s| s.epochs_done)) * trainer.steps_per_epoch();
@@ -182,10 +180,21 @@ impl TrainJob {
             return Err(e);
         }
         let metrics = metrics::evaluate(&gallery, &test_emb, cfg.seed);
-        write_atomically(&out.join("metrics.json"), metrics.to_json().as_bytes())?;
+        output::write(&out.join("metrics.json"), metrics.to_json().as_bytes())?;
         progress.line(&format!("wrote {} in {:.1} s", out.display(), started.elapsed().as_secs_f64()));
+        dir.finish();
         Ok(TrainDone { out, metrics })
     }
+}
+
+/// A run stopped by `cause` after `epochs` epochs whose checkpoint was written.
+fn stopped(cause: Error, out: &std::path::Path, epochs: usize) -> Error {
+    let kept = if epochs == 0 {
+        "no checkpoint was written".to_string()
+    } else {
+        format!("{} keeps epoch {epochs}", out.join(run::CHECKPOINT).display())
+    };
+    Error::Stopped { cause: Box::new(cause), kept }
 }
 
 /// A scoped thread's result; its panic, if it panicked.

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod output;
 pub mod plot;
 pub mod run;
 pub mod tape;

@@ -9,12 +9,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use siamese::checkpoint::{HostModel, write_atomically};
+use siamese::checkpoint::HostModel;
 use siamese::data::Dataset;
 use siamese::error::Error;
 use siamese::gpu::{self, GpuBackend, GpuContext};
 use siamese::job::{Progress, TrainJob};
 use siamese::metrics;
+use siamese::output;
 use siamese::train::{TrainConfig, Trainer};
 use siamese::{plot, run, train, tsne};
 
@@ -56,12 +57,12 @@ struct BenchArgs {
     #[arg(long, default_value = DEFAULT_TRAIN)]
     data: PathBuf,
     /// Timed steps (after the warm-up).
-    #[arg(long, default_value_t = 20)]
-    steps: usize,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    steps: u32,
     /// Untimed steps first (pipeline compilation, first allocations; on a CPU driver the
     /// first 20 or so steps still ran up to 1.5× slower than later ones).
-    #[arg(long, default_value_t = 30)]
-    warmup: usize,
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    warmup: u32,
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
     /// Also time each launch apart: every kernel with its specialisation (`override` values,
@@ -207,6 +208,11 @@ struct TsneArgs {
 }
 
 fn main() -> ExitCode {
+    // SIGINT and SIGTERM: no temporary file left behind, the usual exit code of a signal.
+    let _ = ctrlc::set_handler(|| {
+        siamese::output::remove_temp_files();
+        std::process::exit(130);
+    });
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => run_train(a),
@@ -252,9 +258,8 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         profile: a.profile,
     };
     let done = job.run(&mut Terminal::default())?;
-    print!("{}", done.metrics.table());
-    println!("{}", done.out.display());
-    Ok(())
+    out(&done.metrics.table())?;
+    out_path(&done.out)
 }
 
 /// Progress on stderr: lines, and within an epoch a bar with ETA where stderr is a terminal.
@@ -302,15 +307,16 @@ impl Progress for Terminal {
 fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
     let (model, _) = HostModel::load(&a.model)?;
     let test = load(&a.data, None)?;
+    test.check_evaluation()?;
     let gallery = load(&a.gallery, None)?;
     let mut gpu = gpu_backend()?;
     let test_emb = train::embed(&mut gpu, &model, &test);
     let gallery_emb = train::embed(&mut gpu, &model, &gallery);
     let m = metrics::evaluate(&gallery_emb, &test_emb, a.seed);
     if a.json {
-        print!("{}", m.to_json());
+        out(&m.to_json())?;
     } else {
-        print!("{}", m.table());
+        out(&m.table())?;
     }
     Ok(())
 }
@@ -326,7 +332,7 @@ fn run_embed(a: EmbedArgs) -> anyhow::Result<()> {
         let row: Vec<String> = emb.row(i).iter().map(|v| v.to_string()).collect();
         csv.push_str(&format!("{},{}\n", emb.labels[i], row.join(",")));
     }
-    write_atomically(&a.out, csv.as_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
+    output::write(&a.out, csv.as_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!("wrote {} embeddings of width {} to {}", emb.len(), emb.z, a.out.display());
     Ok(())
 }
@@ -336,6 +342,7 @@ fn run_pairs(a: PairsArgs) -> anyhow::Result<()> {
         return Err(Error::config("--count", format!("{} is not in 1..=64", a.count)).into());
     }
     let data = load(&a.data, None)?;
+    data.check_pairs(None, "the images", "")?;
     let rows: Vec<u32> = (0..data.len() as u32).collect();
     run::save_pairs_png(&a.out, &data, &rows, a.seed, a.count)?;
     eprintln!("wrote {}", a.out.display());
@@ -357,37 +364,65 @@ fn run_tsne(a: TsneArgs) -> anyhow::Result<()> {
 fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
     let cfg = TrainConfig { batch_size: a.batch_size, ..TrainConfig::default() };
     cfg.validate()?;
-    let rows_needed = (a.warmup + a.steps + 1) * a.batch_size * 2;
+    let (warmup, steps) = (a.warmup as usize, a.steps as usize);
+    let rows_needed = (warmup + steps + 1).saturating_mul(a.batch_size).saturating_mul(2);
     let data = load(&a.data, Some(rows_needed))?;
+    train::check_splits(&cfg, &data)?;
     let mut gpu = gpu_backend()?;
     let mut trainer = Trainer::new(&mut gpu, cfg, &data);
-    let report = siamese::bench::bench_steps(&mut gpu, &mut trainer, a.warmup, a.steps, a.launches);
-    print!("{report}");
+    let report = siamese::bench::bench_steps(&mut gpu, &mut trainer, warmup, steps, a.launches);
+    out(&report)?;
     if a.compile {
-        print!("{}", siamese::bench::compile_table(gpu.kernels_built())?);
+        out(&siamese::bench::compile_table(gpu.kernels_built())?)?;
     }
     Ok(())
 }
 
 fn info() -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut text = String::new();
     let all = gpu::adapters();
-    println!("adapters (best first):");
+    writeln!(text, "adapters (best first):")?;
     if all.is_empty() {
-        println!("  none");
+        writeln!(text, "  none")?;
     }
     for a in &all {
         let s = gpu::AdapterSummary::of(a);
-        println!("  {}  driver: {}", s.describe(), s.driver);
+        writeln!(text, "  {}  driver: {}", s.describe(), s.driver)?;
     }
     let ctx = GpuContext::new()?;
     let a = &ctx.adapter;
-    println!("chosen: {}", a.describe());
-    println!("  max storage buffer binding: {} MiB", a.max_storage_binding >> 20);
-    println!("  max workgroups per dimension: {}", a.max_workgroups_per_dim);
-    println!("  timestamp queries: {}", if ctx.timestamps { "yes (per-kernel profiles)" } else { "no" });
+    writeln!(text, "chosen: {}", a.describe())?;
+    writeln!(text, "  max storage buffer binding: {} MiB", a.max_storage_binding >> 20)?;
+    writeln!(text, "  max workgroups per dimension: {}", a.max_workgroups_per_dim)?;
+    writeln!(text, "  timestamp queries: {}", if ctx.timestamps { "yes (per-kernel profiles)" } else { "no" })?;
     let (fewest, most) = a.subgroup_sizes;
-    println!("  subgroup lanes: {}", if most == 0 { "none".to_string() } else { format!("{fewest}–{most}") });
-    println!("  kernels: {} (SIAMESE_KERNELS={} chooses)", ctx.kernels(), gpu::kernel_set_choices());
-    println!("  choose another with WGPU_BACKEND=vulkan|metal|dx12|gl and WGPU_ADAPTER_NAME=<part of its name>");
+    writeln!(text, "  subgroup lanes: {}", if most == 0 { "none".to_string() } else { format!("{fewest}–{most}") })?;
+    writeln!(text, "  kernels: {} (SIAMESE_KERNELS={} chooses)", ctx.kernels(), gpu::kernel_set_choices())?;
+    writeln!(text, "  choose another with WGPU_BACKEND=vulkan|metal|dx12|gl and WGPU_ADAPTER_NAME=<part of its name>")?;
+    out(&text)
+}
+
+/// Writes to standard output; a closed or full one is an error like any other (one line, exit
+/// code 2), not a panic.
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).map_err(|e| Error::io("standard output", e))?;
     Ok(())
+}
+
+/// A path on its own line, byte for byte (a name that is not UTF-8 stays as it is on Unix).
+fn out_path(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::ffi::OsStrExt;
+        let mut stdout = std::io::stdout().lock();
+        let bytes = [path.as_os_str().as_bytes(), b"\n"].concat();
+        stdout.write_all(&bytes).and_then(|()| stdout.flush()).map_err(|e| Error::io("standard output", e))?;
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    out(&format!("{}\n", path.display()))
 }

@@ -123,10 +123,18 @@ pub fn retrieval(set: &Embedded) -> (f64, f64) {
 
 /// `n` fixed evaluation pairs: the first half of the same class (two different items), the
 /// second half of different classes; (a, b, same).
+///
+/// The draws end because both kinds exist: some class has two items and there are two classes
+/// (`Dataset::check_evaluation` refuses other test sets before any work).
 pub fn eval_pairs(labels: &[u8], n: usize, seed: u64) -> Vec<(u32, u32, bool)> {
     let mut rng = data::rng(seed, 0, Stream::EvalPairs);
     let mut by_class = vec![Vec::new(); 256];
     labels.iter().enumerate().for_each(|(i, &l)| by_class[l as usize].push(i as u32));
+    let classes = by_class.iter().filter(|c| !c.is_empty()).count();
+    assert!(
+        n == 0 || (by_class.iter().any(|c| c.len() >= 2) && classes >= 2),
+        "eval_pairs: no same-class or no different-class pair to draw (check_evaluation lets none through)"
+    );
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let want_same = out.len() < n / 2;

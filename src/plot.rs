@@ -40,21 +40,31 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-/// Renders to a temporary file and renames it into place, so no half-drawn picture is left.
+/// Renders in memory, encodes the PNG and writes it as every output is (src/output.rs): no
+/// half-drawn picture and no temporary file of the picture's own is ever left.
 fn render(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>,
 ) -> Result<()> {
     register_font();
-    let tmp = path.with_extension("tmp.png");
+    let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
     {
-        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
         draw(&root)?;
         root.present().map_err(|e| plot_error(path, e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        &rgb,
+        size.0,
+        size.1,
+        image::ColorType::Rgb8,
+    )
+    .map_err(|e| plot_error(path, e))?;
+    crate::output::write(path, &png)
 }
 
 /// A grid of pairs: the top row shows image A, the bottom row its partner titled "same" or

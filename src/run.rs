@@ -4,57 +4,161 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{HostModel, write_atomically};
+use crate::checkpoint::HostModel;
 use crate::data::{self, Dataset, Stream};
 use crate::error::{Error, Result};
 use crate::gpu::GpuBackend;
 use crate::metrics::Embedded;
 use crate::model::SiameseNet;
+use crate::output;
 use crate::train::{EpochReport, TrainConfig};
 use crate::{plot, tsne};
 
 /// The model in a run's directory.
 pub const MODEL: &str = "model.safetensors";
 
-/// The output directory, refused if it already holds files (checked before any work).
-pub fn check_out(out: Option<PathBuf>) -> Result<PathBuf> {
-    let stamp = chrono::Local::now().format("%Y-%m-%d_%H-%M-%S").to_string();
-    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(stamp));
-    if out.exists() {
-        let mut entries = std::fs::read_dir(&out).map_err(|e| Error::io(&out, e))?;
-        if entries.next().is_some() {
-            let message = format!("{} already holds files; choose another directory", out.display());
-            return Err(Error::config("--out", message));
-        }
-    }
-    Ok(out)
+/// A run's folder, claimed by this process: made (or found empty), or for a resumed run found;
+/// locked through `.siamese.lock` (an OS lock, which a process that died does not hold), so
+/// that two runs never write one folder; temporary files that killed runs left, removed.
+/// Dropped before [`RunDir::finish`] (an error), it takes back what the claim made: the lock
+/// file, and the folder if the claim made it and nothing else was written.
+pub struct RunDir {
+    pub path: PathBuf,
+    lock: Option<std::fs::File>,
+    made: bool,
 }
 
-/// Creates the output directory and checks that it can be written.
-pub fn create_out(out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let probe = out.join(".write-test");
-    std::fs::write(&probe, b"").map_err(|e| Error::io(out, e))?;
-    std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))?;
-    Ok(())
+const LOCK: &str = ".siamese.lock";
+
+impl RunDir {
+    /// The folder of a new run: `out`, which must be empty or absent, or runs/<date-time>
+    /// (with -2, -3, … where a run started in the same second took that).
+    pub fn new_run(out: Option<PathBuf>) -> Result<Self> {
+        let (path, made) = match out {
+            Some(out) => {
+                let made = make_dir(&out).map_err(|e| Error::io(&out, e))?;
+                (out, made)
+            }
+            None => {
+                let stamp = chrono::Local::now().format("%Y-%m-%d_%H-%M-%S").to_string();
+                let runs = PathBuf::from("runs");
+                let mut n = 1;
+                loop {
+                    let name = if n == 1 { stamp.clone() } else { format!("{stamp}-{n}") };
+                    let path = runs.join(name);
+                    match make_dir(&path) {
+                        Ok(true) => break (path, true),
+                        Ok(false) if n < 1000 => n += 1,
+                        Ok(false) => {
+                            return Err(Error::config("--out", format!("{} and 999 more are taken", path.display())));
+                        }
+                        Err(e) => return Err(Error::io(&path, e)),
+                    }
+                }
+            }
+        };
+        let dir = Self::lock(path, made, "--out")?;
+        let taken =
+            std::fs::read_dir(&dir.path).map_err(|e| Error::io(&dir.path, e))?.flatten().any(|e| e.file_name() != LOCK);
+        if taken {
+            let message = format!("{} already holds files; choose another folder", dir.path.display());
+            return Err(Error::config("--out", message));
+        }
+        Ok(dir)
+    }
+
+    /// The folder of a run to resume, which must hold its checkpoint.
+    pub fn resume(path: &Path) -> Result<Self> {
+        if !path.is_dir() {
+            return Err(Error::config("--resume", format!("{} is not a run's folder", path.display())));
+        }
+        Self::lock(path.to_path_buf(), false, "--resume")
+    }
+
+    fn lock(path: PathBuf, made: bool, flag: &str) -> Result<Self> {
+        let lock_path = path.join(LOCK);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&path, e));
+        // From here on, dropping the RunDir takes back what the claim made.
+        let mut dir = Self { path, lock: None, made };
+        let file = file?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let message = format!("another siamese run is writing {}", dir.path.display());
+                // Its lock file is the other run's: leave it.
+                dir.made = false;
+                return Err(Error::config(flag, message));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        }
+        dir.lock = Some(file);
+        crate::output::remove_stale_temp_files(&dir.path);
+        Ok(dir)
+    }
+
+    /// The run is over: its files stay, the lock goes.
+    pub fn finish(mut self) {
+        self.made = false;
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if self.lock.take().is_some() {
+            let _ = std::fs::remove_file(self.path.join(LOCK));
+        }
+        if self.made {
+            // Fails, as it should, where the run wrote anything.
+            let _ = std::fs::remove_dir(&self.path);
+        }
+    }
+}
+
+/// Makes `dir` (and its parents): true if this call made it, false if it was there.
+fn make_dir(dir: &Path) -> std::io::Result<bool> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(std::io::Error::other("exists and is not a folder"))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The training checkpoint in a run's directory.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 
-/// Refuses a batch whose largest activation would not fit one storage binding of the adapter.
+/// Refuses a batch whose largest activation (a feature map, or the embeddings at a wide
+/// --z-dim) would not fit one storage binding of the adapter.
 pub fn check_batch_fits(gpu: &GpuBackend, cfg: &TrainConfig) -> Result<()> {
-    let largest = crate::model::largest_activation(2 * cfg.batch_size) as u64 * 4;
+    let n = 2 * cfg.batch_size;
+    let maps = crate::model::largest_activation(n) as u64 * 4;
+    let embeddings = (n * cfg.z) as u64 * 4;
     let limit = gpu.ctx.limits.max_storage_buffer_binding_size;
-    if largest > limit {
-        let message = format!(
-            "{} pairs need {} MiB activations, {} binds at most {} MiB per buffer",
-            cfg.batch_size,
-            largest >> 20,
-            gpu.ctx.adapter.name,
-            limit >> 20
-        );
+    let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
+    let binds = format!("{} binds at most {:.2} MiB per buffer", gpu.ctx.adapter.name, mib(limit));
+    if maps > limit {
+        let message = format!("{} pairs need {:.2} MiB feature maps; {binds}", cfg.batch_size, mib(maps));
         return Err(Error::config("--batch-size", message));
+    }
+    if embeddings > limit {
+        let message = format!(
+            "{} pairs of {}-wide embeddings need {:.2} MiB; {binds} (lower --z-dim or --batch-size)",
+            cfg.batch_size,
+            cfg.z,
+            mib(embeddings)
+        );
+        return Err(Error::config("--z-dim", message));
     }
     Ok(())
 }
@@ -93,17 +197,30 @@ pub fn save_tsne(out: &Path, emb: &Embedded, title: &str) -> Result<()> {
     for (p, l) in points.iter().zip(&emb.labels) {
         csv.push_str(&format!("{},{},{},{}\n", p.0, p.1, l, data::CLASS_NAMES[*l as usize]));
     }
-    write_atomically(&out.join("tsne.csv"), csv.as_bytes())?;
+    output::write(&out.join("tsne.csv"), csv.as_bytes())?;
     Ok(())
 }
 
-/// After each epoch: metrics.csv with every epoch so far, the model and the checkpoint.
+/// After each epoch: metrics.csv with every epoch so far, the model and the checkpoint; none
+/// of them where the state holds a NaN or an infinity (the last good ones stay).
 pub fn save_epoch(out: &Path, cfg: &TrainConfig, state: &RunState) -> Result<()> {
+    state.check_finite()?;
     let rows =
         std::iter::once(EpochReport::CSV_HEADER.to_string()).chain(state.history.iter().map(EpochReport::csv_row));
-    write_atomically(&out.join("metrics.csv"), (rows.collect::<Vec<_>>().join("\n") + "\n").as_bytes())?;
+    output::write(&out.join("metrics.csv"), (rows.collect::<Vec<_>>().join("\n") + "\n").as_bytes())?;
     state.model.save(&out.join(MODEL), &model_metadata(cfg, state.history.len()))?;
     state.save(&out.join(CHECKPOINT))
+}
+
+/// The timing columns of `history` (read from a checkpoint, which has none) from the run
+/// folder's metrics.csv, where it has the epoch; 0 where not.
+pub fn restore_timings(out: &Path, history: &mut [EpochReport]) {
+    let Ok(csv) = std::fs::read_to_string(out.join("metrics.csv")) else { return };
+    for row in csv.lines().skip(1).filter_map(EpochReport::parse_csv_row) {
+        if let Some(r) = history.iter_mut().find(|r| r.epoch == row.epoch && r.train_loss == row.train_loss) {
+            (r.train_seconds, r.pairs_per_second) = (row.train_seconds, row.pairs_per_second);
+        }
+    }
 }
 
 /// loss.png: train and validation loss per epoch.
@@ -125,8 +242,10 @@ pub struct RunState {
     pub epochs_done: usize,
     pub cfg: TrainConfig,
     pub history: Vec<EpochReport>,
-    /// Rows of the training data, to refuse resuming on other data.
+    /// Rows of the training data, and their fingerprint (`Dataset::fingerprint`; None in a
+    /// checkpoint from before it was kept), to refuse resuming on other data.
     pub data_rows: usize,
+    pub data_fingerprint: Option<String>,
 }
 
 const ADAM_M: &str = "optimizer.exp_avg";
@@ -136,7 +255,7 @@ impl RunState {
     /// Writes the checkpoint atomically: a crash leaves the previous one whole.
     pub fn save(&self, path: &Path) -> Result<()> {
         let c = &self.cfg;
-        let history: Vec<String> = self.history.iter().map(EpochReport::csv_row).collect();
+        let history: Vec<String> = self.history.iter().map(EpochReport::csv_row_untimed).collect();
         let meta: HashMap<String, String> = [
             ("format", "siamese training checkpoint".to_string()),
             ("epochs_done", self.epochs_done.to_string()),
@@ -152,18 +271,45 @@ impl RunState {
             ("history", history.join(";")),
         ]
         .into_iter()
+        .chain(self.data_fingerprint.clone().map(|f| ("data_fingerprint", f)))
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let extra = [(ADAM_M, self.adam_m.as_slice()), (ADAM_V, self.adam_v.as_slice())];
-        crate::checkpoint::write_atomically(path, &self.model.to_bytes_with(&extra, &meta))
+        crate::output::write(path, &self.model.to_bytes_with(&extra, &meta))
     }
 
-    /// Refuses to continue on data other than the checkpoint's (by its row count), or to an
-    /// epoch count below the epochs done.
+    /// Refuses a state with a NaN or an infinity anywhere, naming the first tensor that has
+    /// one: such a checkpoint could not be resumed, so the last good one stays.
+    pub fn check_finite(&self) -> Result<()> {
+        let (params, buffers) = (self.model.net.params(), self.model.net.buffers());
+        let tensors = params.entries.iter().map(|e| (e.name.as_str(), &self.model.params[e.offset..][..e.len()]));
+        let tensors = tensors
+            .chain(buffers.entries.iter().map(|e| (e.name.as_str(), &self.model.buffers[e.offset..][..e.len()])));
+        let mut tensors = tensors.chain([(ADAM_M, self.adam_m.as_slice()), (ADAM_V, self.adam_v.as_slice())]);
+        match tensors.find_map(|(name, v)| v.iter().position(|x| !x.is_finite()).map(|i| (name, i, v[i]))) {
+            Some((name, i, v)) => Err(Error::Diverged {
+                epoch: self.epochs_done,
+                // The epoch's last step (each epoch takes as many).
+                step: (self.adam_step as usize).checked_div(self.epochs_done).unwrap_or(0),
+                what: format!("{name} element {i} is {v} at the epoch's end"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses to continue on data other than the checkpoint's (by its fingerprint, or its row
+    /// count where it has none), or to an epoch count below the epochs done.
     pub fn check_continues(&self, data: &Dataset, cfg: &TrainConfig) -> Result<()> {
         if self.data_rows != data.len() {
             let message = format!("{} rows, the checkpoint was trained on {}", data.len(), self.data_rows);
             return Err(Error::input(&data.source, "whole file", message));
+        }
+        if let Some(trained) = &self.data_fingerprint {
+            let fingerprint = data.fingerprint();
+            if *trained != fingerprint {
+                let message = format!("fingerprint {fingerprint}; the checkpoint was trained on data of {trained}");
+                return Err(Error::input(&data.source, "whole file", message));
+            }
         }
         if self.epochs_done > cfg.epochs {
             let message = format!("{} is below the {} epochs already done", cfg.epochs, self.epochs_done);
@@ -217,16 +363,27 @@ impl RunState {
                 format!("{} rows for {epochs_done} epochs", history.len()),
             ));
         }
+        let data_rows: usize = num(path, "data_rows", field("data_rows")?)?;
+        let adam_step: u64 = num(path, "adam_step", field("adam_step")?)?;
+        // Adam takes one step per batch: any other count is an edit (and a huge one overflows
+        // its bias correction).
+        let steps = data::split_sizes(data_rows, cfg.val_fraction).0.div_ceil(cfg.batch_size);
+        if adam_step != (epochs_done * steps) as u64 {
+            let message =
+                format!("{adam_step}, expected {} for {epochs_done} epochs of {steps} steps", epochs_done * steps);
+            return Err(Error::input(path, "metadata adam_step", message));
+        }
         let mut extras = extras.into_iter();
         Ok(RunState {
             model,
             adam_m: extras.next().expect("asked for two"),
             adam_v: extras.next().expect("asked for two"),
-            adam_step: num(path, "adam_step", field("adam_step")?)?,
+            adam_step,
             epochs_done,
             cfg,
             history,
-            data_rows: num(path, "data_rows", field("data_rows")?)?,
+            data_rows,
+            data_fingerprint: meta.get("data_fingerprint").cloned(),
         })
     }
 }

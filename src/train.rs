@@ -47,8 +47,9 @@ impl TrainConfig {
         if self.z == 0 || self.z > 4096 {
             return bad("--z-dim", format!("{} is not in 1..=4096", self.z));
         }
-        if !(self.margin > 0.0 && self.margin.is_finite()) {
-            return bad("--margin", format!("{} must be a positive number", self.margin));
+        // The loss squares (margin − d): far beyond 1e6 it leaves f32's range within a step.
+        if !(self.margin > 0.0 && self.margin <= 1e6) {
+            return bad("--margin", format!("{} is not in (0, 1e6]", self.margin));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad("--lr", format!("{} must be a positive number", self.lr));
@@ -64,6 +65,14 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// Refuses data whose split leaves the training or the validation rows one class: their
+/// pairs need two.
+pub fn check_splits(cfg: &TrainConfig, data: &Dataset) -> Result<()> {
+    let (train_rows, val_rows) = data::split(data.len(), cfg.val_fraction, cfg.seed);
+    data.check_pairs(Some(&train_rows), "the training rows", " (use more data or a larger --limit)")?;
+    data.check_pairs(Some(&val_rows), "the validation rows", " (raise --val-fraction or --limit)")
 }
 
 /// One row of metrics.csv.
@@ -99,10 +108,12 @@ impl EpochReport {
     pub const CSV_HEADER: &str =
         "epoch,train_loss,val_loss,val_pair_accuracy,mean_dist_same,mean_dist_diff,train_seconds,pairs_per_second";
 
+    /// A row of metrics.csv, or one of a checkpoint's history, which has no timing columns
+    /// (they are 0 then).
     pub fn parse_csv_row(row: &str) -> Option<Self> {
         let v: Vec<&str> = row.split(',').collect();
-        let f = |i: usize| v.get(i)?.parse::<f64>().ok();
-        (v.len() == 8).then_some(())?;
+        let f = |i: usize| v.get(i).map_or(Some(0.0), |s| s.parse::<f64>().ok());
+        matches!(v.len(), 6 | 8).then_some(())?;
         Some(Self {
             epoch: v[0].parse().ok()?,
             train_loss: f(1)?,
@@ -113,6 +124,13 @@ impl EpochReport {
             train_seconds: f(6)?,
             pairs_per_second: f(7)?,
         })
+    }
+
+    /// The row without its timing columns: what a checkpoint keeps, so that identical runs
+    /// write identical checkpoints.
+    pub fn csv_row_untimed(&self) -> String {
+        let row = self.csv_row();
+        row.split(',').take(6).collect::<Vec<_>>().join(",")
     }
 
     pub fn csv_row(&self) -> String {
@@ -214,7 +232,7 @@ impl<B: Backend> Trainer<B> {
     }
 
     /// The run's state after `history.len()` epochs, for a checkpoint.
-    pub fn run_state(&self, backend: &mut B, history: &[EpochReport], data_rows: usize) -> RunState {
+    pub fn run_state(&self, backend: &mut B, history: &[EpochReport], data: &Dataset) -> RunState {
         let to_f32 = |v: Vec<B::Elem>| v.into_iter().map(|x| x.to_f64() as f32).collect();
         RunState {
             model: self.host_model(backend),
@@ -224,7 +242,8 @@ impl<B: Backend> Trainer<B> {
             epochs_done: history.len(),
             cfg: self.cfg.clone(),
             history: history.to_vec(),
-            data_rows,
+            data_rows: data.len(),
+            data_fingerprint: Some(data.fingerprint()),
         }
     }
 

@@ -1,8 +1,17 @@
 //! t-SNE of embeddings to 2-D (Barnes–Hut, perplexity 30, PCA initialisation as scikit-learn's
 //! `init="pca"`), through the bhtsne crate.
 
-/// 2-D coordinates of `values` (N rows of `z`).
+/// 2-D coordinates of `values` (N rows of `z`). The same input gives the same bits: bhtsne sums
+/// in parallel, in an order that varies from run to run with more than one thread, so it
+/// runs on one.
 pub fn tsne_2d(values: &[f32], z: usize, perplexity: f32) -> Vec<(f32, f32)> {
+    match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+        Ok(pool) => pool.install(|| tsne_2d_here(values, z, perplexity)),
+        Err(_) => tsne_2d_here(values, z, perplexity),
+    }
+}
+
+fn tsne_2d_here(values: &[f32], z: usize, perplexity: f32) -> Vec<(f32, f32)> {
     let n = values.len() / z.max(1);
     if n < 4 {
         return (0..n).map(|i| (i as f32, 0.0)).collect();

@@ -58,7 +58,7 @@ fn equal_models_give_equal_bytes() {
         assert!(first == model.to_bytes(&meta(&mut (0..32).rev())), "the header's order changed");
     }
     let (loaded, back) = HostModel::from_bytes(Path::new("m"), &first).unwrap();
-    assert_eq!((loaded.params, back.len()), (model.params.clone(), 32));
+    assert_eq!((loaded.params, back.len()), (model.params.clone(), 32 + 1), "the metadata and its checksum");
 }
 
 fn edited(edit: impl Fn(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>)) -> Vec<u8> {

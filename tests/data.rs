@@ -51,6 +51,9 @@ fn csv_with_and_without_header_plain_and_gzip() {
         ("e.csv", good_csv(true).replace('\n', "\r\n").into_bytes()),
         // spaces around a number and leading zeros: the general path beside the 1–3 digit one
         ("f.csv", good_csv(true).replace(",7,8,9,", ", 7,008 ,0009,").into_bytes()),
+        // a byte-order mark, before a header or before the first image
+        ("g.csv", [b"\xef\xbb\xbf".as_slice(), good_csv(true).as_bytes()].concat()),
+        ("h.csv", [b"\xef\xbb\xbf".as_slice(), good_csv(false).as_bytes()].concat()),
     ] {
         let got = Dataset::load(&write(dir.path(), name, &bytes)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!((got.images, got.labels), (want.images.clone(), want.labels.clone()), "{name}");
@@ -87,8 +90,13 @@ fn bad_csv_files_name_the_file_and_place() {
     bad("neg.csv", neg.as_bytes(), &["line 2", "pixel1"]);
     let label = format!("{}\n{}\n", lines[0], row(10, 0));
     bad("label.csv", label.as_bytes(), &["line 2", "field 1 (label)", "a label 0–9"]);
-    let one_class = format!("{}\n{}\n{}\n", lines[0], row(3, 0), row(3, 1));
-    bad("one.csv", one_class.as_bytes(), &["two classes"]);
+    // The header rule: only a first line whose fields are not all numbers is a header.
+    let typo = format!("{}\n{}\n", lines[1].replacen("0,", "x,", 1), lines[2]);
+    bad("typo.csv", typo.as_bytes(), &["line 1", "field 1 (label)", "\"x\""]);
+    let float = format!("{}\n{}\n", lines[1].replacen("0,", "0.0,", 1), lines[2]);
+    bad("float.csv", float.as_bytes(), &["line 1", "\"0.0\" is not a label"]);
+    let second = format!("{}\n{}\n{}\n", lines[0], lines[0], lines[1]);
+    bad("second_header.csv", second.as_bytes(), &["line 2", "field 1 (label)", "\"label\""]);
     let gz = gzip(good.as_bytes());
     bad("cut.csv.gz", &gz[..gz.len() / 2], &["ends early"]);
     let mut corrupt = gz.clone();
@@ -197,7 +205,7 @@ fn pairs_are_balanced_correct_and_seeded() {
 }
 
 #[test]
-fn a_limit_reads_no_further_and_must_leave_two_classes() {
+fn a_limit_reads_no_further_and_pairs_need_two_classes() {
     let dir = tempfile::tempdir().unwrap();
     let good = good_csv(true);
     let broken = format!("{good}not,a,row\n");
@@ -209,6 +217,13 @@ fn a_limit_reads_no_further_and_must_leave_two_classes() {
         assert!(Dataset::load_first(&path, None).is_err(), "{name}: the bad last row was not read");
     }
     let path = write(dir.path(), "good.csv", good.as_bytes());
-    let e = Dataset::load_first(&path, Some(1)).expect_err("one image, one class").to_string();
-    assert!(e.contains("two classes"), "{e}");
+    let one = Dataset::load_first(&path, Some(1)).expect("one image is a dataset, e.g. to embed");
+    let e = one.check_pairs(None, "the images", "").expect_err("one image, one class").to_string();
+    assert!(e.contains("two classes") && e.contains("good.csv"), "{e}");
+    let all = Dataset::load_first(&path, None).unwrap();
+    assert!(all.check_pairs(None, "the images", "").is_ok());
+    assert!(all.check_pairs(Some(&[0, 3]), "rows", "").is_err(), "rows 0 and 3 are both of class 0");
+    assert!(all.check_evaluation().is_ok());
+    let e = Dataset::load_first(&path, Some(3)).unwrap().check_evaluation().expect_err("three classes of one image");
+    assert!(e.to_string().contains("no class has two images"), "{e}");
 }

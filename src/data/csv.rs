@@ -1,5 +1,5 @@
 //! The Kaggle CSV layout the tutorial reads: `label,pixel1,...,pixel784`, one image per line,
-//! header optional, plain or gzip.
+//! header optional (a first line most of whose fields are not numbers), plain or gzip.
 
 use std::path::Path;
 
@@ -15,6 +15,7 @@ pub fn load(path: &Path, limit: usize) -> Result<Dataset> {
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     let mut record = ::csv::ByteRecord::new();
     let mut line = 0u64;
+    let mut first = true;
     while labels.len() < limit {
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
@@ -32,9 +33,14 @@ pub fn load(path: &Path, limit: usize) -> Result<Dataset> {
                 format!("{} fields, expected {FIELDS} (label, pixel1..pixel784)", record.len()),
             ));
         }
-        if labels.is_empty() && images.is_empty() && parse(&record[0]).is_none() {
-            // A header: the tutorial's file starts with `label,pixel1,...`.
-            continue;
+        if std::mem::take(&mut first) {
+            strip_bom(&mut record);
+            // A header is a first line most of whose fields are not numbers (the tutorial's file
+            // starts with `label,pixel1,...`); any later line, and a first line of numbers with
+            // a bad field (a typo, a float label), is data, whose error names the line.
+            if record.iter().filter(|f| !is_number(f)).count() * 2 > record.len() {
+                continue;
+            }
         }
         let label = parse(&record[0])
             .filter(|&v| v <= 9)
@@ -47,6 +53,20 @@ pub fn load(path: &Path, limit: usize) -> Result<Dataset> {
         }
     }
     Ok(Dataset { images, labels, source: path.to_path_buf() })
+}
+
+/// Whether a field reads as a number (of any form: a float label is data, not a header).
+fn is_number(field: &[u8]) -> bool {
+    std::str::from_utf8(field).is_ok_and(|s| s.trim().parse::<f64>().is_ok())
+}
+
+/// Drops a UTF-8 byte-order mark from the first field, which some editors put before the text.
+fn strip_bom(record: &mut ::csv::ByteRecord) {
+    if let Some(rest) = record.get(0).and_then(|f| f.strip_prefix(b"\xef\xbb\xbf")) {
+        let fields: Vec<Vec<u8>> =
+            std::iter::once(rest.to_vec()).chain(record.iter().skip(1).map(<[u8]>::to_vec)).collect();
+        *record = ::csv::ByteRecord::from(fields);
+    }
 }
 
 /// A non-negative integer that fits a byte, allowing surrounding spaces.

@@ -76,18 +76,61 @@ impl Dataset {
         self
     }
 
-    /// At least one image and two classes: the pair sampler needs a partner of another class.
+    /// At least one image; what else a use needs (classes for pairs) its caller checks.
     fn check(&self) -> Result<()> {
         if self.is_empty() {
             return Err(Error::input(&self.source, "whole file", "no images"));
         }
-        let mut seen = [false; 10];
-        self.labels.iter().for_each(|&l| seen[l as usize] = true);
-        if seen.iter().filter(|&&s| s).count() < 2 {
-            return Err(Error::input(&self.source, "labels", "every image has the same label; pairs need two classes"));
+        Ok(())
+    }
+
+    /// A fingerprint of the labels and pixels, "crc32:xxxxxxxx": a resumed run refuses data
+    /// whose fingerprint differs from its checkpoint's.
+    pub fn fingerprint(&self) -> String {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&self.labels);
+        hasher.update(&self.images);
+        format!("crc32:{:08x}", hasher.finalize())
+    }
+
+    /// Refuses `rows` (all the images where None) for drawing the tutorial's pairs, which needs
+    /// two classes (a partner of another class); `what` names them in the message, `hint` says
+    /// what to change.
+    pub fn check_pairs(&self, rows: Option<&[u32]>, what: &str, hint: &str) -> Result<()> {
+        let labels: Vec<u8> = match rows {
+            Some(rows) => rows.iter().map(|&r| self.labels[r as usize]).collect(),
+            None => self.labels.clone(),
+        };
+        let classes = classes(&labels);
+        if classes.iter().filter(|&&n| n > 0).count() < 2 {
+            let n = labels.len();
+            let images = if n == 1 { "1 image".to_string() } else { format!("{n} images, all of one class") };
+            let message = format!("{what} are {images}; pairs need two classes{hint}");
+            return Err(Error::input(&self.source, "labels", message));
         }
         Ok(())
     }
+
+    /// Refuses a test set the evaluation cannot draw its verification pairs from: a class with
+    /// two images (a same-class pair) and two classes.
+    pub fn check_evaluation(&self) -> Result<()> {
+        let classes = classes(&self.labels);
+        let message = if classes.iter().all(|&n| n < 2) {
+            "no class has two images; the evaluation's same-class pairs need one"
+        } else if classes.iter().filter(|&&n| n > 0).count() < 2 {
+            "every image has the same label; the evaluation's pairs need two classes"
+        } else {
+            return Ok(());
+        };
+        Err(Error::input(&self.source, "labels", message))
+    }
+}
+
+/// Images per class (0–9).
+fn classes(labels: &[u8]) -> [usize; 10] {
+    let mut count = [0; 10];
+    labels.iter().for_each(|&l| count[l as usize] += 1);
+    count
 }
 
 /// Opens `path` for reading, through gzip when it starts with gzip's magic bytes.
@@ -181,12 +224,17 @@ fn read_error(path: &Path, place: String, e: &std::io::Error) -> Error {
 pub fn split(n: usize, val_fraction: f64, seed: u64) -> (Vec<u32>, Vec<u32>) {
     let mut order: Vec<u32> = (0..n as u32).collect();
     order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(stream_seed(seed, 0, Stream::Split)));
-    let n_val = ((val_fraction * n as f64).ceil() as usize).clamp(1.min(n), n.saturating_sub(1));
-    let (val, train) = order.split_at(n_val);
+    let (val, train) = order.split_at(split_sizes(n, val_fraction).1);
     let (mut train, mut val) = (train.to_vec(), val.to_vec());
     train.sort_unstable();
     val.sort_unstable();
     (train, val)
+}
+
+/// The sizes of `split`'s training and validation rows of `n`.
+pub fn split_sizes(n: usize, val_fraction: f64) -> (usize, usize) {
+    let n_val = ((val_fraction * n as f64).ceil() as usize).clamp(1.min(n), n.saturating_sub(1));
+    (n - n_val, n_val)
 }
 
 /// The random streams one `--seed` drives; each (stream, epoch) gets its own generator, so an
