@@ -350,6 +350,9 @@ fn run_pairs(a: PairsArgs) -> anyhow::Result<()> {
 }
 
 fn run_tsne(a: TsneArgs) -> anyhow::Result<()> {
+    if a.limit == 0 {
+        return Err(Error::config("--limit", "0 images leave nothing to plot").into());
+    }
     let (model, _) = HostModel::load(&a.model)?;
     let data = load(&a.data, Some(a.limit))?;
     let mut gpu = gpu_backend()?;

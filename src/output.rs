@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
-/// Temporary files being written now: what the signal handler removes.
+/// Temporary files being written now, and the lock files of run folders: what the signal
+/// handler removes.
 static LIVE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
 /// Prefix and suffix of every temporary file the tool makes.
@@ -92,9 +93,14 @@ pub fn temp_file(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     }
 }
 
-/// Takes a temporary file off the signal handler's list (renamed or removed).
+/// Takes a file off the signal handler's list (renamed or removed).
 pub fn forget(tmp: &Path) {
     LIVE.lock().unwrap_or_else(|e| e.into_inner()).remove(tmp);
+}
+
+/// Has the signal handler remove `path` too (a run folder's lock file), until [`forget`].
+pub fn remove_on_signal(path: &Path) {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).insert(path.to_path_buf());
 }
 
 /// Removes the temporary files being written now; for the signal handler, before it exits.

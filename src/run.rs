@@ -98,6 +98,7 @@ impl RunDir {
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
         }
         dir.lock = Some(file);
+        crate::output::remove_on_signal(&lock_path);
         crate::output::remove_stale_temp_files(&dir.path);
         Ok(dir)
     }
@@ -111,7 +112,9 @@ impl RunDir {
 impl Drop for RunDir {
     fn drop(&mut self) {
         if self.lock.take().is_some() {
-            let _ = std::fs::remove_file(self.path.join(LOCK));
+            let lock = self.path.join(LOCK);
+            let _ = std::fs::remove_file(&lock);
+            crate::output::forget(&lock);
         }
         if self.made {
             // Fails, as it should, where the run wrote anything.

@@ -61,6 +61,26 @@ fn equal_models_give_equal_bytes() {
     assert_eq!((loaded.params, back.len()), (model.params.clone(), 32 + 1), "the metadata and its checksum");
 }
 
+/// Every single-bit flip in any tensor's bytes is caught by the checksum (NaNs and other
+/// values a flip can make included), and so is an edit of the metadata.
+#[test]
+fn a_flipped_bit_anywhere_in_the_tensors_is_refused() {
+    let bytes = model().to_bytes(&meta());
+    let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    for at in header..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[at] ^= 1 << (at % 8);
+        let e = HostModel::from_bytes(Path::new("m"), &bad).expect_err("a flipped bit").to_string();
+        assert!(e.contains("checksum"), "byte {at}: {e}");
+    }
+    let key = b"\"z_dimensions\":\"8\"";
+    let at = bytes.windows(key.len()).position(|w| w == key).expect("the metadata is in the header");
+    let mut edited = bytes.clone();
+    edited[at + key.len() - 2] = b'9';
+    let e = HostModel::from_bytes(Path::new("m"), &edited).expect_err("an edited header").to_string();
+    assert!(e.contains("checksum"), "{e}");
+}
+
 fn edited(edit: impl Fn(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>)) -> Vec<u8> {
     let bytes = model().to_bytes(&meta());
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

@@ -59,6 +59,9 @@ fn load_idx(images: &[u8], labels: &[u8]) -> bool {
 }
 
 proptest! {
+    // 1,000 cases a property (proptest's default is 256): about 9,000 inputs in all.
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
     #[test]
     fn csv_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
         load_file("r.csv", &bytes);

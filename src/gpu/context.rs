@@ -113,6 +113,13 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 impl GpuContext {
     /// Opens the best adapter, or the first whose name contains WGPU_ADAPTER_NAME.
     pub fn new() -> Result<Self> {
+        // wgpu ignores names it does not know: a typo would read as "no adapter".
+        if let Ok(value) = std::env::var("WGPU_BACKEND")
+            && wgpu::Backends::from_comma_list(&value).is_empty()
+        {
+            let message = format!("{value:?} names no backend (vulkan, metal, dx12, gl, or a comma list of them)");
+            return Err(Error::config("WGPU_BACKEND", message));
+        }
         let wanted = std::env::var("WGPU_ADAPTER_NAME").ok().map(|s| s.to_lowercase());
         let all = adapters();
         let tried = if all.is_empty() {
