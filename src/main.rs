@@ -13,11 +13,11 @@ use siamese::checkpoint::HostModel;
 use siamese::data::Dataset;
 use siamese::error::Error;
 use siamese::gpu::{self, GpuBackend, GpuContext};
+use siamese::inspect::{self, Trained};
 use siamese::job::{Progress, TrainJob};
-use siamese::metrics;
 use siamese::output;
 use siamese::train::{TrainConfig, Trainer};
-use siamese::{plot, run, train, tsne};
+use siamese::{run, train};
 
 const DEFAULT_TRAIN: &str = "data/fashion-mnist/train.csv.gz";
 const DEFAULT_TEST: &str = "data/fashion-mnist/test.csv.gz";
@@ -41,10 +41,16 @@ enum Command {
     Eval(EvalArgs),
     /// Write the embedding of every image: a CSV with `label,e0,…`.
     Embed(EmbedArgs),
-    /// Draw sample pairs of a dataset as the tutorial does.
+    /// Draw sample pairs of a dataset as the tutorial does; with --model, each pair's distance
+    /// and the model's verdict.
     Pairs(PairsArgs),
-    /// Draw the t-SNE map of a model's embeddings of a dataset.
+    /// Draw a 2-D map of a model's embeddings of a dataset: by t-SNE, or as they are for a
+    /// 2-D model.
     Tsne(TsneArgs),
+    /// Draw each query image beside its nearest gallery images, with their distances (and a CSV).
+    Neighbours(NeighboursArgs),
+    /// Train a grid of settings (--z, --margin) one after another and compare them.
+    Sweep(SweepArgs),
     /// Time training steps of the default configuration: ms/step, pairs/s, dispatches per
     /// step and a per-kernel table from GPU timestamps.
     Bench(BenchArgs),
@@ -160,9 +166,10 @@ struct EvalArgs {
     /// The test set (queries and verification pairs).
     #[arg(long, default_value = DEFAULT_TEST)]
     data: PathBuf,
-    /// The gallery for kNN.
-    #[arg(long, default_value = DEFAULT_TRAIN)]
-    gallery: PathBuf,
+    /// The gallery for kNN [default: the training split of the training data, as train's
+    /// evaluation].
+    #[arg(long)]
+    gallery: Option<PathBuf>,
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -192,6 +199,63 @@ struct PairsArgs {
     count: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// A trained model: show its distance for each pair and its verdict.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The verdict's threshold: "same" below it [default: the run's best, from metrics.json].
+    #[arg(long, requires = "model")]
+    threshold: Option<f32>,
+}
+
+#[derive(Args)]
+struct NeighboursArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// Where the queries come from.
+    #[arg(long, default_value = DEFAULT_TEST)]
+    data: PathBuf,
+    /// Where the neighbours come from [default: --data itself, each query left out].
+    #[arg(long)]
+    gallery: Option<PathBuf>,
+    /// Rows of --data, as 0,17,230, or random:N to draw N with --seed.
+    #[arg(long, default_value = "random:8")]
+    query: siamese::inspect::Queries,
+    /// Neighbours per query.
+    #[arg(long, default_value_t = 8)]
+    k: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The picture; the CSV goes beside it (.csv).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    /// Embedding widths, as 2,4,8,16.
+    #[arg(long, value_delimiter = ',', default_value = "2,8")]
+    z: Vec<usize>,
+    /// Contrastive margins, as 1,2,4.
+    #[arg(long, value_delimiter = ',', default_value = "2", allow_negative_numbers = true)]
+    margin: Vec<f32>,
+    /// fixed: each margin as given; sqrt: each margin is the one at z = 8, scaled by √(z/8).
+    #[arg(long, value_enum, default_value = "fixed")]
+    margin_scale: siamese::sweep::MarginScale,
+    /// The sweep's folder (each setting in a subfolder); run again to finish a stopped sweep.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value = DEFAULT_TRAIN)]
+    data: PathBuf,
+    #[arg(long, default_value = DEFAULT_TEST)]
+    test: PathBuf,
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long)]
+    test_limit: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -205,6 +269,9 @@ struct TsneArgs {
     /// Use the first N images only (t-SNE grows faster than linearly).
     #[arg(long, default_value_t = 3000)]
     limit: usize,
+    /// t-SNE even for a 2-D model (whose embedding is otherwise drawn as it is).
+    #[arg(long)]
+    tsne: bool,
 }
 
 fn main() -> ExitCode {
@@ -220,6 +287,8 @@ fn main() -> ExitCode {
         Command::Embed(a) => run_embed(a),
         Command::Pairs(a) => run_pairs(a),
         Command::Tsne(a) => run_tsne(a),
+        Command::Neighbours(a) => run_neighbours(a),
+        Command::Sweep(a) => run_sweep(a),
         Command::Bench(a) => run_bench(a),
         Command::Info => info(),
     };
@@ -258,7 +327,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         profile: a.profile,
     };
     let done = job.run(&mut Terminal::default())?;
-    out(&done.metrics.table())?;
+    out(&(done.metrics.table() + &done.metrics.per_class_table(&done.names)))?;
     out_path(&done.out)
 }
 
@@ -305,20 +374,14 @@ impl Progress for Terminal {
 }
 
 fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
-    let (model, _) = HostModel::load(&a.model)?;
+    let trained = Trained::load(&a.model)?;
     let test = load(&a.data, None)?;
-    test.check_evaluation()?;
-    let gallery = load(&a.gallery, None)?;
+    let gallery = load(a.gallery.as_deref().unwrap_or(Path::new(DEFAULT_TRAIN)), None)?;
     let mut gpu = gpu_backend()?;
-    let test_emb = train::embed(&mut gpu, &model, &test);
-    let gallery_emb = train::embed(&mut gpu, &model, &gallery);
-    let m = metrics::evaluate(&gallery_emb, &test_emb, a.seed);
-    if a.json {
-        out(&m.to_json())?;
-    } else {
-        out(&m.table())?;
-    }
-    Ok(())
+    let (m, words) = inspect::evaluate(&mut gpu, &trained, &test, (&gallery, a.gallery.is_some()), a.seed)?;
+    eprintln!("gallery: {words}");
+    let names = test.class_names();
+    out(&if a.json { m.to_json(&names) } else { m.table() + &m.per_class_table(&names) })
 }
 
 fn run_embed(a: EmbedArgs) -> anyhow::Result<()> {
@@ -341,10 +404,19 @@ fn run_pairs(a: PairsArgs) -> anyhow::Result<()> {
     if a.count == 0 || a.count > 64 {
         return Err(Error::config("--count", format!("{} is not in 1..=64", a.count)).into());
     }
+    let trained = a.model.as_deref().map(Trained::load).transpose()?;
     let data = load(&a.data, None)?;
     data.check_pairs(None, "the images", "")?;
-    let rows: Vec<u32> = (0..data.len() as u32).collect();
-    run::save_pairs_png(&a.out, &data, &rows, a.seed, a.count)?;
+    match trained {
+        Some(trained) => {
+            let mut gpu = gpu_backend()?;
+            inspect::pairs(&mut gpu, &trained, &data, (a.count, a.seed, a.threshold), &a.out)?;
+        }
+        None => {
+            let rows: Vec<u32> = (0..data.len() as u32).collect();
+            run::save_pairs_png(&a.out, &data, &rows, a.seed, a.count)?;
+        }
+    }
     eprintln!("wrote {}", a.out.display());
     Ok(())
 }
@@ -353,14 +425,40 @@ fn run_tsne(a: TsneArgs) -> anyhow::Result<()> {
     if a.limit == 0 {
         return Err(Error::config("--limit", "0 images leave nothing to plot").into());
     }
-    let (model, _) = HostModel::load(&a.model)?;
+    let trained = Trained::load(&a.model)?;
     let data = load(&a.data, Some(a.limit))?;
     let mut gpu = gpu_backend()?;
-    let emb = train::embed(&mut gpu, &model, &data);
-    let points = tsne::tsne_2d(&emb.values, emb.z, 30.0);
-    let title = format!("t-SNE of {} embeddings of {}", emb.len(), data.source.display());
-    plot::tsne_png(&a.out, &title, &points, &emb.labels)?;
+    inspect::map(&mut gpu, &trained, &data, &a.out, a.tsne)?;
     eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+fn run_sweep(a: SweepArgs) -> anyhow::Result<()> {
+    if a.limit == Some(0) || a.test_limit == Some(0) {
+        return Err(Error::config("--limit", "0 rows leaves nothing to train on").into());
+    }
+    let sweep = siamese::sweep::Sweep {
+        base: TrainConfig { epochs: a.epochs, seed: a.seed, ..TrainConfig::default() },
+        zs: a.z,
+        margins: a.margin,
+        scale: a.margin_scale,
+        data: (a.data, a.limit),
+        test: (a.test, a.test_limit),
+        out: a.out,
+    };
+    let out_dir = sweep.run(&mut Terminal::default())?;
+    out(&std::fs::read_to_string(out_dir.join("sweep.md")).unwrap_or_default())?;
+    out_path(&out_dir)
+}
+
+fn run_neighbours(a: NeighboursArgs) -> anyhow::Result<()> {
+    let trained = Trained::load(&a.model)?;
+    let data = load(&a.data, None)?;
+    let gallery = a.gallery.as_deref().map(|g| load(g, None)).transpose()?;
+    let mut gpu = gpu_backend()?;
+    let job = inspect::Neighbours { data: &data, gallery: gallery.as_ref(), queries: a.query, k: a.k, seed: a.seed };
+    inspect::neighbours(&mut gpu, &trained, &job, &a.out)?;
+    eprintln!("wrote {} and {}", a.out.display(), a.out.with_extension("csv").display());
     Ok(())
 }
 

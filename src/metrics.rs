@@ -70,23 +70,39 @@ fn nearest_labels(gallery: &Embedded, q: &[f32], k: usize) -> Vec<u8> {
 /// Accuracy of k-nearest-neighbour classification of `queries` against `gallery` (Euclidean,
 /// majority vote, ties to the smaller label as scikit-learn's), for each k in `ks`.
 pub fn knn_accuracy(gallery: &Embedded, queries: &Embedded, ks: &[usize]) -> Vec<f64> {
-    let kmax = ks.iter().copied().max().unwrap_or(1);
-    let neighbours = per_query(queries.len(), |i| nearest_labels(gallery, queries.row(i), kmax));
+    let neighbours = knn_neighbours(gallery, queries, ks.iter().copied().max().unwrap_or(1));
     ks.iter()
         .map(|&k| {
-            let correct = neighbours
-                .iter()
-                .zip(&queries.labels)
-                .filter(|(nb, label)| {
-                    let mut votes = [0usize; 256];
-                    nb.iter().take(k).for_each(|&l| votes[l as usize] += 1);
-                    let winner = (0..256).max_by_key(|&l| (votes[l], std::cmp::Reverse(l))).unwrap_or(0);
-                    winner == **label as usize
-                })
-                .count();
-            correct as f64 / queries.len().max(1) as f64
+            knn_predictions(&neighbours, k).iter().zip(&queries.labels).filter(|(p, l)| p == l).count() as f64
+                / queries.len().max(1) as f64
         })
         .collect()
+}
+
+/// Each query's `k` nearest gallery labels, nearest first.
+fn knn_neighbours(gallery: &Embedded, queries: &Embedded, k: usize) -> Vec<Vec<u8>> {
+    per_query(queries.len(), |i| nearest_labels(gallery, queries.row(i), k))
+}
+
+/// The kNN vote of each query's first `k` neighbours.
+fn knn_predictions(neighbours: &[Vec<u8>], k: usize) -> Vec<u8> {
+    neighbours
+        .iter()
+        .map(|nb| {
+            let mut votes = [0usize; 256];
+            nb.iter().take(k).for_each(|&l| votes[l as usize] += 1);
+            (0..256).max_by_key(|&l| (votes[l], std::cmp::Reverse(l))).unwrap_or(0) as u8
+        })
+        .collect()
+}
+
+/// The confusion matrix of predictions: `m[true][predicted]`, over the 10 classes.
+pub fn confusion(labels: &[u8], predicted: &[u8]) -> Vec<Vec<u64>> {
+    let mut m = vec![vec![0u64; 10]; 10];
+    for (&t, &p) in labels.iter().zip(predicted) {
+        m[t as usize % 10][p as usize % 10] += 1;
+    }
+    m
 }
 
 /// Retrieval within one set, each item the query against all the others: precision@1 (the
@@ -247,20 +263,40 @@ pub struct TestMetrics {
     pub precision_at_1: f64,
     pub map_at_r: f64,
     pub pair: Verification,
+    /// kNN (k = 1) predictions against the truth: `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<u64>>,
 }
 
 /// Evaluation pairs drawn over the test set.
 pub const EVAL_PAIRS: usize = 10_000;
 
 pub fn evaluate(gallery: &Embedded, test: &Embedded, seed: u64) -> TestMetrics {
-    let knn = knn_accuracy(gallery, test, &[1, 5]);
+    let neighbours = knn_neighbours(gallery, test, 5);
+    let accuracy = |k| {
+        let right = knn_predictions(&neighbours, k).iter().zip(&test.labels).filter(|(p, l)| p == l).count();
+        right as f64 / test.len().max(1) as f64
+    };
+    let confusion = confusion(&test.labels, &knn_predictions(&neighbours, 1));
     let (precision_at_1, map_at_r) = retrieval(test);
     let pair = verification(test, &eval_pairs(&test.labels, EVAL_PAIRS, seed));
-    TestMetrics { knn_k1: knn[0], knn_k5: knn[1], precision_at_1, map_at_r, pair }
+    TestMetrics { knn_k1: accuracy(1), knn_k5: accuracy(5), precision_at_1, map_at_r, pair, confusion }
 }
 
 impl TestMetrics {
-    pub fn to_json(&self) -> String {
+    /// kNN (k = 1) accuracy of each class, None for a class with no test image.
+    pub fn per_class(&self) -> Vec<Option<f64>> {
+        self.confusion
+            .iter()
+            .enumerate()
+            .map(|(c, row)| {
+                let n = row.iter().sum::<u64>();
+                (n > 0).then(|| row[c] as f64 / n as f64)
+            })
+            .collect()
+    }
+
+    /// As JSON; `names` name the classes of the per-class accuracies and the matrix's rows.
+    pub fn to_json(&self, names: &[String]) -> String {
         let fields = [
             ("knn_k1", self.knn_k1),
             ("knn_k5", self.knn_k5),
@@ -272,8 +308,36 @@ impl TestMetrics {
             ("mean_dist_same", self.pair.mean_dist_same),
             ("mean_dist_diff", self.pair.mean_dist_diff),
         ];
-        let body: Vec<String> = fields.iter().map(|(k, v)| format!("  \"{k}\": {}", json_number(*v))).collect();
+        let mut body: Vec<String> = fields.iter().map(|(k, v)| format!("  \"{k}\": {}", json_number(*v))).collect();
+        let name = |c: usize| names.get(c).cloned().unwrap_or_else(|| c.to_string()).replace('"', "'");
+        let per_class: Vec<String> = (self.per_class().iter().enumerate())
+            .map(|(c, v)| format!("\"{}\": {}", name(c), v.map_or("null".to_string(), json_number)))
+            .collect();
+        body.push(format!("  \"knn_k1_per_class\": {{{}}}", per_class.join(", ")));
+        let rows: Vec<String> =
+            (self.confusion.iter().enumerate()).map(|(c, row)| format!("\"{}\": {:?}", name(c), row)).collect();
+        body.push(format!("  \"confusion_knn_k1\": {{\n    {}\n  }}", rows.join(",\n    ")));
         format!("{{\n{}\n}}\n", body.join(",\n"))
+    }
+
+    /// The per-class lines of the table: each class's kNN (k = 1) accuracy and what it is most
+    /// often taken for.
+    pub fn per_class_table(&self, names: &[String]) -> String {
+        let mut out = String::from("  kNN accuracy (k=1) per class, and the class each is most often taken for\n");
+        for (c, accuracy) in self.per_class().iter().enumerate() {
+            let Some(accuracy) = accuracy else { continue };
+            let row = &self.confusion[c];
+            let other = (0..row.len()).filter(|&o| o != c).max_by_key(|&o| (row[o], std::cmp::Reverse(o)));
+            let taken = other.filter(|&o| row[o] > 0).map_or(String::new(), |o| {
+                format!(
+                    "{} ({:.0}%)",
+                    names.get(o).map_or("?", String::as_str),
+                    100.0 * row[o] as f64 / row.iter().sum::<u64>() as f64
+                )
+            });
+            out.push_str(&format!("    {:<14}{accuracy:.4}   {taken}\n", names.get(c).map_or("?", String::as_str)));
+        }
+        out
     }
 
     pub fn table(&self) -> String {

@@ -67,12 +67,18 @@ impl RunDir {
         Ok(dir)
     }
 
-    /// The folder of a run to resume, which must hold its checkpoint.
-    pub fn resume(path: &Path) -> Result<Self> {
+    /// A folder that exists (a run to resume), claimed; `flag` is what errors name.
+    pub fn existing(path: &Path, flag: &str) -> Result<Self> {
         if !path.is_dir() {
-            return Err(Error::config("--resume", format!("{} is not a run's folder", path.display())));
+            return Err(Error::config(flag, format!("{} is not a run's folder", path.display())));
         }
-        Self::lock(path.to_path_buf(), false, "--resume")
+        Self::lock(path.to_path_buf(), false, flag)
+    }
+
+    /// A folder made if it is absent, kept as it is if not (a sweep's, which holds runs).
+    pub fn existing_or_new(path: &Path, flag: &str) -> Result<Self> {
+        let made = make_dir(path).map_err(|e| Error::io(path, e))?;
+        Self::lock(path.to_path_buf(), made, flag)
     }
 
     fn lock(path: PathBuf, made: bool, flag: &str) -> Result<Self> {
@@ -167,7 +173,8 @@ pub fn check_batch_fits(gpu: &GpuBackend, cfg: &TrainConfig) -> Result<()> {
 }
 
 /// The metadata of a run's model.safetensors.
-pub fn model_metadata(cfg: &TrainConfig, epochs_done: usize) -> HashMap<String, String> {
+/// What a model file says of its run: enough to name its setting and rebuild its split.
+pub fn model_metadata(cfg: &TrainConfig, epochs_done: usize, data_rows: usize) -> HashMap<String, String> {
     HashMap::from([
         ("format".to_string(), "siamese state_dict (PyTorch names and layouts)".to_string()),
         ("z_dimensions".to_string(), cfg.z.to_string()),
@@ -176,6 +183,8 @@ pub fn model_metadata(cfg: &TrainConfig, epochs_done: usize) -> HashMap<String, 
         ("epochs".to_string(), epochs_done.to_string()),
         ("lr".to_string(), cfg.lr.to_string()),
         ("batch_size".to_string(), cfg.batch_size.to_string()),
+        ("val_fraction".to_string(), format!("{:?}", cfg.val_fraction)),
+        ("data_rows".to_string(), data_rows.to_string()),
     ])
 }
 
@@ -189,19 +198,47 @@ pub fn save_pairs_png(path: &Path, data: &Dataset, rows: &[u32], seed: u64, coun
         .take(count)
         .map(|p| (data.image(rows[p.a as usize] as usize), data.image(rows[p.b as usize] as usize), p.target))
         .collect();
-    plot::pairs_png(path, &shown)
+    plot::pairs_png(path, &shown, None)
 }
 
-/// tsne.png and tsne.csv (x, y, label) of `emb`.
-pub fn save_tsne(out: &Path, emb: &Embedded, title: &str) -> Result<()> {
-    let points = tsne::tsne_2d(&emb.values, emb.z, 30.0);
-    plot::tsne_png(&out.join("tsne.png"), title, &points, &emb.labels)?;
-    let mut csv = String::from("x,y,label,class\n");
-    for (p, l) in points.iter().zip(&emb.labels) {
-        csv.push_str(&format!("{},{},{},{}\n", p.0, p.1, l, data::CLASS_NAMES[*l as usize]));
+/// Embeddings drawn in 2-D: as they are where z = 2 (unless t-SNE is asked for), else by
+/// t-SNE; `name` is the files' stem, "embedding" or "tsne".
+pub struct Map {
+    pub points: Vec<(f32, f32)>,
+    pub axes: (String, String),
+    pub method: &'static str,
+    pub name: &'static str,
+}
+
+pub fn map_2d(emb: &Embedded, tsne: bool) -> Map {
+    if emb.z == 2 && !tsne {
+        let points = emb.values.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+        Map { points, axes: ("e0".into(), "e1".into()), method: "as they are", name: "embedding" }
+    } else {
+        let points = tsne::tsne_2d(&emb.values, emb.z, 30.0);
+        Map { points, axes: ("t-SNE 1".into(), "t-SNE 2".into()), method: "by t-SNE", name: "tsne" }
     }
-    output::write(&out.join("tsne.csv"), csv.as_bytes())?;
-    Ok(())
+}
+
+/// A setting in words, for pictures' titles: "z=8, margin 2, 10 epochs".
+pub fn setting(cfg: &TrainConfig, epochs: usize) -> String {
+    format!("z={}, margin {}, {epochs} epoch{}", cfg.z, cfg.margin, if epochs == 1 { "" } else { "s" })
+}
+
+/// `<map.name>.png` and `.csv` (x, y, label, class) of `emb` in `out`, titled with `what` and
+/// how it is drawn.
+pub fn save_map(out: &Path, emb: &Embedded, what: &str, names: &[String]) -> Result<Map> {
+    let map = map_2d(emb, false);
+    let title = format!("{what}, {}", map.method);
+    let axes = (map.axes.0.as_str(), map.axes.1.as_str());
+    plot::embedding_png(&out.join(format!("{}.png", map.name)), &title, axes, (&map.points, &emb.labels), names)?;
+    let mut csv = String::from("x,y,label,class\n");
+    for (p, l) in map.points.iter().zip(&emb.labels) {
+        let class = names.get(*l as usize).map_or("", String::as_str);
+        csv.push_str(&format!("{},{},{},{}\n", p.0, p.1, l, class));
+    }
+    output::write(&out.join(format!("{}.csv", map.name)), csv.as_bytes())?;
+    Ok(map)
 }
 
 /// After each epoch: metrics.csv with every epoch so far, the model and the checkpoint; none
@@ -211,7 +248,7 @@ pub fn save_epoch(out: &Path, cfg: &TrainConfig, state: &RunState) -> Result<()>
     let rows =
         std::iter::once(EpochReport::CSV_HEADER.to_string()).chain(state.history.iter().map(EpochReport::csv_row));
     output::write(&out.join("metrics.csv"), (rows.collect::<Vec<_>>().join("\n") + "\n").as_bytes())?;
-    state.model.save(&out.join(MODEL), &model_metadata(cfg, state.history.len()))?;
+    state.model.save(&out.join(MODEL), &model_metadata(cfg, state.history.len(), state.data_rows))?;
     state.save(&out.join(CHECKPOINT))
 }
 

@@ -84,6 +84,33 @@ impl Dataset {
         Ok(())
     }
 
+    /// The classes' names: from a `classes.txt` beside the file (one per line, label order),
+    /// else Fashion-MNIST's where the path says "fashion", else the digits.
+    pub fn class_names(&self) -> Vec<String> {
+        let beside = self.source.parent().map(|d| d.join("classes.txt"));
+        if let Some(text) = beside.and_then(|p| std::fs::read_to_string(p).ok()) {
+            let names: Vec<String> = text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+            if names.len() == 10 {
+                return names;
+            }
+        }
+        if self.source.to_string_lossy().to_lowercase().contains("fashion") {
+            CLASS_NAMES.iter().map(|n| n.to_string()).collect()
+        } else {
+            (0..10).map(|d| d.to_string()).collect()
+        }
+    }
+
+    /// The file's name (the folder's, for IDX files in one).
+    pub fn file_name(&self) -> String {
+        self.source.file_name().map_or_else(|| self.source.display().to_string(), |n| n.to_string_lossy().to_string())
+    }
+
+    /// What the data is, for pictures' titles: its file name and image count.
+    pub fn describe(&self) -> String {
+        format!("{} ({} images)", self.file_name(), self.len())
+    }
+
     /// A fingerprint of the labels and pixels, "crc32:xxxxxxxx": a resumed run refuses data
     /// whose fingerprint differs from its checkpoint's.
     pub fn fingerprint(&self) -> String {
