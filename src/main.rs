@@ -203,7 +203,7 @@ struct PairsArgs {
     #[arg(long)]
     model: Option<PathBuf>,
     /// The verdict's threshold: "same" below it [default: the run's best, from metrics.json].
-    #[arg(long, requires = "model")]
+    #[arg(long, requires = "model", allow_negative_numbers = true)]
     threshold: Option<f32>,
 }
 

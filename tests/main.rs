@@ -13,6 +13,8 @@ mod data;
 mod fuzz;
 /// Finite differences of every CPU op in f64, and of the whole network with its loss.
 mod gradcheck;
+/// Other widths, the sweep, and the commands that look inside a model.
+mod inspect;
 /// The evaluation metrics against hand-computed cases.
 mod metrics;
 /// The GPU against the CPU reference, every op, forward and each backward, at several shapes.
