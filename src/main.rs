@@ -56,6 +56,9 @@ enum Command {
     Bench(BenchArgs),
     /// List the GPU adapters, the one that would be used, and the limits that matter.
     Info,
+    /// Write every kernel a training run builds, as the device receives it (override
+    /// constants resolved), for offline compilers; INDEX.md says what each file is.
+    Kernels(KernelsArgs),
 }
 
 #[derive(Args)]
@@ -231,6 +234,16 @@ struct NeighboursArgs {
 }
 
 #[derive(Args)]
+struct KernelsArgs {
+    /// The folder to write the modules into.
+    #[arg(long)]
+    emit: PathBuf,
+    /// The kernel set (auto, portable or a driver's) [default: SIAMESE_KERNELS, else auto].
+    #[arg(long)]
+    set: Option<String>,
+}
+
+#[derive(Args)]
 struct SweepArgs {
     /// Embedding widths, as 2,4,8,16.
     #[arg(long, value_delimiter = ',', default_value = "2,8")]
@@ -291,6 +304,7 @@ fn main() -> ExitCode {
         Command::Sweep(a) => run_sweep(a),
         Command::Bench(a) => run_bench(a),
         Command::Info => info(),
+        Command::Kernels(a) => run_kernels(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -449,6 +463,15 @@ fn run_sweep(a: SweepArgs) -> anyhow::Result<()> {
     let out_dir = sweep.run(&mut Terminal::default())?;
     out(&std::fs::read_to_string(out_dir.join("sweep.md")).unwrap_or_default())?;
     out_path(&out_dir)
+}
+
+fn run_kernels(a: KernelsArgs) -> anyhow::Result<()> {
+    let mut gpu = GpuBackend::with_context(GpuContext::with_kernels(a.set.as_deref())?);
+    eprintln!("adapter: {}; {}", gpu.ctx.adapter.describe(), gpu.ctx.kernels());
+    train::warm_up(&mut gpu, &TrainConfig::default());
+    let n = gpu.emit(&a.emit)?;
+    eprintln!("wrote {n} modules and INDEX.md to {}", a.emit.display());
+    Ok(())
 }
 
 fn run_neighbours(a: NeighboursArgs) -> anyhow::Result<()> {

@@ -188,3 +188,92 @@ fn signature_matches(kernel: Kernel, module: &naga::Module) {
         }
     }
 }
+
+/// Every module each kernel set builds for a training run, resolved as its device receives it,
+/// translates through naga's SPIR-V (Vulkan), MSL (Metal), HLSL (DX12) and GLSL (GL) back ends;
+/// a failure names the module and the back end.
+#[test]
+fn every_module_translates_through_every_back_end() {
+    use siamese::gpu::{GpuBackend, GpuContext};
+    use siamese::train::{TrainConfig, warm_up};
+    if !crate::util::gpu_available("back ends") {
+        return;
+    }
+    let mut failures = Vec::new();
+    let mut translated = 0;
+    for set in ["portable", "auto"] {
+        let mut gpu = GpuBackend::with_context(GpuContext::with_kernels(Some(set)).unwrap());
+        if set == "auto" && gpu.ctx.driver.is_none() {
+            continue;
+        }
+        warm_up(&mut gpu, &TrainConfig::default());
+        let modules = gpu.emitted().unwrap_or_else(|e| panic!("{set}: {e}"));
+        assert!(modules.len() > 20, "{set}: only {} modules", modules.len());
+        for m in &modules {
+            let module = naga::front::wgsl::parse_str(&m.wgsl)
+                .unwrap_or_else(|e| panic!("{}: {}", m.file, e.emit_to_string(&m.wgsl)));
+            let info =
+                siamese::gpu::emit::validator().validate(&module).unwrap_or_else(|e| panic!("{}: {e:?}", m.file));
+            for (back_end, result) in back_ends(&module, &info, m.kernel.entry_point()) {
+                // The driver set holds rows as u64 pairs, which GLSL lacks: it runs only where
+                // the adapter has 64-bit integers, never on wgpu's GL backend.
+                if set == "auto" && back_end == "GLSL" {
+                    assert!(
+                        result.as_ref().is_err_and(|e| e.contains("width: 8")) || result.is_ok(),
+                        "{}: {result:?}",
+                        m.file
+                    );
+                    continue;
+                }
+                match result {
+                    Ok(()) => translated += 1,
+                    Err(e) => failures.push(format!("{set} {} through {back_end}: {e}", m.file)),
+                }
+            }
+        }
+    }
+    eprintln!("{translated} translations");
+    assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The module through each back end: (its name, whether it translated).
+fn back_ends(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    entry: &str,
+) -> Vec<(&'static str, Result<(), String>)> {
+    use naga::back::{glsl, hlsl, msl, spv};
+    let stage = naga::ShaderStage::Compute;
+    let spirv = spv::write_vec(
+        module,
+        info,
+        &spv::Options::default(),
+        Some(&spv::PipelineOptions { shader_stage: stage, entry_point: entry.to_string() }),
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string());
+    let metal = msl::write_string(
+        module,
+        info,
+        &msl::Options { lang_version: (2, 4), ..Default::default() },
+        &msl::PipelineOptions { entry_point: Some((stage, entry.to_string())), ..Default::default() },
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string());
+    let mut text = String::new();
+    let options = hlsl::Options { shader_model: hlsl::ShaderModel::V6_0, ..Default::default() };
+    let pipeline = hlsl::PipelineOptions { entry_point: Some((stage, entry.to_string())) };
+    let dx12 = hlsl::Writer::new(&mut text, &options, &pipeline)
+        .write(module, info, None)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let mut text = String::new();
+    let options = glsl::Options { version: glsl::Version::Desktop(450), ..Default::default() };
+    let pipeline = glsl::PipelineOptions { shader_stage: stage, entry_point: entry.to_string(), multiview: None };
+    let gl =
+        glsl::Writer::new(&mut text, module, info, &options, &pipeline, naga::proc::BoundsCheckPolicies::default())
+            .and_then(|mut w| w.write())
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+    vec![("SPIR-V", spirv), ("MSL", metal), ("HLSL", dx12), ("GLSL", gl)]
+}

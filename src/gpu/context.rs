@@ -111,8 +111,14 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 }
 
 impl GpuContext {
-    /// Opens the best adapter, or the first whose name contains WGPU_ADAPTER_NAME.
+    /// Opens the best adapter, or the first whose name contains WGPU_ADAPTER_NAME, with the
+    /// kernel set SIAMESE_KERNELS asks for.
     pub fn new() -> Result<Self> {
+        Self::with_kernels(None)
+    }
+
+    /// [`GpuContext::new`] with the kernel set `kernels` (auto, portable or a driver's name).
+    pub fn with_kernels(kernels: Option<&str>) -> Result<Self> {
         // wgpu ignores names it does not know: a typo would read as "no adapter".
         if let Ok(value) = std::env::var("WGPU_BACKEND")
             && wgpu::Backends::from_comma_list(&value).is_empty()
@@ -132,15 +138,15 @@ impl GpuContext {
             .into_iter()
             .find(|a| wanted.as_ref().is_none_or(|w| a.get_info().name.to_lowercase().contains(w)))
             .ok_or(Error::NoAdapter { tried })?;
-        Self::open(adapter)
+        Self::open(adapter, kernels)
     }
 
-    fn open(adapter: wgpu::Adapter) -> Result<Self> {
+    fn open(adapter: wgpu::Adapter, kernels: Option<&str>) -> Result<Self> {
         let summary = AdapterSummary::of(&adapter);
         let available = adapter.limits();
         let timestamp_features = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         let timestamps = adapter.features().contains(timestamp_features);
-        let driver = super::kernel_set::select(&adapter)?;
+        let driver = super::kernel_set::select(&adapter, kernels)?;
         let mut features = if timestamps { timestamp_features } else { wgpu::Features::empty() };
         if let Some(d) = driver {
             features |= d.features();

@@ -79,8 +79,15 @@ fn drivers() -> Vec<&'static dyn DriverKernels> {
     ]
 }
 
-fn wanted() -> Result<Wanted> {
-    let Ok(value) = std::env::var(VARIABLE) else { return Ok(Wanted::Auto) };
+/// What `value` (SIAMESE_KERNELS's where None) asks for.
+fn wanted(value: Option<&str>) -> Result<Wanted> {
+    let value = match value {
+        Some(v) => v.to_string(),
+        None => match std::env::var(VARIABLE) {
+            Ok(v) => v,
+            Err(_) => return Ok(Wanted::Auto),
+        },
+    };
     let names: Vec<_> = drivers().iter().map(|d| d.name()).collect();
     match value.trim() {
         "" | "auto" => Ok(Wanted::Auto),
@@ -92,10 +99,11 @@ fn wanted() -> Result<Wanted> {
     }
 }
 
-/// The driver kernels to run on `adapter` (None: the portable set alone), as SIAMESE_KERNELS
-/// asks; an error where it names a set the adapter cannot run.
-pub fn select(adapter: &wgpu::Adapter) -> Result<Option<&'static dyn DriverKernels>> {
-    let wanted = wanted()?;
+/// The driver kernels to run on `adapter` (None: the portable set alone), as `value` asks
+/// (auto, portable or a driver's name; SIAMESE_KERNELS's where None); an error where it names
+/// a set the adapter cannot run.
+pub fn select(adapter: &wgpu::Adapter, value: Option<&str>) -> Result<Option<&'static dyn DriverKernels>> {
+    let wanted = wanted(value)?;
     let fits = drivers().into_iter().find(|d| d.runs_on(adapter));
     match wanted {
         Wanted::Portable => Ok(None),

@@ -13,6 +13,7 @@ mod contrastive;
 mod conv2d;
 mod distance;
 mod elementwise;
+pub mod emit;
 pub mod kernel;
 mod kernel_set;
 mod linear;

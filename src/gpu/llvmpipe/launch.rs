@@ -32,10 +32,12 @@ impl DriverKernels for Llvmpipe {
     fn name(&self) -> &'static str {
         "llvmpipe"
     }
-    /// Subgroups of exactly [`super::LANES`] lanes, and 64-bit integers (rows held as u64 pairs).
+    /// Subgroups of exactly [`super::LANES`] lanes, and 64-bit integers (rows held as u64 pairs),
+    /// which GLSL lacks: never through the GL backend.
     fn runs_on(&self, adapter: &wgpu::Adapter) -> bool {
         let info = adapter.get_info();
-        adapter.features().contains(FEATURES)
+        info.backend != wgpu::Backend::Gl
+            && adapter.features().contains(FEATURES)
             && info.subgroup_min_size == super::LANES
             && info.subgroup_max_size == super::LANES
     }
