@@ -111,7 +111,11 @@ impl Inputs {
                 let mut gpu = GpuBackend::new()?;
                 run::check_batch_fits(&gpu, cfg)?;
                 train::warm_up(&mut gpu, cfg);
-                Ok(gpu)
+                // A kernel a new backend refuses fails here, not after an epoch.
+                match gpu.take_error() {
+                    Some(e) => Err(e),
+                    None => Ok(gpu),
+                }
             });
             let test_set = s.spawn(|| Dataset::load_first(test, test_limit));
             let loaded = Dataset::load_first(data, limit);
@@ -133,6 +137,9 @@ impl Inputs {
         test_set.check_evaluation()?;
         let gpu: GpuBackend = gpu?;
         progress.line(&format!("adapter: {}; {}", gpu.ctx.adapter.describe(), gpu.ctx.kernels()));
+        if let Some(notice) = gpu.ctx.software_notice() {
+            progress.line(&notice);
+        }
         Ok(Self { data: loaded, test: test_set, gpu })
     }
 }

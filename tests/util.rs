@@ -99,6 +99,15 @@ fn skip_on_purpose(test: &str, why: &str) {
     let _ = writeln!(std::io::stderr().lock(), "SKIPPED on purpose (SIAMESE_SKIP_GPU_TESTS), {n} so far: {test}");
 }
 
+/// How far a fused kernel may be from its primitives run apart (relative L2). On a CPU adapter
+/// (llvmpipe) one compiler rounds both alike: exactly. A GPU's compiler contracts a·b + c into
+/// one fused multiply-add its own way in each kernel (and Metal compiles with fast-math): each
+/// term of a sum may move by an ulp, so sums of up to a few thousand terms stay well within
+/// 1e-5. The same kernel twice still gives the same bits everywhere (tests assert that apart).
+pub fn fused_tolerance(gpu: &GpuBackend) -> f64 {
+    if gpu.ctx.adapter.device_type == wgpu::DeviceType::Cpu { 0.0 } else { 1e-5 }
+}
+
 /// A PyTorch fixture file from tests/fixtures.
 pub struct Fixture {
     bytes: Vec<u8>,

@@ -144,7 +144,9 @@ impl GpuContext {
     fn open(adapter: wgpu::Adapter, kernels: Option<&str>) -> Result<Self> {
         let summary = AdapterSummary::of(&adapter);
         let available = adapter.limits();
-        let timestamp_features = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        // Timestamps at the ends of compute passes (one pass per dispatch when profiling) need
+        // only TIMESTAMP_QUERY, which Apple GPUs have too.
+        let timestamp_features = wgpu::Features::TIMESTAMP_QUERY;
         let timestamps = adapter.features().contains(timestamp_features);
         let driver = super::kernel_set::select(&adapter, kernels)?;
         let mut features = if timestamps { timestamp_features } else { wgpu::Features::empty() };
@@ -187,6 +189,18 @@ impl GpuContext {
     /// The kernel set in use, in words ("portable kernels", or a driver's set in front of them).
     pub fn kernels(&self) -> String {
         super::kernel_set::describe(self.driver)
+    }
+
+    /// For a software adapter (one that runs on the CPU): what that means and how to get the
+    /// GPU's own driver; None for a GPU.
+    pub fn software_notice(&self) -> Option<String> {
+        (self.adapter.device_type == wgpu::DeviceType::Cpu).then(|| {
+            format!(
+                "{} runs on the CPU. If this machine has a GPU, install its Vulkan driver (its ICD); \
+                 in a container, NVIDIA_DRIVER_CAPABILITIES=all (not compute,utility) mounts NVIDIA's",
+                self.adapter.name
+            )
+        })
     }
 
     /// Records an error found on our side of the device (a failed readback).
