@@ -53,7 +53,7 @@ pub fn bench_steps(
         out.push_str(&profile_table(&profile, steps));
         writeln!(out, "{:<34} {:>10} {:>10.3}", "wall time, profiled steps", "", wall * 1e3).ok();
         if launches {
-            out.push_str(&launch_table(&profile, steps));
+            out.push_str(&launch_table(gpu, &profile, steps));
         }
     } else {
         writeln!(out, "(this adapter has no timestamp queries: no per-kernel table)").ok();
@@ -87,15 +87,23 @@ pub fn profile_table(profile: &Profile, steps: usize) -> String {
 
 /// The same time by launch: each kernel with its specialisation (for the generated conv
 /// kernels, the layer's shape and the pass: src/gpu/llvmpipe/), slowest first.
-pub fn launch_table(profile: &Profile, steps: usize) -> String {
+pub fn launch_table(gpu: &GpuBackend, profile: &Profile, steps: usize) -> String {
     let total = profile.total_ns().max(1.0);
     let mut rows = profile.launches.clone();
     rows.sort_by(|a, b| b.ns.total_cmp(&a.ns));
     let mut out = String::new();
-    writeln!(out, "{:>10} {:>10} {:>7}  launch", "calls/step", "ms/step", "share").ok();
+    writeln!(out, "{:>10} {:>10} {:>7} {:>18}  launch", "calls/step", "ms/step", "share", "grid").ok();
     for l in rows {
         let (calls, ms) = (l.calls as f64 / steps as f64, l.ns / steps as f64 / 1e6);
-        writeln!(out, "{calls:>10.1} {ms:>10.3} {:>6.1}%  {}", 100.0 * l.ns / total, l.kernel.label(&l.spec)).ok();
+        let size = gpu.workgroup_size(l.kernel, &l.spec).map_or("?".to_string(), |s| s.to_string());
+        let grid = format!("{} x {size}", l.workgroups);
+        writeln!(
+            out,
+            "{calls:>10.1} {ms:>10.3} {:>6.1}% {grid:>18}  {}",
+            100.0 * l.ns / total,
+            l.kernel.label(&l.spec)
+        )
+        .ok();
     }
     out
 }

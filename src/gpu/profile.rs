@@ -21,6 +21,8 @@ pub struct LaunchTime {
     pub spec: Vec<u32>,
     pub calls: u64,
     pub ns: f64,
+    /// Workgroups of its last launch (a launch site's are the same each step).
+    pub workgroups: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -41,13 +43,14 @@ impl KernelTime {
 }
 
 impl Profile {
-    fn add(&mut self, kernel: Kernel, spec: &[u32], ns: f64, work: Work) {
+    fn add(&mut self, kernel: Kernel, spec: &[u32], ns: f64, (work, workgroups): (Work, u32)) {
         match self.launches.iter_mut().find(|l| l.kernel == kernel && l.spec == spec) {
             Some(l) => {
                 l.calls += 1;
                 l.ns += ns;
+                l.workgroups = workgroups;
             }
-            None => self.launches.push(LaunchTime { kernel, spec: spec.to_vec(), calls: 1, ns }),
+            None => self.launches.push(LaunchTime { kernel, spec: spec.to_vec(), calls: 1, ns, workgroups }),
         }
         let (amount, flops) = match work {
             Work::Flops(f) => (f, true),
@@ -85,8 +88,17 @@ impl GpuBackend {
         };
         for (i, d) in dispatches.iter().enumerate() {
             let ns = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * prof.period_ns;
-            prof.profile.add(d.kernel, &d.spec, ns, d.work);
+            prof.profile.add(d.kernel, &d.spec, ns, (d.work, d.grid.0 * d.grid.1));
         }
+    }
+
+    /// Invocations per workgroup of `kernel` with `spec`, from its module (naga's reading of
+    /// `@workgroup_size`, constants resolved); None where it cannot tell.
+    pub fn workgroup_size(&self, kernel: Kernel, spec: &[u32]) -> Option<u32> {
+        let (source, constants) = self.pipelines.source(kernel, spec);
+        let module = super::emit::resolve(&source, kernel.entry_point(), &constants).ok()?;
+        let entry = module.entry_points.iter().find(|e| e.name == kernel.entry_point())?;
+        Some(entry.workgroup_size.iter().product())
     }
 
     /// Times every dispatch from now on with GPU timestamps (one submit waits per flush).
