@@ -153,7 +153,7 @@ impl Sweep {
     }
 
     /// sweep.png: each setting's validation embeddings (as they are for z = 2, by t-SNE
-    /// otherwise), z down the rows and margins across.
+    /// otherwise), z down the rows and margins across (z across, for one margin).
     fn picture(&self, settings: &[(TrainConfig, f32)], rows: &[Row], names: &[String], data: &str) -> Result<()> {
         let mut panels = Vec::new();
         for ((cfg, _), row) in settings.iter().zip(rows) {
@@ -173,7 +173,8 @@ impl Sweep {
             MarginScale::Sqrt => "margins scaled by √(z/8)",
         };
         let title = format!("Validation embeddings of {data} by setting; {scale}; z=2 as it is, others by t-SNE");
-        plot::panels_png(&self.out.join("sweep.png"), &title, &panels, self.margins.len(), names)
+        let columns = if self.margins.len() > 1 { self.margins.len() } else { self.zs.len() };
+        plot::panels_png(&self.out.join("sweep.png"), &title, &panels, columns, names)
     }
 }
 

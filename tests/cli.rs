@@ -159,7 +159,11 @@ fn bench_times_each_launch_and_compile() {
         .lines()
         .map(|l| {
             let share = l.split_whitespace().nth(2).expect("a share").trim_end_matches('%').parse().expect("a number");
-            (share, l.split_once("%  ").expect("a label").1)
+            // After the share: the grid, "workgroups x invocations", then the label.
+            let (grid, label) = l.split_once('%').expect("a share").1.trim_start().split_once("  ").expect("a label");
+            let sizes: Vec<u32> = grid.split(" x ").map(|v| v.parse().expect("a grid of numbers")).collect();
+            assert!(sizes.len() == 2 && sizes.iter().all(|&v| v > 0), "grid {grid:?} in {l}");
+            (share, label)
         })
         .collect();
     assert!(rows.len() >= 25, "{} launches in {table}", rows.len());
