@@ -250,5 +250,5 @@ pub fn pairs(
         (0..drawn.len()).map(|i| metrics::pair_distance(emb.row(2 * i), emb.row(2 * i + 1))).collect();
     let shown: Vec<(&[u8], &[u8], f32)> =
         drawn.iter().map(|p| (data.image(p.a as usize), data.image(p.b as usize), p.target)).collect();
-    plot::pairs_png(out, &shown, Some((&distances, threshold)))
+    plot::pairs_png(out, &data.file_name(), &shown, Some((&distances, threshold)))
 }

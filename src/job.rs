@@ -213,7 +213,7 @@ pub fn train_in(
         progress.line(&format!("{dispatches:.1} dispatches per step (validation's included)"));
         progress.line(crate::bench::profile_table(&profile, steps.max(1)).trim_end());
     }
-    run::save_loss_png(&out, &reports)?;
+    run::save_loss_png(&out, &format!("{}, {}", data.file_name(), run::setting(&cfg, reports.len())), &reports)?;
 
     progress.line(&format!("a map of the {} validation embeddings ...", trainer.val_rows.len()));
     let val = trainer.embed_rows(&mut *gpu, &trainer.val_rows.clone());

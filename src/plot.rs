@@ -70,7 +70,12 @@ fn render(
 /// "different" (targets 0 and 1), as in the tutorial; with `verdicts`, each pair's distance
 /// under a model and its verdict at a threshold below it, the partner framed green where the
 /// verdict is right and red where wrong.
-pub fn pairs_png(path: &Path, pairs: &[(&[u8], &[u8], f32)], verdicts: Option<(&[f32], f32)>) -> Result<()> {
+pub fn pairs_png(
+    path: &Path,
+    data: &str,
+    pairs: &[(&[u8], &[u8], f32)],
+    verdicts: Option<(&[f32], f32)>,
+) -> Result<()> {
     let scale = 5u32;
     let cell = IMAGE_SIDE as u32 * scale;
     let (pad, title) = (12u32, 26u32);
@@ -78,8 +83,8 @@ pub fn pairs_png(path: &Path, pairs: &[(&[u8], &[u8], f32)], verdicts: Option<(&
     let extra = if verdicts.is_some() { 50 } else { 0 };
     let height = 2 * (cell + title + pad) + pad + 30 + extra;
     let heading = match verdicts {
-        Some((_, threshold)) => format!("Sample pairs: the model's distance, \"same\" below {threshold:.3}"),
-        None => "Sample pairs".to_string(),
+        Some((_, threshold)) => format!("Sample pairs of {data}: the model's distance, \"same\" below {threshold:.3}"),
+        None => format!("Sample pairs of {data}"),
     };
     render(path, (width.max(560), height), |root| {
         root.draw(&Text::new(heading.as_str(), (pad as i32, 6), ("sans-serif", 22).into_font().style(FontStyle::Bold)))
@@ -127,8 +132,8 @@ pub fn pairs_png(path: &Path, pairs: &[(&[u8], &[u8], f32)], verdicts: Option<(&
     })
 }
 
-/// Train and validation loss per epoch.
-pub fn loss_png(path: &Path, train: &[f64], val: &[f64]) -> Result<()> {
+/// Train and validation loss per epoch, titled with what was trained (`what`).
+pub fn loss_png(path: &Path, what: &str, train: &[f64], val: &[f64]) -> Result<()> {
     render(path, (900, 560), |root| {
         let all = train.iter().chain(val).copied().filter(|v| v.is_finite());
         let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
@@ -136,7 +141,7 @@ pub fn loss_png(path: &Path, train: &[f64], val: &[f64]) -> Result<()> {
         let margin = ((hi - lo) * 0.1).max(1e-3);
         let epochs = train.len().max(val.len()).max(1);
         let mut chart = ChartBuilder::on(root)
-            .caption("Contrastive loss per epoch", ("sans-serif", 26))
+            .caption(format!("Contrastive loss per epoch: {what}"), ("sans-serif", 22))
             .margin(18)
             .x_label_area_size(50)
             .y_label_area_size(70)

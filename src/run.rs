@@ -198,7 +198,7 @@ pub fn save_pairs_png(path: &Path, data: &Dataset, rows: &[u32], seed: u64, coun
         .take(count)
         .map(|p| (data.image(rows[p.a as usize] as usize), data.image(rows[p.b as usize] as usize), p.target))
         .collect();
-    plot::pairs_png(path, &shown, None)
+    plot::pairs_png(path, &data.file_name(), &shown, None)
 }
 
 /// Embeddings drawn in 2-D: as they are where z = 2 (unless t-SNE is asked for), else by
@@ -264,10 +264,10 @@ pub fn restore_timings(out: &Path, history: &mut [EpochReport]) {
 }
 
 /// loss.png: train and validation loss per epoch.
-pub fn save_loss_png(out: &Path, reports: &[EpochReport]) -> Result<()> {
+pub fn save_loss_png(out: &Path, what: &str, reports: &[EpochReport]) -> Result<()> {
     let train: Vec<f64> = reports.iter().map(|r| r.train_loss).collect();
     let val: Vec<f64> = reports.iter().map(|r| r.val_loss).collect();
-    plot::loss_png(&out.join("loss.png"), &train, &val)
+    plot::loss_png(&out.join("loss.png"), what, &train, &val)
 }
 
 /// Everything a run needs to continue exactly where it stopped: the model, Adam's moments and
