@@ -1056,3 +1056,37 @@ fn weight_sums_wait_and_match() {
         }
     });
 }
+
+/// The tiled convs' packed weights are packed once per change of the weights: a second
+/// forward launches only the conv, and every kind of write to the weights (an upload, a
+/// kernel's, a copy) is seen by the next forward.
+#[test]
+fn packed_weights_follow_every_write() {
+    with_gpu("packed weights", |gpu| {
+        gpu.driver = None;
+        let p = Conv2dParams::same(3, 4, 28, 28, 4, 3);
+        let mut r = rng(41);
+        let (x, b) = (randn(&mut r, p.x_len()), randn(&mut r, 4));
+        let (xt, bt, yt) = (gpu.upload(&x), gpu.upload(&b), gpu.zeros(p.y_len()));
+        let w = gpu.zeros(p.w_len());
+        let check = |gpu: &mut GpuBackend, w_host: &[f32], what: &str, launches: u64| {
+            let before = gpu.dispatches;
+            gpu.conv2d_forward(&p, &xt, &w, &bt, &yt);
+            assert_eq!(gpu.dispatches - before, launches, "{what}: launches");
+            let mut want = vec![0.0f32; p.y_len()];
+            cpu::conv2d_forward(&p, &x, w_host, &b, &mut want);
+            assert_close(what, &f64s(&want), &f64s(&gpu.read(&yt)), 1e-6);
+        };
+        let w1 = randn(&mut r, p.w_len());
+        gpu.write(&w, &w1);
+        check(gpu, &w1, "after an upload", 2);
+        check(gpu, &w1, "unchanged", 1);
+        gpu.fill(&w, 0.25);
+        check(gpu, &vec![0.25; p.w_len()], "after a kernel's write", 2);
+        let w2 = randn(&mut r, p.w_len());
+        let src = gpu.upload(&w2);
+        gpu.record_copy(&src, &w);
+        check(gpu, &w2, "after a copy", 2);
+        gpu.driver = gpu.ctx.driver;
+    });
+}

@@ -40,7 +40,7 @@ fn tile_spec(p: &Conv2dParams, transpose: bool) -> [u32; 6] {
 }
 
 /// Runs `conv2d_tile` over `x`: packs the weights for it (a uniform buffer of vec4s over
-/// output channels), then convolves.
+/// output channels) where they changed since last packed, then convolves.
 fn conv2d_tile(
     gpu: &mut GpuBackend,
     p: &Conv2dParams,
@@ -51,9 +51,14 @@ fn conv2d_tile(
     y: &GpuTensor,
 ) {
     let [ic, oc, h, wd, k, t] = tile_spec(p, transpose);
-    let packed = gpu.scratch(4 * PACKED_WEIGHTS);
-    let groups = (ic * k * k * oc.div_ceil(4)).div_ceil(TILE_WORKGROUP);
-    gpu.dispatch_specialized(Kernel::Conv2dPackWeights, &[ic, oc, k, t], p, &[w, &packed], groups);
+    // Packed once per change of the weights (src/gpu/derived.rs), not at every launch.
+    let how = [ic, oc, k, t];
+    let (packed, current) = gpu.derived(w, &how, 4 * PACKED_WEIGHTS);
+    if !current {
+        let groups = (ic * k * k * oc.div_ceil(4)).div_ceil(TILE_WORKGROUP);
+        gpu.dispatch_specialized(Kernel::Conv2dPackWeights, &how, p, &[w, &packed], groups);
+        gpu.derived_made(w, &how);
+    }
     let flops = Some(Work::Flops(2.0 * p.macs() as f64));
     let buffers = [x, x, x, b, y, &packed];
     gpu.dispatch_work(Kernel::Conv2dTile, &[ic, oc, h, wd, k, t], p, &buffers, tile_groups(p), flops);

@@ -11,6 +11,7 @@ mod batchnorm;
 mod context;
 mod contrastive;
 mod conv2d;
+mod derived;
 mod distance;
 mod elementwise;
 pub mod emit;
@@ -190,6 +191,8 @@ pub struct GpuBackend {
     compiling_ahead: Option<Box<dyn kernel_set::Background>>,
     /// Conv weight-gradient partials and the sums waiting on them (src/gpu/weight_sums.rs).
     weight_sums: weight_sums::WeightSums,
+    /// Tensors derived from others while those are unchanged (src/gpu/derived.rs).
+    derived: derived::Derived,
 }
 
 impl GpuBackend {
@@ -217,6 +220,7 @@ impl GpuBackend {
             submits: 0,
             compiling_ahead: None,
             weight_sums: Default::default(),
+            derived: Default::default(),
         }
     }
 
@@ -252,6 +256,11 @@ impl GpuBackend {
     ) {
         assert_eq!(buffers.len(), kernel.bindings().len(), "{kernel:?}: wrong number of buffers");
         self.flush_weight_sums_into(buffers.iter().copied());
+        for (t, access) in buffers.iter().zip(kernel.bindings()) {
+            if *access == Access::ReadWrite {
+                self.source_written(&t.buffer);
+            }
+        }
         assert!(workgroups > 0, "{kernel:?}: no work");
         let uniform = self.uniform(bytemuck::bytes_of(params));
         let key = BindKey {
@@ -346,6 +355,7 @@ impl GpuBackend {
     pub fn record_copy(&mut self, src: &GpuTensor, dst: &GpuTensor) {
         assert!(src.len == dst.len && src.buffer != dst.buffer, "record_copy: {src:?} into {dst:?}");
         self.flush_weight_sums_into([src, dst].into_iter());
+        self.source_written(&dst.buffer);
         self.pending.push(Command::Copy {
             src: src.buffer.clone(),
             src_offset: (src.offset * 4) as u64,
@@ -461,6 +471,7 @@ impl GpuBackend {
         // queue.write_buffer lands before the next submit's commands: submit the recorded
         // ones first so that they still see the old contents.
         self.flush();
+        self.source_written(&t.buffer);
         self.ctx.queue.write_buffer(&t.buffer, (t.offset * 4) as u64, bytemuck::cast_slice(data));
     }
 }
