@@ -322,6 +322,9 @@ fn load(path: &Path, limit: Option<usize>) -> anyhow::Result<Dataset> {
 fn gpu_backend() -> anyhow::Result<GpuBackend> {
     let gpu = GpuBackend::new()?;
     eprintln!("adapter: {}; {}", gpu.ctx.adapter.describe(), gpu.ctx.kernels());
+    if let Some(notice) = gpu.ctx.software_notice() {
+        eprintln!("{notice}");
+    }
     Ok(gpu)
 }
 
