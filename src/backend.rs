@@ -6,8 +6,9 @@
 //! in the op's params struct (src/ops/); tensors are flat, row-major, NCHW. Where an op
 //! takes more than a few tensors they travel in the small structs below.
 
+pub use crate::args::{Conv, Moments, Norm, NormGrads, ParamGrads, Running};
 use crate::float::Float;
-use crate::fused::Fused;
+use crate::fused::{BatchNormConv2dBackward, Fused};
 use crate::ops::*;
 
 /// Parameter views handed out by [`DeviceTensor::view`] start at a multiple of this many
@@ -23,70 +24,6 @@ pub trait DeviceTensor: Clone + std::fmt::Debug {
     /// `len` elements from element `offset`, which must be a multiple of [`VIEW_ALIGN`].
     fn view(&self, offset: usize, len: usize) -> Self;
 }
-
-/// A BatchNorm layer as the ops that normalise with it see it: its params, γ, β and the
-/// statistics it normalises with (mean (T, C) then 1/std (T, C), `saved`).
-#[derive(Debug)]
-pub struct Norm<'a, T> {
-    pub p: BatchNormParams,
-    pub gamma: &'a T,
-    pub beta: &'a T,
-    pub saved: &'a T,
-}
-
-/// BatchNorm's running statistics (C each), updated in place by a train-mode forward.
-#[derive(Debug)]
-pub struct Running<'a, T> {
-    pub mean: &'a T,
-    pub var: &'a T,
-}
-
-/// Where a BatchNorm backward writes (or adds, by `p.accumulate`) dx, dγ and dβ.
-#[derive(Debug)]
-pub struct NormGrads<'a, T> {
-    pub dx: &'a T,
-    pub dgamma: &'a T,
-    pub dbeta: &'a T,
-}
-
-/// A convolution layer: its params, weights (Cout, Cin, K, K) and bias (Cout).
-#[derive(Debug)]
-pub struct Conv<'a, T> {
-    pub p: Conv2dParams,
-    pub w: &'a T,
-    pub b: &'a T,
-}
-
-/// Where a weight-gradient op writes (or adds, by its params' accumulate bit) dw and db.
-#[derive(Debug)]
-pub struct ParamGrads<'a, T> {
-    pub dw: &'a T,
-    pub db: &'a T,
-}
-
-/// Per-plane (mean, M2) of a BatchNorm's input as its params read it (through a ReLU where
-/// they say so): what the op that wrote that input hands the BatchNorm, so that its
-/// statistics need not read the input again.
-#[derive(Debug)]
-pub struct Moments<'a, T> {
-    pub p: BatchNormParams,
-    pub out: &'a T,
-}
-
-/// Clone and Copy for structs of references, whatever the tensor type (a derive would ask
-/// the tensor to be Copy).
-macro_rules! copy_refs {
-    ($($t:ident),*) => {$(
-        impl<T> Clone for $t<'_, T> {
-            fn clone(&self) -> Self {
-                *self
-            }
-        }
-        impl<T> Copy for $t<'_, T> {}
-    )*};
-}
-pub(crate) use copy_refs;
-copy_refs!(Norm, Running, NormGrads, Conv, ParamGrads, Moments);
 
 pub trait Backend {
     /// Host-side element type: f32 on the GPU, f32 or f64 on the CPU reference.
@@ -257,6 +194,70 @@ pub trait Backend {
     where
         Self: Sized,
     {
-        op.lower(self)
+        lower(self, op)
     }
+}
+
+/// Runs a fused op as its primitives in turn: `Backend::fused`'s default. BatchNorm's output,
+/// where a fused op never kept it, is normalised again from the same statistics.
+pub fn lower<B: Backend>(b: &mut B, op: Fused<B::Tensor>) {
+    match op {
+        Fused::Conv2dMomentsForward { conv, x, y, moments } => {
+            b.conv2d_forward(&conv.p, x, conv.w, conv.b, y);
+            b.batchnorm_plane_moments(&moments.p, y, moments.out);
+        }
+        Fused::BatchNormMaxPoolForward { norm, pool, x, y } => {
+            let normalised = normalised(b, &norm, x);
+            b.maxpool_forward(&pool, &normalised, y);
+        }
+        Fused::BatchNormMaxPoolBackward { norm, pool, x, dy, grads } => {
+            let normalised = normalised(b, &norm, x);
+            let dnormalised = b.scratch(norm.p.len());
+            b.maxpool_backward(&MaxPoolParams { accumulate: 0, ..pool }, &normalised, dy, &dnormalised);
+            b.batchnorm_backward(&norm, x, &dnormalised, grads);
+        }
+        Fused::BatchNormConv2dForward { norm, conv, x, y, moments } => {
+            let normalised = normalised(b, &norm, x);
+            b.conv2d_forward(&conv.p, &normalised, conv.w, conv.b, y);
+            if let Some(m) = moments {
+                b.batchnorm_plane_moments(&m.p, y, m.out);
+            }
+        }
+        Fused::BatchNormConv2dBackward(op) => {
+            let normalised = normalised(b, &op.norm, op.x);
+            let dnormalised = b.scratch(op.norm.p.len());
+            let input = Conv2dParams { accumulate: 0, ..op.conv.p };
+            b.conv2d_backward_input(&input, op.dy, op.conv.w, &dnormalised);
+            b.conv2d_backward_weight(&op.conv.p, &normalised, op.dy, op.conv_grads);
+            b.batchnorm_backward(&op.norm, op.x, &dnormalised, op.grads);
+        }
+        Fused::Conv2dBatchNormConv2dBackward(op) => {
+            let dz = b.scratch(op.norm.p.len());
+            let p = BatchNormParams { accumulate: op.norm.p.accumulate & !ACCUMULATE_INPUT, ..op.norm.p };
+            let norm = Norm { p, ..op.norm };
+            let grads = NormGrads { dx: &dz, dgamma: op.dgamma, dbeta: op.dbeta };
+            let (x, dy, conv, conv_grads) = (op.z, op.dy, op.conv, op.conv_grads);
+            b.fused(Fused::BatchNormConv2dBackward(BatchNormConv2dBackward { norm, conv, x, dy, grads, conv_grads }));
+            if let Some(dx) = op.dx {
+                b.conv2d_backward_input(&op.first.p, &dz, op.first.w, dx);
+            }
+            b.conv2d_backward_weight(&op.first.p, op.x, &dz, op.first_grads);
+        }
+        Fused::PairContrastiveForward { pd, pc, x, t, d, loss } => {
+            b.pair_distance_forward(&pd, x, d);
+            b.contrastive_forward(&pc, d, t, loss);
+        }
+        Fused::PairContrastiveBackward(op) => {
+            let dd = b.scratch(op.pd.n as usize);
+            b.contrastive_backward(&ContrastiveParams { accumulate: 0, ..op.pc }, op.d, op.t, op.dloss, &dd);
+            b.pair_distance_backward(&op.pd, op.x, op.d, &dd, op.dx);
+        }
+    }
+}
+
+/// BatchNorm's output, into scratch.
+fn normalised<B: Backend>(b: &mut B, norm: &Norm<B::Tensor>, x: &B::Tensor) -> B::Tensor {
+    let y = b.scratch(norm.p.len());
+    b.batchnorm_normalise(norm, x, &y);
+    y
 }

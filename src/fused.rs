@@ -1,12 +1,12 @@
 //! The fused ops a backend may run in fewer launches than their primitives, with their
-//! arguments, and each one's default lowering: its primitives in turn.
+//! arguments; each one's default lowering, its primitives in turn, is `Backend::fused`'s.
 //!
 //! A backend that overrides none of them (the CPU reference) is correct as it is; the GPU
 //! overrides each with kernels that read a BatchNorm's input through the normalisation, so
 //! that BatchNorm's output and its gradient are never written. Tests hold every backend's
 //! fused ops to this lowering.
 
-use crate::backend::{Backend, Conv, Moments, Norm, NormGrads, ParamGrads, copy_refs};
+use crate::args::{Conv, Moments, Norm, NormGrads, ParamGrads, copy_refs};
 use crate::ops::*;
 
 #[derive(Debug)]
@@ -73,76 +73,3 @@ pub struct PairContrastiveBackward<'a, T> {
 }
 
 copy_refs!(Fused, BatchNormConv2dBackward, Conv2dBatchNormConv2dBackward, PairContrastiveBackward);
-
-impl<T> Fused<'_, T> {
-    /// Runs the op as its primitives in turn. BatchNorm's output, where a fused op never kept
-    /// it, is normalised again from the same statistics.
-    pub fn lower<B: Backend<Tensor = T>>(self, b: &mut B) {
-        match self {
-            Fused::Conv2dMomentsForward { conv, x, y, moments } => {
-                b.conv2d_forward(&conv.p, x, conv.w, conv.b, y);
-                b.batchnorm_plane_moments(&moments.p, y, moments.out);
-            }
-            Fused::BatchNormMaxPoolForward { norm, pool, x, y } => {
-                let normalised = normalised(b, &norm, x);
-                b.maxpool_forward(&pool, &normalised, y);
-            }
-            Fused::BatchNormMaxPoolBackward { norm, pool, x, dy, grads } => {
-                let normalised = normalised(b, &norm, x);
-                let dnormalised = b.scratch(norm.p.len());
-                b.maxpool_backward(&MaxPoolParams { accumulate: 0, ..pool }, &normalised, dy, &dnormalised);
-                b.batchnorm_backward(&norm, x, &dnormalised, grads);
-            }
-            Fused::BatchNormConv2dForward { norm, conv, x, y, moments } => {
-                let normalised = normalised(b, &norm, x);
-                b.conv2d_forward(&conv.p, &normalised, conv.w, conv.b, y);
-                if let Some(m) = moments {
-                    b.batchnorm_plane_moments(&m.p, y, m.out);
-                }
-            }
-            Fused::BatchNormConv2dBackward(op) => {
-                let normalised = normalised(b, &op.norm, op.x);
-                let dnormalised = b.scratch(op.norm.p.len());
-                let input = Conv2dParams { accumulate: 0, ..op.conv.p };
-                b.conv2d_backward_input(&input, op.dy, op.conv.w, &dnormalised);
-                b.conv2d_backward_weight(&op.conv.p, &normalised, op.dy, op.conv_grads);
-                b.batchnorm_backward(&op.norm, op.x, &dnormalised, op.grads);
-            }
-            Fused::Conv2dBatchNormConv2dBackward(op) => {
-                let dz = b.scratch(op.norm.p.len());
-                let p = BatchNormParams { accumulate: op.norm.p.accumulate & !ACCUMULATE_INPUT, ..op.norm.p };
-                let norm = Norm { p, ..op.norm };
-                let grads = NormGrads { dx: &dz, dgamma: op.dgamma, dbeta: op.dbeta };
-                let (x, dy, conv, conv_grads) = (op.z, op.dy, op.conv, op.conv_grads);
-                b.fused(Fused::BatchNormConv2dBackward(BatchNormConv2dBackward {
-                    norm,
-                    conv,
-                    x,
-                    dy,
-                    grads,
-                    conv_grads,
-                }));
-                if let Some(dx) = op.dx {
-                    b.conv2d_backward_input(&op.first.p, &dz, op.first.w, dx);
-                }
-                b.conv2d_backward_weight(&op.first.p, op.x, &dz, op.first_grads);
-            }
-            Fused::PairContrastiveForward { pd, pc, x, t, d, loss } => {
-                b.pair_distance_forward(&pd, x, d);
-                b.contrastive_forward(&pc, d, t, loss);
-            }
-            Fused::PairContrastiveBackward(op) => {
-                let dd = b.scratch(op.pd.n as usize);
-                b.contrastive_backward(&ContrastiveParams { accumulate: 0, ..op.pc }, op.d, op.t, op.dloss, &dd);
-                b.pair_distance_backward(&op.pd, op.x, op.d, &dd, op.dx);
-            }
-        }
-    }
-}
-
-/// BatchNorm's output, into scratch.
-fn normalised<B: Backend>(b: &mut B, norm: &Norm<B::Tensor>, x: &B::Tensor) -> B::Tensor {
-    let y = b.scratch(norm.p.len());
-    b.batchnorm_normalise(norm, x, &y);
-    y
-}

@@ -6,6 +6,7 @@
 //! `optim` → metrics. The ops run on a [`backend::Backend`]: [`cpu::CpuBackend`] (the
 //! reference, f32 or f64) or [`gpu::GpuBackend`] (WGSL through wgpu).
 
+pub mod args;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;

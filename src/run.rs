@@ -4,14 +4,16 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::backend::Backend;
 use crate::checkpoint::HostModel;
 use crate::data::{self, Dataset, Stream};
 use crate::error::{Error, Result};
+use crate::float::Float;
 use crate::gpu::GpuBackend;
 use crate::metrics::Embedded;
 use crate::model::SiameseNet;
 use crate::output;
-use crate::train::{EpochReport, TrainConfig};
+use crate::train::{EpochReport, TrainConfig, Trainer};
 use crate::{plot, tsne};
 
 /// The model in a run's directory.
@@ -425,5 +427,34 @@ impl RunState {
             data_rows,
             data_fingerprint: meta.get("data_fingerprint").cloned(),
         })
+    }
+}
+
+/// A trainer's side of a checkpoint: here, so that the training loop knows nothing of files.
+impl<B: Backend> Trainer<B> {
+    /// Continues the run of `state` on `data` (the same rows it started on).
+    pub fn resume(backend: &mut B, state: &RunState, data: &Dataset) -> Self {
+        let mut trainer = Self::with_model(backend, state.cfg.clone(), data, &state.model);
+        let to_elem = |v: &[f32]| v.iter().map(|&x| B::Elem::from_f64(x as f64)).collect::<Vec<_>>();
+        backend.write(&trainer.adam.m, &to_elem(&state.adam_m));
+        backend.write(&trainer.adam.v, &to_elem(&state.adam_v));
+        trainer.adam.t = state.adam_step;
+        trainer
+    }
+
+    /// The run's state after `history.len()` epochs, for a checkpoint.
+    pub fn run_state(&self, backend: &mut B, history: &[EpochReport], data: &Dataset) -> RunState {
+        let to_f32 = |v: Vec<B::Elem>| v.into_iter().map(|x| x.to_f64() as f32).collect();
+        RunState {
+            model: self.host_model(backend),
+            adam_m: to_f32(backend.read(&self.adam.m)),
+            adam_v: to_f32(backend.read(&self.adam.v)),
+            adam_step: self.adam.t,
+            epochs_done: history.len(),
+            cfg: self.cfg.clone(),
+            history: history.to_vec(),
+            data_rows: data.len(),
+            data_fingerprint: Some(data.fingerprint()),
+        }
     }
 }

@@ -19,7 +19,6 @@ use crate::metrics::Embedded;
 use crate::model::{IMAGE_PIXELS, IMAGE_SIDE, SiameseNet, Weights};
 use crate::ops::AdamConfig;
 use crate::optim::Adam;
-pub use crate::run::RunState;
 use crate::tape::{Mode, Tape};
 
 /// The tutorial's settings, all overridable from the command line.
@@ -219,32 +218,6 @@ impl<B: Backend> Trainer<B> {
         let steps = train_rows.len().div_ceil(cfg.batch_size);
         let loss_log = backend.zeros(steps.max(1) * VIEW_ALIGN);
         Self { cfg, net, weights, adam, images, labels: data.labels.clone(), train_rows, val_rows, loss_log }
-    }
-
-    /// Continues the run of `state` on `data` (the same rows it started on).
-    pub fn resume(backend: &mut B, state: &RunState, data: &Dataset) -> Self {
-        let mut trainer = Self::with_model(backend, state.cfg.clone(), data, &state.model);
-        let to_elem = |v: &[f32]| v.iter().map(|&x| B::Elem::from_f64(x as f64)).collect::<Vec<_>>();
-        backend.write(&trainer.adam.m, &to_elem(&state.adam_m));
-        backend.write(&trainer.adam.v, &to_elem(&state.adam_v));
-        trainer.adam.t = state.adam_step;
-        trainer
-    }
-
-    /// The run's state after `history.len()` epochs, for a checkpoint.
-    pub fn run_state(&self, backend: &mut B, history: &[EpochReport], data: &Dataset) -> RunState {
-        let to_f32 = |v: Vec<B::Elem>| v.into_iter().map(|x| x.to_f64() as f32).collect();
-        RunState {
-            model: self.host_model(backend),
-            adam_m: to_f32(backend.read(&self.adam.m)),
-            adam_v: to_f32(backend.read(&self.adam.v)),
-            adam_step: self.adam.t,
-            epochs_done: history.len(),
-            cfg: self.cfg.clone(),
-            history: history.to_vec(),
-            data_rows: data.len(),
-            data_fingerprint: Some(data.fingerprint()),
-        }
     }
 
     pub fn steps_per_epoch(&self) -> usize {

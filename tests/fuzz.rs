@@ -113,6 +113,6 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("checkpoint.safetensors");
         std::fs::write(&path, &bytes).unwrap();
-        let _ = siamese::train::RunState::load(&path);
+        let _ = siamese::run::RunState::load(&path);
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use siamese::train::RunState;
+use siamese::run::RunState;
 
 use crate::util::{gpu_available, siamese};
 

@@ -6,61 +6,8 @@
 //! module's declaration in gpu/mod.rs) leaves the portable set on every adapter: a correct
 //! trainer, the driver's speed aside.
 
-use super::{GpuBackend, GpuTensor, Kernel};
-use crate::backend::{Conv, Moments, ParamGrads};
+use super::driver::DriverKernels;
 use crate::error::{Error, Result};
-use crate::fused::Fused;
-use crate::ops::Conv2dParams;
-
-/// The kernels of one driver, tried before the portable ones: each launcher returns whether it
-/// took the op (false: the shape is not one it covers, and the portable kernels run it).
-pub trait DriverKernels: Sync {
-    /// Its name, as `SIAMESE_KERNELS` takes it and `info` shows it.
-    fn name(&self) -> &'static str;
-    /// Whether its kernels run on `adapter`.
-    fn runs_on(&self, adapter: &wgpu::Adapter) -> bool;
-    /// Device features its kernels need.
-    fn features(&self) -> wgpu::Features;
-    /// How every kernel, portable ones included, holds runs of four floats in storage
-    /// (`Packed4`, `pack4`, `unpack4`), in place of shaders/packed_f32.wgsl.
-    fn storage(&self) -> &'static str;
-    /// The WGSL of one of its generated kernels (see `Shader::generated`) for `spec`.
-    fn source(&self, kernel: Kernel, spec: &[u32]) -> String;
-    /// Starts compiling `kernels` in the background, where that shortens a first step.
-    fn compile_ahead(&self, kernels: Vec<(Kernel, Vec<u32>)>) -> Option<Box<dyn Background>>;
-
-    /// y = conv(x), with y's plane moments into `moments` where asked.
-    fn conv2d_forward(
-        &self,
-        gpu: &mut GpuBackend,
-        conv: Conv<GpuTensor>,
-        xy: [&GpuTensor; 2],
-        moments: Option<Moments<GpuTensor>>,
-    ) -> bool;
-    fn conv2d_backward_input(
-        &self,
-        gpu: &mut GpuBackend,
-        p: &Conv2dParams,
-        dy: &GpuTensor,
-        w: &GpuTensor,
-        dx: &GpuTensor,
-    ) -> bool;
-    fn conv2d_backward_weight(
-        &self,
-        gpu: &mut GpuBackend,
-        p: &Conv2dParams,
-        xdy: [&GpuTensor; 2],
-        grads: ParamGrads<GpuTensor>,
-    ) -> bool;
-    /// A fused op, where it has kernels of its own for it.
-    fn fused(&self, gpu: &mut GpuBackend, op: &Fused<GpuTensor>) -> bool;
-}
-
-/// Work a kernel set left running in the background; dropping it waits for it to end.
-pub trait Background: Send {
-    /// Asks it to end soon.
-    fn stop(&self);
-}
 
 /// What `SIAMESE_KERNELS` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,6 +13,7 @@ mod contrastive;
 mod conv2d;
 mod derived;
 mod distance;
+mod driver;
 mod elementwise;
 pub mod emit;
 pub mod kernel;
@@ -26,8 +27,9 @@ mod weight_sums;
 
 pub use context::{AdapterSummary, GpuContext, adapters};
 pub use conv2d::WEIGHT_GRAD_CHUNK;
+pub use driver::DriverKernels;
 pub use kernel::{Access, Kernel, Shader};
-pub use kernel_set::{DriverKernels, choices as kernel_set_choices};
+pub use kernel_set::choices as kernel_set_choices;
 use profile::Profiler;
 pub use profile::{KernelTime, LaunchTime, Profile};
 
@@ -188,7 +190,7 @@ pub struct GpuBackend {
     /// Submits since creation.
     pub submits: u64,
     /// The second device compiling kernels during warm-up, if any (`Backend::compile_ahead`).
-    compiling_ahead: Option<Box<dyn kernel_set::Background>>,
+    compiling_ahead: Option<Box<dyn driver::Background>>,
     /// Conv weight-gradient partials and the sums waiting on them (src/gpu/weight_sums.rs).
     weight_sums: weight_sums::WeightSums,
     /// Tensors derived from others while those are unchanged (src/gpu/derived.rs).
@@ -204,7 +206,7 @@ impl GpuBackend {
     pub fn with_context(ctx: GpuContext) -> Self {
         Self {
             driver: ctx.driver,
-            pipelines: Pipelines::new(ctx.driver),
+            pipelines: driver::pipelines(ctx.driver),
             adam_scalars: None,
             one: None,
             adam_recorded: false,
@@ -256,11 +258,8 @@ impl GpuBackend {
     ) {
         assert_eq!(buffers.len(), kernel.bindings().len(), "{kernel:?}: wrong number of buffers");
         self.flush_weight_sums_into(buffers.iter().copied());
-        for (t, access) in buffers.iter().zip(kernel.bindings()) {
-            if *access == Access::ReadWrite {
-                self.source_written(&t.buffer);
-            }
-        }
+        let written = buffers.iter().zip(kernel.bindings()).filter(|(_, a)| **a == Access::ReadWrite);
+        written.for_each(|(t, _)| self.source_written(&t.buffer));
         assert!(workgroups > 0, "{kernel:?}: no work");
         let uniform = self.uniform(bytemuck::bytes_of(params));
         let key = BindKey {

@@ -13,7 +13,7 @@ use crate::gpu::batchnorm::{
     batchnorm_backward_input, batchnorm_backward_planes, batchnorm_backward_sums, batchnorm_output,
     batchnorm_plane_moments,
 };
-use crate::gpu::kernel_set::{Background, DriverKernels};
+use crate::gpu::driver::{Background, DriverKernels};
 use crate::gpu::{GpuBackend, GpuTensor, Kernel, Work};
 use crate::ops::{ACCUMULATE_INPUT, BatchNormParams, Conv2dParams};
 
