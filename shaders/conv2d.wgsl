@@ -498,35 +498,30 @@ fn conv2d_tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 @group(0) @binding(4) var<storage, read> wt_dy4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> wt_partial: array<f32>;
 
-// One invocation per (image, input channel): its share of the weight gradients of that input
-// channel (and, for channel 0, of the biases), over the plane 4 outputs at a time, written as
-// one partial per tap (then reduced per tower by conv2d_backward_weight_reduce with
-// p.chunk = 1). Splitting by input channel keeps the unrolled body small: one kernel over all
-// channels at once took a CPU driver 14 s to compile, for a few percent of speed.
-// Workgroups of 8, one lane-vector each, so that there are many to share out.
-@compute @workgroup_size(8)
+// One invocation per (image, input channel, output channel): its K·K taps of the weight
+// gradient (and, for input channel 0, its output channel's bias), over the plane 4 outputs at
+// a time, written as one partial per tap (then reduced per tower by
+// conv2d_backward_weight_reduce with p.chunk = 1). Each tap sums in the same order as when
+// one invocation took every output channel, so the partials are the same bits; spread this
+// way a batch of 256 runs 8,192 to 16,384 invocations in workgroups of 64 instead of 2,048
+// in workgroups of 8, and each keeps 25 accumulators instead of 200.
+@compute @workgroup_size(64)
 fn conv2d_backward_weight_tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.y * nwg.x * 8u + gid.x;
-    if i >= p.n * IC {
+    let i = gid.y * nwg.x * 64u + gid.x;
+    if i >= p.n * IC * OC {
         return;
     }
-    let n = i / IC;
-    let ic = i % IC;
-    // (oc, r, c) for this input channel: at most 8 · 25.
-    var acc: array<f32, 200>;
-    var bias: array<f32, 8>;
-    for (var t = 0u; t < OC * K * K; t++) {
+    let n = i / (IC * OC);
+    let ic = (i / OC) % IC;
+    let oc = i % OC;
+    var acc: array<f32, 25>;
+    var bias = 0.0;
+    for (var t = 0u; t < K * K; t++) {
         acc[t] = 0.0;
     }
-    for (var oc = 0u; oc < OC; oc++) {
-        bias[oc] = 0.0;
-    }
     for (var f = 0u; f < H * W; f += 4u) {
-        var dy: array<vec4<f32>, 8>;
-        for (var oc = 0u; oc < OC; oc++) {
-            dy[oc] = wt_dy4[((n * OC + oc) * H * W + f) / 4u];
-            bias[oc] += dot(dy[oc], vec4(1.0));
-        }
+        let dy = wt_dy4[((n * OC + oc) * H * W + f) / 4u];
+        bias += dot(dy, vec4(1.0));
         for (var r = 0u; r < K; r++) {
             if W % 4u == 0u && !row_inside(f, r) {
                 continue;
@@ -534,19 +529,15 @@ fn conv2d_backward_weight_tile(@builtin(global_invocation_id) gid: vec3<u32>, @b
             let win = masked_window(n * IC + ic, f, r);
             for (var c = 0u; c < K; c++) {
                 let t = select(vec4(0.0), column_taps(win, c), tap_mask(f, r, c));
-                for (var oc = 0u; oc < OC; oc++) {
-                    acc[(oc * K + r) * K + c] += dot(dy[oc], t);
-                }
+                acc[r * K + c] += dot(dy, t);
             }
         }
     }
     let taps = OC * IC * K * K + OC;
-    for (var oc = 0u; oc < OC; oc++) {
-        for (var rc = 0u; rc < K * K; rc++) {
-            wt_partial[n * taps + (oc * IC + ic) * K * K + rc] = acc[oc * K * K + rc];
-        }
-        if ic == 0u {
-            wt_partial[n * taps + OC * IC * K * K + oc] = bias[oc];
-        }
+    for (var rc = 0u; rc < K * K; rc++) {
+        wt_partial[n * taps + (oc * IC + ic) * K * K + rc] = acc[rc];
+    }
+    if ic == 0u {
+        wt_partial[n * taps + OC * IC * K * K + oc] = bias;
     }
 }

@@ -23,7 +23,7 @@ pub const WEIGHT_GRAD_CHUNK: usize = 4;
 
 /// Invocations per workgroup of `conv2d_tile` and `conv2d_backward_weight_tile`.
 const TILE_WORKGROUP: u32 = 64;
-const WEIGHT_TILE_WORKGROUP: u32 = 8;
+const WEIGHT_TILE_WORKGROUP: u32 = 64;
 
 /// Whether the tiled kernels handle this shape.
 pub fn tiled(p: &Conv2dParams) -> bool {
@@ -109,7 +109,7 @@ pub fn conv2d_backward_weight(
         let p = Conv2dParams { chunk: 1, ..*p };
         let partial = gpu.weight_partials(p.n as usize * taps);
         let spec = [p.c_in, p.c_out, p.h, p.w, p.k];
-        let groups = (p.n * p.c_in).div_ceil(WEIGHT_TILE_WORKGROUP);
+        let groups = (p.n * p.c_in * p.c_out).div_ceil(WEIGHT_TILE_WORKGROUP);
         gpu.dispatch_work(Kernel::Conv2dBackwardWeightTile, &spec, &p, &[x, x, x, dy, &partial], groups, flops);
         (p, partial)
     } else {
