@@ -152,30 +152,63 @@ fn batchnorm_conv2d_backward_head(
     op: &BatchNormConv2dBackward<GpuTensor>,
     dn: &GpuTensor,
 ) -> GpuTensor {
-    let (norm, p, x) = (&op.norm, &op.conv.p, op.x);
-    let pi = Conv2dParams { accumulate: 0, ..*p };
+    let planes = input_grad_planes(gpu, op, dn);
+    weight_grad_of_normalised(gpu, op);
+    batchnorm_backward_sums(gpu, &op.norm.p, &planes, op.grads.dgamma, op.grads.dbeta)
+}
+
+/// The conv's input gradient into `dn` (BatchNorm's dy, written), and BatchNorm's backward
+/// plane sums of it.
+pub(super) fn input_grad_planes(
+    gpu: &mut GpuBackend,
+    op: &BatchNormConv2dBackward<GpuTensor>,
+    dn: &GpuTensor,
+) -> GpuTensor {
+    let pi = Conv2dParams { accumulate: 0, ..op.conv.p };
     gpu.conv2d_backward_input(&pi, op.dy, op.conv.w, dn);
-    let planes = batchnorm_backward_planes(gpu, norm, x, dn);
-    let normalised = batchnorm_output(gpu, norm, x);
-    gpu.conv2d_backward_weight(p, &normalised, op.dy, op.conv_grads);
-    batchnorm_backward_sums(gpu, &norm.p, &planes, op.grads.dgamma, op.grads.dbeta)
+    batchnorm_backward_planes(gpu, &op.norm, op.x, dn)
+}
+
+/// The conv's weight and bias gradients, of BatchNorm's output written out again.
+pub(super) fn weight_grad_of_normalised(gpu: &mut GpuBackend, op: &BatchNormConv2dBackward<GpuTensor>) {
+    let normalised = batchnorm_output(gpu, &op.norm, op.x);
+    gpu.conv2d_backward_weight(&op.conv.p, &normalised, op.dy, op.conv_grads);
+}
+
+/// The BatchNormConv2dBackward inside a Conv2dBatchNormConv2dBackward: the gradient of z =
+/// first(x) is the op's own (written, never added), and `dn`, the conv's input gradient,
+/// stands in for BatchNorm's dx, which the head does not write.
+pub(super) fn inner_backward<'a>(
+    op: &Conv2dBatchNormConv2dBackward<'a, GpuTensor>,
+    dn: &'a GpuTensor,
+) -> BatchNormConv2dBackward<'a, GpuTensor> {
+    let p = BatchNormParams { accumulate: op.norm.p.accumulate & !ACCUMULATE_INPUT, ..op.norm.p };
+    let norm = Norm { p, ..op.norm };
+    let grads = NormGrads { dx: dn, dgamma: op.dgamma, dbeta: op.dbeta };
+    BatchNormConv2dBackward { norm, conv: op.conv, x: op.z, dy: op.dy, grads, conv_grads: op.conv_grads }
+}
+
+/// first's gradients from BatchNorm's backward (`inner`, its dy in `dn`, its towers' `sums`):
+/// z's gradient written out, then first's input and weight gradients.
+pub(super) fn first_backward(
+    gpu: &mut GpuBackend,
+    op: &Conv2dBatchNormConv2dBackward<GpuTensor>,
+    inner: &BatchNormConv2dBackward<GpuTensor>,
+    (dn, sums): (&GpuTensor, &GpuTensor),
+) {
+    let dz = gpu.scratch(inner.norm.p.len());
+    batchnorm_backward_input(gpu, &inner.norm, op.z, dn, sums, &dz);
+    if let Some(dx) = op.dx {
+        gpu.conv2d_backward_input(&op.first.p, &dz, op.first.w, dx);
+    }
+    gpu.conv2d_backward_weight(&op.first.p, op.x, &dz, op.first_grads);
 }
 
 /// The backward of conv(BatchNorm(first(x))) in training: conv's gradients and BatchNorm's as
 /// in `batchnorm_conv2d_backward`, then first's.
 pub fn conv2d_batchnorm_conv2d_backward(gpu: &mut GpuBackend, op: &Conv2dBatchNormConv2dBackward<GpuTensor>) {
-    // z's gradient is this op's own: written, never added.
-    let p = BatchNormParams { accumulate: op.norm.p.accumulate & !ACCUMULATE_INPUT, ..op.norm.p };
-    let norm = Norm { p, ..op.norm };
-    let dn = gpu.scratch(p.len());
-    // The head writes no dx: `dn` stands in for it.
-    let grads = NormGrads { dx: &dn, dgamma: op.dgamma, dbeta: op.dbeta };
-    let inner = BatchNormConv2dBackward { norm, conv: op.conv, x: op.z, dy: op.dy, grads, conv_grads: op.conv_grads };
+    let dn = gpu.scratch(op.norm.p.len());
+    let inner = inner_backward(op, &dn);
     let sums = batchnorm_conv2d_backward_head(gpu, &inner, &dn);
-    let dz = gpu.scratch(p.len());
-    batchnorm_backward_input(gpu, &norm, op.z, &dn, &sums, &dz);
-    if let Some(dx) = op.dx {
-        gpu.conv2d_backward_input(&op.first.p, &dz, op.first.w, dx);
-    }
-    gpu.conv2d_backward_weight(&op.first.p, op.x, &dz, op.first_grads);
+    first_backward(gpu, op, &inner, (&dn, &sums));
 }

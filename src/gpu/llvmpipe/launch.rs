@@ -7,15 +7,13 @@
 //! BatchNorm's plane sums from registers.
 
 use super::{IMAGES, Mode, Shape, Through, chunks};
-use crate::backend::{Backend, Conv, DeviceTensor, Moments, Norm, NormGrads, ParamGrads, VIEW_ALIGN};
+use crate::backend::{Backend, Conv, DeviceTensor, Moments, Norm, ParamGrads, VIEW_ALIGN};
 use crate::fused::{BatchNormConv2dBackward, Conv2dBatchNormConv2dBackward, Fused};
-use crate::gpu::batchnorm::{
-    batchnorm_backward_input, batchnorm_backward_planes, batchnorm_backward_sums, batchnorm_output,
-    batchnorm_plane_moments,
-};
+use crate::gpu::batchnorm::{batchnorm_backward_input, batchnorm_backward_sums, batchnorm_plane_moments};
+use crate::gpu::conv2d::{first_backward, inner_backward, input_grad_planes, weight_grad_of_normalised};
 use crate::gpu::driver::{Background, DriverKernels};
 use crate::gpu::{GpuBackend, GpuTensor, Kernel, Work};
-use crate::ops::{ACCUMULATE_INPUT, BatchNormParams, Conv2dParams};
+use crate::ops::{ACCUMULATE_INPUT, Conv2dParams};
 
 /// The kernels of Mesa's llvmpipe (8-lane subgroups): see the module docs of src/gpu/llvmpipe/.
 pub struct Llvmpipe;
@@ -286,19 +284,13 @@ fn batchnorm_conv2d_backward_head(
     let pi = Conv2dParams { accumulate: 0, ..*p };
     let planes = match conv2d_backward_input_sums(gpu, &pi, (op.dy, op.conv.w, dn), x, norm) {
         Some(planes) => planes,
-        None => {
-            gpu.conv2d_backward_input(&pi, op.dy, op.conv.w, dn);
-            batchnorm_backward_planes(gpu, norm, x, dn)
-        }
+        None => input_grad_planes(gpu, op, dn),
     };
     match through_shape(p) {
         Some(shape) => {
             conv2d_backward_weight_rows(gpu, p, shape, (x, WeightThrough::Input(*norm), op.dy), op.conv_grads)
         }
-        None => {
-            let normalised = batchnorm_output(gpu, norm, x);
-            gpu.conv2d_backward_weight(p, &normalised, op.dy, op.conv_grads);
-        }
+        None => weight_grad_of_normalised(gpu, op),
     }
     batchnorm_backward_sums(gpu, &norm.p, &planes, dgamma, dbeta)
 }
@@ -308,27 +300,14 @@ fn batchnorm_conv2d_backward_head(
 /// cover first, its weight gradient reads its dy through BatchNorm's backward, so that the
 /// gradient of z = first(x) is never written.
 fn conv2d_batchnorm_conv2d_backward(gpu: &mut GpuBackend, op: &Conv2dBatchNormConv2dBackward<GpuTensor>) {
-    // z's gradient is this op's own: written, never added.
-    let p = BatchNormParams { accumulate: op.norm.p.accumulate & !ACCUMULATE_INPUT, ..op.norm.p };
-    let norm = Norm { p, ..op.norm };
-    let dn = gpu.scratch(p.len());
-    // The head writes no dx: `dn` stands in for it.
-    let grads = NormGrads { dx: &dn, dgamma: op.dgamma, dbeta: op.dbeta };
-    let inner = BatchNormConv2dBackward { norm, conv: op.conv, x: op.z, dy: op.dy, grads, conv_grads: op.conv_grads };
+    let dn = gpu.scratch(op.norm.p.len());
+    let inner = inner_backward(op, &dn);
     let sums = batchnorm_conv2d_backward_head(gpu, &inner, &dn);
-    let first = &op.first.p;
-    match through_shape(first).filter(|_| op.dx.is_none()) {
+    match through_shape(&op.first.p).filter(|_| op.dx.is_none()) {
         Some(shape) => {
-            let through = WeightThrough::Grad(GradThrough { x: op.z, norm, sums: &sums });
-            conv2d_backward_weight_rows(gpu, first, shape, (op.x, through, &dn), op.first_grads);
+            let through = WeightThrough::Grad(GradThrough { x: op.z, norm: inner.norm, sums: &sums });
+            conv2d_backward_weight_rows(gpu, &op.first.p, shape, (op.x, through, &dn), op.first_grads);
         }
-        None => {
-            let dz = gpu.scratch(p.len());
-            batchnorm_backward_input(gpu, &norm, op.z, &dn, &sums, &dz);
-            if let Some(dx) = op.dx {
-                gpu.conv2d_backward_input(first, &dz, op.first.w, dx);
-            }
-            gpu.conv2d_backward_weight(first, op.x, &dz, op.first_grads);
-        }
+        None => first_backward(gpu, op, &inner, (&dn, &sums)),
     }
 }
