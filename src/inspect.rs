@@ -107,14 +107,7 @@ pub fn map(gpu: &mut GpuBackend, trained: &Trained, data: &Dataset, out: &Path, 
     }
     let map = run::map_2d(&emb, tsne);
     let title = format!("Embeddings of {}, {}; {}", data.describe(), trained.setting(), map.method);
-    let axes = (map.axes.0.as_str(), map.axes.1.as_str());
-    let names = data.class_names();
-    plot::embedding_png(out, &title, axes, (&map.points, &emb.labels), &names)?;
-    let mut csv = String::from("x,y,label,class\n");
-    for (p, l) in map.points.iter().zip(&emb.labels) {
-        csv.push_str(&format!("{},{},{},{}\n", p.0, p.1, l, names[*l as usize]));
-    }
-    output::write(&out.with_extension("csv"), csv.as_bytes())
+    run::write_map(out, &title, (&map, &emb.labels), &data.class_names())
 }
 
 /// Which images `neighbours` takes as queries.
@@ -184,7 +177,14 @@ pub fn neighbours(gpu: &mut GpuBackend, trained: &Trained, job: &Neighbours, out
         return Err(Error::config("--k", message));
     }
     let emb = train::embed(gpu, &trained.model, data);
-    let gallery_emb = if job.gallery.is_some() { train::embed(gpu, &trained.model, gallery) } else { emb.clone() };
+    let own;
+    let gallery_emb = match job.gallery {
+        Some(g) => {
+            own = train::embed(gpu, &trained.model, g);
+            &own
+        }
+        None => &emb,
+    };
     if let Some(e) = gpu.take_error() {
         return Err(e);
     }

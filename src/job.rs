@@ -136,10 +136,7 @@ impl Inputs {
         let test_set = test_set?;
         test_set.check_evaluation()?;
         let gpu: GpuBackend = gpu?;
-        progress.line(&format!("adapter: {}; {}", gpu.ctx.adapter.describe(), gpu.ctx.kernels()));
-        if let Some(notice) = gpu.ctx.software_notice() {
-            progress.line(&notice);
-        }
+        gpu.ctx.banner().lines().for_each(|line| progress.line(line));
         Ok(Self { data: loaded, test: test_set, gpu })
     }
 }

@@ -323,10 +323,7 @@ fn load(path: &Path, limit: Option<usize>) -> anyhow::Result<Dataset> {
 
 fn gpu_backend() -> anyhow::Result<GpuBackend> {
     let gpu = GpuBackend::new()?;
-    eprintln!("adapter: {}; {}", gpu.ctx.adapter.describe(), gpu.ctx.kernels());
-    if let Some(notice) = gpu.ctx.software_notice() {
-        eprintln!("{notice}");
-    }
+    eprintln!("{}", gpu.ctx.banner());
     Ok(gpu)
 }
 
@@ -430,7 +427,7 @@ fn run_sweep(a: SweepArgs) -> anyhow::Result<()> {
 
 fn run_kernels(a: KernelsArgs) -> anyhow::Result<()> {
     let mut gpu = GpuBackend::with_context(GpuContext::with_kernels(a.set.as_deref())?);
-    eprintln!("adapter: {}; {}", gpu.ctx.adapter.describe(), gpu.ctx.kernels());
+    eprintln!("{}", gpu.ctx.adapter_line());
     train::warm_up(&mut gpu, &TrainConfig::default());
     let n = gpu.emit(&a.emit)?;
     eprintln!("wrote {n} modules and INDEX.md to {}", a.emit.display());

@@ -71,12 +71,12 @@ fn nearest_labels(gallery: &Embedded, q: &[f32], k: usize) -> Vec<u8> {
 /// majority vote, ties to the smaller label as scikit-learn's), for each k in `ks`.
 pub fn knn_accuracy(gallery: &Embedded, queries: &Embedded, ks: &[usize]) -> Vec<f64> {
     let neighbours = knn_neighbours(gallery, queries, ks.iter().copied().max().unwrap_or(1));
-    ks.iter()
-        .map(|&k| {
-            knn_predictions(&neighbours, k).iter().zip(&queries.labels).filter(|(p, l)| p == l).count() as f64
-                / queries.len().max(1) as f64
-        })
-        .collect()
+    ks.iter().map(|&k| accuracy(&knn_predictions(&neighbours, k), &queries.labels)).collect()
+}
+
+/// The share of `predicted` equal to `labels`.
+fn accuracy(predicted: &[u8], labels: &[u8]) -> f64 {
+    predicted.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / labels.len().max(1) as f64
 }
 
 /// Each query's `k` nearest gallery labels, nearest first.
@@ -272,14 +272,12 @@ pub const EVAL_PAIRS: usize = 10_000;
 
 pub fn evaluate(gallery: &Embedded, test: &Embedded, seed: u64) -> TestMetrics {
     let neighbours = knn_neighbours(gallery, test, 5);
-    let accuracy = |k| {
-        let right = knn_predictions(&neighbours, k).iter().zip(&test.labels).filter(|(p, l)| p == l).count();
-        right as f64 / test.len().max(1) as f64
-    };
-    let confusion = confusion(&test.labels, &knn_predictions(&neighbours, 1));
+    let (nearest, five) = (knn_predictions(&neighbours, 1), knn_predictions(&neighbours, 5));
+    let (knn_k1, knn_k5) = (accuracy(&nearest, &test.labels), accuracy(&five, &test.labels));
+    let confusion = confusion(&test.labels, &nearest);
     let (precision_at_1, map_at_r) = retrieval(test);
     let pair = verification(test, &eval_pairs(&test.labels, EVAL_PAIRS, seed));
-    TestMetrics { knn_k1: accuracy(1), knn_k5: accuracy(5), precision_at_1, map_at_r, pair, confusion }
+    TestMetrics { knn_k1, knn_k5, precision_at_1, map_at_r, pair, confusion }
 }
 
 impl TestMetrics {

@@ -114,18 +114,7 @@ pub fn pairs_png(
                 let y0 = (36 + row as u32 * (cell + title + pad)) as i32;
                 root.draw(&Text::new(caption, (x0, y0), ("sans-serif", 18).into_font()))
                     .map_err(|e| plot_error(path, e))?;
-                let top = y0 + title as i32;
-                for (i, &p) in img.iter().take(IMAGE_PIXELS).enumerate() {
-                    let (r, c) = ((i / IMAGE_SIDE) as i32, (i % IMAGE_SIDE) as i32);
-                    // Dark garments on white, as matplotlib's grey colormap inverted.
-                    let v = 255 - p;
-                    let px = (x0 + c * scale as i32, top + r * scale as i32);
-                    root.draw(&Rectangle::new(
-                        [px, (px.0 + scale as i32, px.1 + scale as i32)],
-                        RGBColor(v, v, v).filled(),
-                    ))
-                    .map_err(|e| plot_error(path, e))?;
-                }
+                image(root, path, img, (x0, y0 + title as i32), scale as i32, None)?;
             }
         }
         Ok(())

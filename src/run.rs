@@ -232,15 +232,21 @@ pub fn setting(cfg: &TrainConfig, epochs: usize) -> String {
 pub fn save_map(out: &Path, emb: &Embedded, what: &str, names: &[String]) -> Result<Map> {
     let map = map_2d(emb, false);
     let title = format!("{what}, {}", map.method);
+    write_map(&out.join(format!("{}.png", map.name)), &title, (&map, &emb.labels), names)?;
+    Ok(map)
+}
+
+/// `map` of points labelled `labels` as the picture `png`, titled `title`, and as a CSV beside
+/// it (x, y, label, class).
+pub fn write_map(png: &Path, title: &str, (map, labels): (&Map, &[u8]), names: &[String]) -> Result<()> {
     let axes = (map.axes.0.as_str(), map.axes.1.as_str());
-    plot::embedding_png(&out.join(format!("{}.png", map.name)), &title, axes, (&map.points, &emb.labels), names)?;
+    plot::embedding_png(png, title, axes, (&map.points, labels), names)?;
     let mut csv = String::from("x,y,label,class\n");
-    for (p, l) in map.points.iter().zip(&emb.labels) {
+    for (p, l) in map.points.iter().zip(labels) {
         let class = names.get(*l as usize).map_or("", String::as_str);
         csv.push_str(&format!("{},{},{},{}\n", p.0, p.1, l, class));
     }
-    output::write(&out.join(format!("{}.csv", map.name)), csv.as_bytes())?;
-    Ok(map)
+    output::write(&png.with_extension("csv"), csv.as_bytes())
 }
 
 /// After each epoch: metrics.csv with every epoch so far, the model and the checkpoint; none

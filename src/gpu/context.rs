@@ -191,6 +191,20 @@ impl GpuContext {
         super::kernel_set::describe(self.driver)
     }
 
+    /// The adapter and the kernel set in use, in one line.
+    pub fn adapter_line(&self) -> String {
+        format!("adapter: {}; {}", self.adapter.describe(), self.kernels())
+    }
+
+    /// What a run says first: [`GpuContext::adapter_line`], and on a software adapter its
+    /// [`GpuContext::software_notice`] on a second line.
+    pub fn banner(&self) -> String {
+        match self.software_notice() {
+            Some(notice) => format!("{}\n{notice}", self.adapter_line()),
+            None => self.adapter_line(),
+        }
+    }
+
     /// For a software adapter (one that runs on the CPU): what that means and how to get the
     /// GPU's own driver; None for a GPU.
     pub fn software_notice(&self) -> Option<String> {

@@ -17,6 +17,12 @@ struct Key {
     how: Vec<u32>,
 }
 
+impl Key {
+    fn new(source: &GpuTensor, how: &[u32]) -> Self {
+        Key { buffer: source.buffer.clone(), offset: source.offset, len: source.len, how: how.to_vec() }
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Derived {
     entries: HashMap<Key, (GpuTensor, bool)>,
@@ -26,7 +32,7 @@ impl GpuBackend {
     /// The tensor of `len` elements derived from `source` by `how`, and whether it is current;
     /// where it is not, the caller fills it and calls [`GpuBackend::derived_made`].
     pub(super) fn derived(&mut self, source: &GpuTensor, how: &[u32], len: usize) -> (GpuTensor, bool) {
-        let key = Key { buffer: source.buffer.clone(), offset: source.offset, len: source.len, how: how.to_vec() };
+        let key = Key::new(source, how);
         if let Some((t, current)) = self.derived.entries.get(&key) {
             return (t.clone(), *current);
         }
@@ -36,8 +42,7 @@ impl GpuBackend {
     }
 
     pub(super) fn derived_made(&mut self, source: &GpuTensor, how: &[u32]) {
-        let key = Key { buffer: source.buffer.clone(), offset: source.offset, len: source.len, how: how.to_vec() };
-        if let Some(entry) = self.derived.entries.get_mut(&key) {
+        if let Some(entry) = self.derived.entries.get_mut(&Key::new(source, how)) {
             entry.1 = true;
         }
     }

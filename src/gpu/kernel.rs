@@ -313,10 +313,10 @@ impl Pipelines {
                     create_pipeline(&device, &module, &pipeline_layout, kernel, &[])
                 })
             } else {
-                let module = self.modules.entry(shader).or_default().clone();
-                let (source, _) = self.source(kernel, &spec);
+                // The file's module is made once, by the first of its pipelines to need it.
+                let (module, storage) = (self.modules.entry(shader).or_default().clone(), self.storage);
                 Pipeline::build(move || {
-                    let module = module.get_or_init(|| compile(&device, source));
+                    let module = module.get_or_init(|| compile(&device, shader.source(storage)));
                     create_pipeline(&device, module, &pipeline_layout, kernel, &spec)
                 })
             };
