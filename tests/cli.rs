@@ -2,11 +2,11 @@
 //! output and lowers the loss; eval and embed read its model; bad input is refused with one
 //! line, exit code 2 and nothing written.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use siamese::checkpoint::HostModel;
 
-use crate::util::{gpu_available, siamese};
+use crate::util::{self, gpu_available, siamese, small_csv};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -14,21 +14,6 @@ fn text(b: &[u8]) -> String {
 
 fn is_png(path: &Path) -> bool {
     std::fs::read(path).is_ok_and(|b| b.starts_with(b"\x89PNG\r\n\x1a\n") && b.len() > 1000)
-}
-
-/// A small CSV of `n` rows cut from the bundled training data.
-fn small_csv(dir: &Path, n: usize) -> PathBuf {
-    let data =
-        siamese::data::Dataset::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data/fashion-mnist/test.csv.gz")))
-            .unwrap();
-    let mut csv = String::new();
-    for i in 0..n {
-        let px: Vec<String> = data.image(i).iter().map(|p| p.to_string()).collect();
-        csv.push_str(&format!("{},{}\n", data.labels[i], px.join(",")));
-    }
-    let path = dir.join("small.csv");
-    std::fs::write(&path, csv).unwrap();
-    path
 }
 
 #[test]
@@ -187,18 +172,12 @@ fn pictures_without_training() {
     assert!(is_png(&png));
 }
 
-/// Exit code 2, one line on stderr containing every `parts`, nothing on stdout.
+/// As `util::refused`, and that error line is all of stderr but the adapter line.
 fn refused(args: &[&str], parts: &[&str]) {
-    let o = siamese(args);
+    let o = util::refused(args, parts);
     let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("adapter: ")).collect();
     assert_eq!(lines.len(), 1, "{args:?}: not one line: {err}");
-    for part in parts {
-        assert!(lines[0].contains(part), "{args:?}: {:?} does not say {part:?}", lines[0]);
-    }
-    assert!(lines[0].matches("(os error").count() <= 1, "{args:?}: says its cause twice: {}", lines[0]);
-    assert!(o.stdout.is_empty(), "{args:?} printed {}", text(&o.stdout));
 }
 
 #[test]

@@ -3,11 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::{gpu_available, siamese};
-
-fn arg(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use crate::util::{self, arg, gpu_available, siamese};
 
 /// Trains a small model of width `z` into `dir/name`; its folder.
 fn train(dir: &Path, name: &str, z: &str) -> PathBuf {
@@ -37,13 +33,9 @@ fn png_size(path: &Path) -> (u32, u32) {
     (be(16), be(20))
 }
 
+/// As `util::refused`, and nothing written at `must_not_exist`.
 fn refused(args: &[&str], part: &str, must_not_exist: &Path) {
-    let o = siamese(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert_eq!(errors.len(), 1, "{args:?}: {err}");
-    assert!(errors[0].contains(part), "{args:?}: {err}");
+    util::refused(args, &[part]);
     assert!(!must_not_exist.exists(), "{args:?} wrote {}", must_not_exist.display());
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use siamese::run::RunState;
 
-use crate::util::{gpu_available, siamese};
+use crate::util::{arg, gpu_available, refused, siamese, small_csv};
 
 const BIN: &str = env!("CARGO_BIN_EXE_siamese");
 
@@ -140,27 +140,6 @@ fn resume_refuses_changed_settings_and_other_data() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("checkpoint.safetensors"), "a missing checkpoint is named");
 }
 
-/// Output path of a test's own temporary folder, as a str.
-fn arg(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// A failed command: exit code 2, one line on stderr naming `parts`, quickly.
-fn refused(args: &[&str], parts: &[&str]) {
-    let start = Instant::now();
-    let o = siamese(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    // Ours is the last line; clap's flag errors add a usage hint after theirs.
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-    assert_eq!(errors.len(), 1, "{args:?}: not one error line: {err}");
-    let last = errors[0];
-    for part in parts {
-        assert!(last.contains(part), "{args:?}: {last:?} does not say {part:?}");
-    }
-    assert!(start.elapsed() < Duration::from_secs(60), "{args:?} took {:?}", start.elapsed());
-}
-
 /// Temporary files of ours anywhere under `dir`.
 fn leftovers(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
@@ -173,14 +152,6 @@ fn leftovers(dir: &Path) -> Vec<String> {
         }
     }
     found
-}
-
-/// The bundled test file's first `n` lines (its header and n − 1 images).
-fn test_rows(n: usize) -> String {
-    let file =
-        std::fs::File::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist/test.csv.gz")).unwrap();
-    let lines = std::io::BufRead::lines(std::io::BufReader::new(flate2::read::GzDecoder::new(file)));
-    lines.take(n).map(|l| l.unwrap() + "\n").collect()
 }
 
 /// A small model to embed with, trained once per test that needs one.
@@ -198,9 +169,7 @@ fn outputs_reach_a_symlinks_target_and_leave_devices_alone() {
     }
     let dir = tempfile::tempdir().unwrap();
     let model = small_model(dir.path());
-    let data = dir.path().join("few.csv");
-    let test = test_rows(6);
-    std::fs::write(&data, &test).unwrap();
+    let data = small_csv(dir.path(), 5);
     let (real, link) = (dir.path().join("real.csv"), dir.path().join("link.csv"));
     std::fs::write(&real, "old").unwrap();
     std::os::unix::fs::symlink("real.csv", &link).unwrap();
@@ -218,8 +187,7 @@ fn outputs_reach_a_symlinks_target_and_leave_devices_alone() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("label,e0,"));
     // Single-class data embeds (only pairs need two classes).
-    let one_class: String = test.lines().take(2).map(|l| l.to_string() + "\n").collect();
-    std::fs::write(&data, one_class).unwrap();
+    let data = small_csv(dir.path(), 1);
     let o = siamese(&["embed", "--model", arg(&model), "--data", arg(&data), "--out", arg(&real)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // A folder, a full device, a name of 250 characters.
@@ -250,8 +218,7 @@ fn data_that_cannot_make_pairs_is_refused_before_any_work() {
     refused(&["tsne", "--model", "m", "--data", "d", "--out", "o.png", "--limit", "0"], &["--limit"]);
     assert!(!out.exists(), "a refused run left its folder");
     // A small file still benchmarks (its steps cycle through its pairs).
-    let small = dir.path().join("small.csv");
-    std::fs::write(&small, test_rows(41)).unwrap();
+    let small = small_csv(dir.path(), 40);
     let o = siamese(&["bench", "--data", arg(&small), "--steps", "2", "--warmup", "1"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
@@ -334,9 +301,7 @@ fn runs_claim_their_folder_and_keep_the_last_good_checkpoint() {
     let o = siamese(&["train", "--resume", arg(&zero), "--epochs", "1", "--limit", "300", "--test-limit", "100"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Other data of the same row count: refused by its fingerprint.
-    let other = dir.path().join("other.csv");
-    let rows = test_rows(301);
-    std::fs::write(&other, &rows).unwrap();
+    let other = small_csv(dir.path(), 300);
     let o = siamese(&["train", "--resume", arg(&zero), "--epochs", "2", "--data", arg(&other), "--test-limit", "100"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("fingerprint"), "{}", String::from_utf8_lossy(&o.stderr));

@@ -150,6 +150,44 @@ pub fn siamese(args: &[&str]) -> std::process::Output {
         .expect("the siamese binary runs")
 }
 
+/// A path as the binary's argument.
+pub fn arg(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A refused command: exit code 2 within a minute, one error line on stderr (clap's flag
+/// errors add a usage hint after theirs) saying every `parts` and its cause at most once,
+/// nothing on stdout. Its output, for checks of the caller's own.
+pub fn refused(args: &[&str], parts: &[&str]) -> std::process::Output {
+    let start = std::time::Instant::now();
+    let o = siamese(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{args:?}: not one error line: {err}");
+    for part in parts {
+        assert!(errors[0].contains(part), "{args:?}: {:?} does not say {part:?}", errors[0]);
+    }
+    assert!(errors[0].matches("(os error").count() <= 1, "{args:?}: says its cause twice: {}", errors[0]);
+    assert!(o.stdout.is_empty(), "{args:?} printed {}", String::from_utf8_lossy(&o.stdout));
+    assert!(start.elapsed() < std::time::Duration::from_secs(60), "{args:?} took {:?}", start.elapsed());
+    o
+}
+
+/// A headerless CSV of the bundled test set's first `n` images, as `dir`/small-`n`.csv.
+pub fn small_csv(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
+    let test = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data/fashion-mnist/test.csv.gz"));
+    let data = siamese::data::Dataset::load(test).unwrap();
+    let mut csv = String::new();
+    for i in 0..n {
+        let px: Vec<String> = data.image(i).iter().map(|p| p.to_string()).collect();
+        csv.push_str(&format!("{},{}\n", data.labels[i], px.join(",")));
+    }
+    let path = dir.join(format!("small-{n}.csv"));
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
 /// Whether a GPU adapter exists for tests that run the binary; without one, as [`with_gpu`].
 pub fn gpu_available(test: &str) -> bool {
     if !siamese::gpu::adapters().is_empty() {
