@@ -10,7 +10,8 @@
 // conv2d_backward_weight_partial    x, dy, partial    one sum per (tower, image chunk, tap)
 // conv2d_backward_weight_reduce     partial, dw, db   chunks summed per tower, towers added
 // conv2d_backward_weight_sums       partials, grads   the same for several layers at once
-// conv2d_pack_weights               w, packed                   the fast path's weight layout
+// conv2d_pack_weights               w, packed                   the fast path's weight layout,
+//                                                               every conv of one buffer at once
 // conv2d_tile                       x, x2, x4, b, y (+ packed)  fast path, see below
 // conv2d_backward_weight_tile       x, x2, x4, dy, partial      fast path, see below
 //
@@ -409,35 +410,70 @@ fn tap_mask(f: u32, r: u32, c: u32) -> vec4<bool> {
     return (ih >= vec4(0)) & (ih < vec4(i32(H))) & (iw >= vec4(0)) & (iw < vec4(i32(W)));
 }
 
+// Where one conv's packed weights come from and go: the weights at element `src` of the
+// bound buffer, of a conv with IC inputs and OC outputs (this launch's view: transposed for the
+// input gradient), K×K taps; packed into vec4s from `dst`.
+struct PackJob {
+    src: u32,
+    ic: u32,
+    oc: u32,
+    k: u32,
+    transpose: u32,
+    dst: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+// Every pack of one weights buffer, made in one launch after the weights change.
+struct PackJobs {
+    count: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    jobs: array<PackJob, 16>,
+}
+
+@group(0) @binding(0) var<uniform> packs: PackJobs;
 @group(0) @binding(1) var<storage, read> pack_w: array<f32>;
 @group(0) @binding(2) var<storage, read_write> pack_out: array<vec4<f32>>;
 
 // packed[(ic·K + r)·K + c][group] = the weights of output channels 4·group .. 4·group + 3
-// for launch input channel ic and tap (r, c); flipped and transposed for TRANSPOSE.
+// for launch input channel ic and tap (r, c); flipped and transposed for `transpose`. One
+// invocation per packed vec4, PACK_LEN of them per job (those past a job's own are idle).
+const PACK_LEN = 400u;
+
 @compute @workgroup_size(64)
-fn conv2d_pack_weights(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x;
-    if i >= IC * K * K * oc_groups() {
+fn conv2d_pack_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.y * nwg.x * 64u + gid.x;
+    let job_index = i / PACK_LEN;
+    if job_index >= packs.count {
         return;
     }
-    let group = i % oc_groups();
-    let tap = i / oc_groups();
-    let c = tap % K;
-    let r = (tap / K) % K;
-    let ic = tap / (K * K);
+    let job = packs.jobs[job_index];
+    let groups = (job.oc + 3u) / 4u;
+    let j = i % PACK_LEN;
+    if j >= job.ic * job.k * job.k * groups {
+        return;
+    }
+    let k = job.k;
+    let group = j % groups;
+    let tap = j / groups;
+    let c = tap % k;
+    let r = (tap / k) % k;
+    let ic = tap / (k * k);
     var v = vec4(0.0);
-    for (var j = 0u; j < 4u; j++) {
-        let oc = 4u * group + j;
-        if oc < OC {
-            if TRANSPOSE == 1u {
-                // The forward conv had Cout = IC (this launch's input) and Cin = OC.
-                v[j] = pack_w[((ic * OC + oc) * K + (K - 1u - r)) * K + (K - 1u - c)];
+    for (var l = 0u; l < 4u; l++) {
+        let oc = 4u * group + l;
+        if oc < job.oc {
+            if job.transpose == 1u {
+                // The forward conv had Cout = ic's count (this launch's input) and Cin = oc's.
+                v[l] = pack_w[job.src + ((ic * job.oc + oc) * k + (k - 1u - r)) * k + (k - 1u - c)];
             } else {
-                v[j] = pack_w[((oc * IC + ic) * K + r) * K + c];
+                v[l] = pack_w[job.src + ((oc * job.ic + ic) * k + r) * k + c];
             }
         }
     }
-    pack_out[i] = v;
+    pack_out[job.dst + j] = v;
 }
 
 // Enough for IC = OC = 8 (two groups) and K = 5.

@@ -11,6 +11,7 @@ use super::batchnorm::{
     batchnorm_backward_input, batchnorm_backward_planes, batchnorm_backward_sums, batchnorm_output,
     batchnorm_plane_moments,
 };
+use super::weight_packs::PackHow;
 use super::{GpuBackend, GpuTensor, Kernel, Work};
 use crate::backend::{Backend, Conv, Moments, Norm, NormGrads, ParamGrads};
 use crate::fused::{BatchNormConv2dBackward, Conv2dBatchNormConv2dBackward};
@@ -30,17 +31,14 @@ pub fn tiled(p: &Conv2dParams) -> bool {
     (p.h * p.w).is_multiple_of(4) && p.c_in <= 8 && p.c_out <= 8 && p.k <= 5 && p.pad == p.k / 2
 }
 
-/// Vec4s in `conv2d_tile`'s packed weights (shaders/conv2d.wgsl PackedWeights).
-const PACKED_WEIGHTS: usize = 400;
-
 /// The override constants of `conv2d_tile`: IC, OC, H, W, K, TRANSPOSE.
 fn tile_spec(p: &Conv2dParams, transpose: bool) -> [u32; 6] {
     let (ic, oc) = if transpose { (p.c_out, p.c_in) } else { (p.c_in, p.c_out) };
     [ic, oc, p.h, p.w, p.k, transpose as u32]
 }
 
-/// Runs `conv2d_tile` over `x`: packs the weights for it (a uniform buffer of vec4s over
-/// output channels) where they changed since last packed, then convolves.
+/// Runs `conv2d_tile` over `x`, its weights packed for it (a uniform buffer of vec4s over
+/// output channels, made once per change of the weights: src/gpu/weight_packs.rs).
 fn conv2d_tile(
     gpu: &mut GpuBackend,
     p: &Conv2dParams,
@@ -50,18 +48,12 @@ fn conv2d_tile(
     b: &GpuTensor,
     y: &GpuTensor,
 ) {
-    let [ic, oc, h, wd, k, t] = tile_spec(p, transpose);
-    // Packed once per change of the weights (src/gpu/derived.rs), not at every launch.
-    let how = [ic, oc, k, t];
-    let (packed, current) = gpu.derived(w, &how, 4 * PACKED_WEIGHTS);
-    if !current {
-        let groups = (ic * k * k * oc.div_ceil(4)).div_ceil(TILE_WORKGROUP);
-        gpu.dispatch_specialized(Kernel::Conv2dPackWeights, &how, p, &[w, &packed], groups);
-        gpu.derived_made(w, &how);
-    }
+    let spec = tile_spec(p, transpose);
+    let [ic, oc, _, _, k, t] = spec;
+    let packed = gpu.packed_weights(w, PackHow { ic, oc, k, transpose: t });
     let flops = Some(Work::Flops(2.0 * p.macs() as f64));
     let buffers = [x, x, x, b, y, &packed];
-    gpu.dispatch_work(Kernel::Conv2dTile, &[ic, oc, h, wd, k, t], p, &buffers, tile_groups(p), flops);
+    gpu.dispatch_work(Kernel::Conv2dTile, &spec, p, &buffers, tile_groups(p), flops);
 }
 
 fn tile_groups(p: &Conv2dParams) -> u32 {

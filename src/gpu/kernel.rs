@@ -157,7 +157,7 @@ kernels! {
     Conv2dBackwardWeightPartial => Conv2d::"conv2d_backward_weight_partial"(Read, Read, ReadWrite);
     Conv2dBackwardWeightReduce => Conv2d::"conv2d_backward_weight_reduce"(Read, ReadWrite, ReadWrite);
     Conv2dBackwardWeightSums => Conv2d::"conv2d_backward_weight_sums"(Read, ReadWrite);
-    Conv2dPackWeights => Conv2d::"conv2d_pack_weights"(Read, ReadWrite) [IC, OC, K, TRANSPOSE];
+    Conv2dPackWeights => Conv2d::"conv2d_pack_weights"(Read, ReadWrite);
     Conv2dTile => Conv2d::"conv2d_tile"(Read, Read, Read, Read, ReadWrite, Uniform) [IC, OC, H, W, K, TRANSPOSE];
     Conv2dBackwardWeightTile => Conv2d::"conv2d_backward_weight_tile"(Read, Read, Read, Read, ReadWrite) [IC, OC, H, W, K];
     Conv2dRows =>

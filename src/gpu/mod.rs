@@ -11,7 +11,6 @@ mod batchnorm;
 mod context;
 mod contrastive;
 mod conv2d;
-mod derived;
 mod distance;
 mod driver;
 mod elementwise;
@@ -23,6 +22,7 @@ pub mod llvmpipe; // driver: see kernel_set.rs
 mod maxpool;
 mod optim;
 mod profile;
+mod weight_packs;
 mod weight_sums;
 
 pub use context::{AdapterSummary, GpuContext, adapters};
@@ -193,8 +193,8 @@ pub struct GpuBackend {
     compiling_ahead: Option<Box<dyn driver::Background>>,
     /// Conv weight-gradient partials and the sums waiting on them (src/gpu/weight_sums.rs).
     weight_sums: weight_sums::WeightSums,
-    /// Tensors derived from others while those are unchanged (src/gpu/derived.rs).
-    derived: derived::Derived,
+    /// Conv weights packed for `conv2d_tile` while they are unchanged (src/gpu/weight_packs.rs).
+    weight_packs: weight_packs::WeightPacks,
 }
 
 impl GpuBackend {
@@ -222,7 +222,7 @@ impl GpuBackend {
             submits: 0,
             compiling_ahead: None,
             weight_sums: Default::default(),
-            derived: Default::default(),
+            weight_packs: Default::default(),
         }
     }
 

@@ -151,9 +151,8 @@ impl GpuBackend {
 /// weights, 6400 bytes, where the subgroup convs do not run) fits.
 const PLACEHOLDER: usize = 2048;
 
-/// Words of the placeholder params: the largest params struct (WeightSumsParams, 272 bytes)
-/// fits.
-const PLACEHOLDER_PARAMS: usize = 128;
+/// Words of the placeholder params: the largest params struct (PackJobs, 528 bytes) fits.
+const PLACEHOLDER_PARAMS: usize = 256;
 
 impl GpuBackend {
     /// Builds `kernel`'s pipeline with the specialisation `spec` without running it: the WGSL
