@@ -3,25 +3,34 @@
 // src/gpu/batchnorm.rs (launchers).
 //
 // entry point                 bindings 1.. (binding 0: BatchNormParams)
-// batchnorm_plane_stats       x, planes                            one invocation per plane
-// batchnorm_stats             planes, saved, running_mean, running_var   one per channel
+// batchnorm_channel_stats     x, saved, running_mean, running_var  one workgroup per channel
+// batchnorm_channel_sums      x, dy, gamma, beta, saved, sums, dgamma, dbeta   the same
+// batchnorm_forward           x, gamma, beta, saved, y             one invocation per element
+// batchnorm_backward_input    x, dy, gamma, beta, saved, sums, dx  one invocation per element
 // batchnorm_running_stats     running_mean, running_var, saved     one per channel
 //                             (eval mode: its statistics, then batchnorm_forward or a
 //                             kernel that normalises as it reads)
-// batchnorm_forward           x, gamma, beta, saved, y             one invocation per plane
+//
+// The plane at a time kernels of a CPU driver's set, whose convs hand BatchNorm their output's
+// plane moments and whose fused backwards write plane sums (src/gpu/batchnorm.rs says which
+// set reduces which way):
+// batchnorm_plane_stats       x, planes                            one invocation per plane
+// batchnorm_stats             planes, saved, running_mean, running_var   one per channel
 // batchnorm_backward_plane    x, dy, saved, planes                 one invocation per plane
 // batchnorm_backward_reduce   planes, sums, dgamma, dbeta          one per channel
-// batchnorm_backward_input    x, dy, gamma, saved, sums, dx        one invocation per plane
+// batchnorm_backward_input_planes  x, dy, gamma, saved, sums, dx   one invocation per plane
 //
-// x, y, dy, dx are (N, C, H·W), bound as vec4s (a plane = an (image, channel) pair). The batch is `towers`
+// x, y, dy, dx are (N, C, H·W) (a plane = an (image, channel) pair). The batch is `towers`
 // slices of N / towers images, each normalised with its own statistics.
 // saved = mean (T, C) then 1/std (T, C); sums = Σdy (T, C) then Σdy·x̂ (T, C);
 // planes = two numbers per (image, channel) plane.
 //
-// No workgroup barriers (a CPU driver runs each as a coroutine switch) and no atomics: reductions
-// go plane by plane, then over a tower's planes in order, so every run gives the same bits.
-// The statistics of a plane are its mean and Σ(x − mean)², combined across planes with Chan's
-// formula: as accurate as two passes over the whole tower.
+// No atomics: every reduction adds in an order fixed by the shape, so every run gives the
+// same bits. The channel kernels sum each tower in a workgroup of 256: strided over the
+// tower's elements (neighbouring invocations read neighbouring addresses), then a tree; the
+// mean first, then Σ(x − mean)², as accurate as the reference's two passes. The plane kernels
+// use no workgroup barriers (a CPU driver runs each as a coroutine switch): planes one
+// invocation each, then a tower's planes in order, combined with Chan's formula.
 
 // src/ops/ BatchNormParams
 struct BatchNormParams {
@@ -184,31 +193,25 @@ fn plane_tower(plane: u32) -> u32 {
     return plane / p.c / tower_n();
 }
 
+@group(0) @binding(1) var<storage, read> xs: array<f32>;
 @group(0) @binding(2) var<storage, read> fw_gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> fw_beta: array<f32>;
 @group(0) @binding(4) var<storage, read> fw_saved: array<f32>;
-@group(0) @binding(5) var<storage, read_write> fw_y4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> fw_y: array<f32>;
 
-// y = x·a + b with a = invstd·γ and b = β − mean·a of the plane's (tower, channel).
-@compute @workgroup_size(64)
-fn batchnorm_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let plane = gid.x;
-    if plane >= p.n * p.c {
+// y = x·a + b with a = invstd·γ and b = β − mean·a of the element's (tower, channel).
+@compute @workgroup_size(256)
+fn batchnorm_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i >= p.n * p.c * p.hw {
         return;
     }
+    let plane = i / p.hw;
     let c = plane_channel(plane);
     let t = plane_tower(plane);
     let a = fw_saved[saved_invstd(t, c)] * fw_gamma[c];
     let b = fw_beta[c] - fw_saved[saved_mean(t, c)] * a;
-    if p.hw % 4u == 0u {
-        for (var j = plane * p.hw / 4u; j < (plane + 1u) * p.hw / 4u; j++) {
-            fw_y4[j] = bn_in4(x4[j]) * a + vec4(b);
-        }
-    } else {
-        for (var j = plane * p.hw; j < (plane + 1u) * p.hw; j++) {
-            fw_y4[j / 4u][j % 4u] = bn_in(x4[j / 4u][j % 4u]) * a + b;
-        }
-    }
+    fw_y[i] = bn_in(xs[i]) * a + b;
 }
 
 @group(0) @binding(2) var<storage, read> bp_dy4: array<vec4<f32>>;
@@ -297,7 +300,7 @@ fn batchnorm_backward_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
 override ACCUMULATE: u32 = 0u;
 
 @compute @workgroup_size(64)
-fn batchnorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn batchnorm_backward_input_planes(@builtin(global_invocation_id) gid: vec3<u32>) {
     let plane = gid.x;
     if plane >= p.n * p.c {
         return;
@@ -337,5 +340,192 @@ fn batchnorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
                 bi_dx4[j / 4u][j % 4u] = g;
             }
         }
+    }
+}
+
+// The portable set's reductions and input gradient (see the top of the file).
+
+// Invocations of a channel kernel's workgroup.
+const TREE = 256u;
+
+var<workgroup> tree: array<vec2<f32>, 256>;
+
+// The sum of every invocation's `v`, the same in all of them: a tree of halving strides, an
+// order fixed by the workgroup size alone.
+fn workgroup_sum(lid: u32, v: vec2<f32>) -> vec2<f32> {
+    tree[lid] = v;
+    workgroupBarrier();
+    for (var stride = TREE / 2u; stride > 0u; stride /= 2u) {
+        if lid < stride {
+            tree[lid] += tree[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = tree[0];
+    workgroupBarrier();
+    return total;
+}
+
+// Element e (of tower_n() · hw) of tower t's channel c.
+fn tower_element(t: u32, c: u32, e: u32) -> u32 {
+    let n = t * tower_n() + e / p.hw;
+    return (n * p.c + c) * p.hw + e % p.hw;
+}
+
+// The channel of one workgroup of a channel kernel (a 2-D grid past 65,535 channels).
+fn workgroup_channel(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
+}
+
+@group(0) @binding(2) var<storage, read_write> cs_saved: array<f32>;
+@group(0) @binding(3) var<storage, read_write> cs_running_mean: array<f32>;
+@group(0) @binding(4) var<storage, read_write> cs_running_var: array<f32>;
+
+// Per channel: each tower's mean and biased variance, then the running statistics' update,
+// one tower after the other as separate calls would do it.
+@compute @workgroup_size(256)
+fn batchnorm_channel_stats(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let c = workgroup_channel(wid, nwg);
+    if c >= p.c {
+        return;
+    }
+    let m = tower_n() * p.hw;
+    for (var t = 0u; t < p.towers; t++) {
+        var s = 0.0;
+        for (var e = lid; e < m; e += TREE) {
+            s += bn_in(xs[tower_element(t, c, e)]);
+        }
+        let mean = workgroup_sum(lid, vec2(s, 0.0)).x / f32(m);
+        var q = 0.0;
+        for (var e = lid; e < m; e += TREE) {
+            let d = bn_in(xs[tower_element(t, c, e)]) - mean;
+            q += d * d;
+        }
+        let m2 = workgroup_sum(lid, vec2(q, 0.0)).x;
+        if lid == 0u {
+            cs_saved[saved_mean(t, c)] = mean;
+            cs_saved[saved_invstd(t, c)] = 1.0 / sqrt(m2 / f32(m) + p.eps);
+            let unbiased = m2 / max(f32(m) - 1.0, 1.0);
+            cs_running_mean[c] = (1.0 - p.momentum) * cs_running_mean[c] + p.momentum * mean;
+            cs_running_var[c] = (1.0 - p.momentum) * cs_running_var[c] + p.momentum * unbiased;
+        }
+    }
+}
+
+// 0: dy is BatchNorm's output gradient. Otherwise dy is that of MaxPool2d(2×2) of BatchNorm's
+// output, whose input rows are POOL_W wide: each element's gradient is its window's where it
+// is the window's first maximum (maxpool.wgsl's rule), else 0, found here from x, so that
+// MaxPool(BatchNorm(x))'s backward writes neither the pool's dx nor BatchNorm's output.
+override POOL_W: u32 = 0u;
+
+@group(0) @binding(2) var<storage, read> g_dy: array<f32>;
+@group(0) @binding(3) var<storage, read> g_gamma: array<f32>;
+@group(0) @binding(4) var<storage, read> g_beta: array<f32>;
+@group(0) @binding(5) var<storage, read> g_saved: array<f32>;
+
+// The gradient reaching BatchNorm's output element i, of tower t and channel c.
+fn output_grad(i: u32, t: u32, c: u32) -> f32 {
+    if POOL_W == 0u {
+        return g_dy[i];
+    }
+    // Never 0 here, but a compiler may fold the divisions of the branch not taken.
+    let pool_w = max(POOL_W, 1u);
+    let plane = i / p.hw;
+    let j = i % p.hw;
+    let h = j / pool_w;
+    let w = j % pool_w;
+    let oh = p.hw / pool_w / 2u;
+    let ow = pool_w / 2u;
+    if h / 2u >= oh || w / 2u >= ow {
+        return 0.0;
+    }
+    let a = g_saved[saved_invstd(t, c)] * g_gamma[c];
+    let b = g_beta[c] - g_saved[saved_mean(t, c)] * a;
+    let base = plane * p.hw + (h - h % 2u) * pool_w + (w - w % 2u);
+    let top = vec2(bn_in(xs[base]), bn_in(xs[base + 1u])) * a + vec2(b);
+    let bottom = vec2(bn_in(xs[base + pool_w]), bn_in(xs[base + pool_w + 1u])) * a + vec2(b);
+    let best = u32(first_max(top, bottom).y);
+    let dy = g_dy[(plane * oh + h / 2u) * ow + w / 2u];
+    return select(0.0, dy, best == (h % 2u) * 2u + w % 2u);
+}
+
+@group(0) @binding(6) var<storage, read_write> cg_sums: array<f32>;
+@group(0) @binding(7) var<storage, read_write> cg_dgamma: array<f32>;
+@group(0) @binding(8) var<storage, read_write> cg_dbeta: array<f32>;
+
+// Per channel: Σdy and Σdy·x̂ of each tower; dγ and dβ are their sums over the towers.
+@compute @workgroup_size(256)
+fn batchnorm_channel_sums(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let c = workgroup_channel(wid, nwg);
+    if c >= p.c {
+        return;
+    }
+    let m = tower_n() * p.hw;
+    var dgamma = 0.0;
+    var dbeta = 0.0;
+    for (var t = 0u; t < p.towers; t++) {
+        let mean = g_saved[saved_mean(t, c)];
+        let invstd = g_saved[saved_invstd(t, c)];
+        var s = vec2(0.0);
+        for (var e = lid; e < m; e += TREE) {
+            let i = tower_element(t, c, e);
+            let dy = output_grad(i, t, c);
+            s += vec2(dy, dy * (bn_in(xs[i]) - mean) * invstd);
+        }
+        let total = workgroup_sum(lid, s);
+        if lid == 0u {
+            cg_sums[saved_mean(t, c)] = total.x;
+            cg_sums[saved_invstd(t, c)] = total.y;
+        }
+        dgamma += total.y;
+        dbeta += total.x;
+    }
+    if lid == 0u {
+        if (p.accumulate & ACCUMULATE_PARAMS) != 0u {
+            cg_dgamma[c] += dgamma;
+            cg_dbeta[c] += dbeta;
+        } else {
+            cg_dgamma[c] = dgamma;
+            cg_dbeta[c] = dbeta;
+        }
+    }
+}
+
+@group(0) @binding(6) var<storage, read> gi_sums: array<f32>;
+@group(0) @binding(7) var<storage, read_write> gi_dx: array<f32>;
+
+// dx = dy·k + x·u + v with the element's (tower, channel) constants (batchnorm_backward_input_planes
+// says which); through a ReLU input, 0 where x ≤ 0.
+@compute @workgroup_size(256)
+fn batchnorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i >= p.n * p.c * p.hw {
+        return;
+    }
+    let plane = i / p.hw;
+    let c = plane_channel(plane);
+    let t = plane_tower(plane);
+    let kuv = batchnorm_input_grad_coefficients(
+        g_gamma[c],
+        g_saved[saved_mean(t, c)],
+        g_saved[saved_invstd(t, c)],
+        gi_sums[saved_mean(t, c)],
+        gi_sums[saved_invstd(t, c)],
+        f32(tower_n() * p.hw),
+    );
+    let xv = xs[i];
+    let g = select(0.0, output_grad(i, t, c) * kuv.x + bn_in(xv) * kuv.y + kuv.z, xv > 0.0 || p.relu_input == 0u);
+    if ACCUMULATE == 1u {
+        gi_dx[i] += g;
+    } else {
+        gi_dx[i] = g;
     }
 }

@@ -24,3 +24,25 @@ fn batchnorm_input_grad_coefficients(gamma: f32, mean: f32, invstd: f32, sum_dy:
     let u = -k * invstd * sum_dy_xhat / m;
     return vec3(k, u, -k * sum_dy / m - u * mean);
 }
+
+// A 2×2 max-pool window's rule, shared by maxpool.wgsl and batchnorm.wgsl (which finds each
+// element's share of a pooled gradient itself).
+// The first maximum of (top.x, top.y, bottom.x, bottom.y), NaN winning, and its position 0..3.
+// Written as selects: an array indexed by `best` would be read lane by lane on a CPU driver.
+fn first_max(top: vec2<f32>, bottom: vec2<f32>) -> vec2<f32> {
+    var best = vec2(top.x, 0.0);
+    best = take_if_greater(best, top.y, 1.0);
+    best = take_if_greater(best, bottom.x, 2.0);
+    return take_if_greater(best, bottom.y, 3.0);
+}
+
+// (value, position) of v at position t if it beats the best so far or is NaN.
+fn take_if_greater(best: vec2<f32>, v: f32, t: f32) -> vec2<f32> {
+    return select(best, vec2(v, t), v > best.x || is_nan(v));
+}
+
+// By the bits: compilers may fold `v != v` to false (Vulkan does not promise NaNs survive
+// float comparisons; some compilers do fold it).
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}

@@ -94,26 +94,6 @@ fn saved_slots(nc: u32) -> vec3<u32> {
 @group(0) @binding(2) var<storage, read> x2: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-// The first maximum of (top.x, top.y, bottom.x, bottom.y), NaN winning, and its position 0..3.
-// Written as selects: an array indexed by `best` would be read lane by lane on a CPU driver.
-fn first_max(top: vec2<f32>, bottom: vec2<f32>) -> vec2<f32> {
-    var best = vec2(top.x, 0.0);
-    best = take_if_greater(best, top.y, 1.0);
-    best = take_if_greater(best, bottom.x, 2.0);
-    return take_if_greater(best, bottom.y, 3.0);
-}
-
-// (value, position) of v at position t if it beats the best so far or is NaN.
-fn take_if_greater(best: vec2<f32>, v: f32, t: f32) -> vec2<f32> {
-    return select(best, vec2(v, t), v > best.x || is_nan(v));
-}
-
-// By the bits: compilers may fold `v != v` to false (Vulkan does not promise NaNs survive
-// float comparisons; some compilers do fold it).
-fn is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
 // What a backward loop does with each window's gradient (`window_grad`); a constant in every
 // caller, so each kernel compiles to its own loop.
 const WRITE_GRAD = 0u;      // write (or add) it: the pool's dx

@@ -34,6 +34,12 @@ pub trait Backend {
 
     /// What runs the ops, for messages and benchmark names.
     fn name(&self) -> String;
+    /// Whether its convs compute their output's plane moments for little more than the conv,
+    /// so that a BatchNorm after one is better handed them than reading its input again: where
+    /// they do not, the tape runs no rule that hands moments on (`Rule::hands_moments`).
+    fn convs_hand_moments(&self) -> bool {
+        false
+    }
 
     // --- storage ---------------------------------------------------------------------------
     /// A persistent tensor of zeros.

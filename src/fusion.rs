@@ -43,6 +43,9 @@ pub struct Rule {
     pub name: &'static str,
     /// Only in training (it prepares something only the backward or the statistics use).
     pub train_only: bool,
+    /// It has a conv hand its output's plane moments to the BatchNorm after it: only for a
+    /// backend whose convs make them cheaply (`Backend::convs_hand_moments`).
+    pub hands_moments: bool,
     rewrite: Rewrite,
 }
 
@@ -54,13 +57,13 @@ impl std::fmt::Debug for Rule {
 
 /// Every rule, in the order the pass applies them.
 pub const RULES: [Rule; 7] = [
-    Rule { name: "relu_batchnorm", train_only: false, rewrite: relu_batchnorm },
-    Rule { name: "relu_linear", train_only: false, rewrite: relu_linear },
-    Rule { name: "batchnorm_maxpool", train_only: false, rewrite: batchnorm_maxpool },
-    Rule { name: "batchnorm_conv2d", train_only: false, rewrite: batchnorm_conv2d },
-    Rule { name: "conv2d_batchnorm_conv2d", train_only: true, rewrite: conv2d_batchnorm_conv2d },
-    Rule { name: "moments_handoff", train_only: true, rewrite: moments_handoff },
-    Rule { name: "pair_contrastive", train_only: false, rewrite: pair_contrastive },
+    Rule { name: "relu_batchnorm", train_only: false, hands_moments: false, rewrite: relu_batchnorm },
+    Rule { name: "relu_linear", train_only: false, hands_moments: false, rewrite: relu_linear },
+    Rule { name: "batchnorm_maxpool", train_only: false, hands_moments: false, rewrite: batchnorm_maxpool },
+    Rule { name: "batchnorm_conv2d", train_only: false, hands_moments: false, rewrite: batchnorm_conv2d },
+    Rule { name: "conv2d_batchnorm_conv2d", train_only: true, hands_moments: false, rewrite: conv2d_batchnorm_conv2d },
+    Rule { name: "moments_handoff", train_only: true, hands_moments: true, rewrite: moments_handoff },
+    Rule { name: "pair_contrastive", train_only: false, hands_moments: false, rewrite: pair_contrastive },
 ];
 
 /// Applies `rules` in order to `nodes`.

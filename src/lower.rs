@@ -58,15 +58,16 @@ impl<B: Backend> Tape<'_, B> {
                 batchnorm_conv2d_forward(b, &t, (bn, conv), hands);
             }
             Node::Conv2dBatchNormConv2d { first, bn, conv, hands } => {
-                let m = b.scratch(2 * (bn.p.n * bn.p.c) as usize);
-                let moments = Moments { p: bn.p, out: &m };
-                b.fused(Fused::Conv2dMomentsForward {
-                    conv: t.conv(first),
-                    x: t.get(first.x),
-                    y: t.get(first.y),
-                    moments,
-                });
-                statistics(b, &t, mode, bn, Some(&m));
+                let (x, y) = (t.get(first.x), t.get(first.y));
+                if b.convs_hand_moments() {
+                    let m = b.scratch(2 * (bn.p.n * bn.p.c) as usize);
+                    let moments = Moments { p: bn.p, out: &m };
+                    b.fused(Fused::Conv2dMomentsForward { conv: t.conv(first), x, y, moments });
+                    statistics(b, &t, mode, bn, Some(&m));
+                } else {
+                    b.conv2d_forward(&first.p, x, t.get(first.w), t.get(first.b), y);
+                    statistics(b, &t, mode, bn, None);
+                }
                 batchnorm_conv2d_forward(b, &t, (bn, conv), hands);
             }
             Node::PairContrastive { x, t: target, d, loss, pd, pc } => {

@@ -71,9 +71,11 @@ pub struct Tape<'b, B: Backend> {
 }
 
 impl<'b, B: Backend> Tape<'b, B> {
-    /// A tape that fuses with every rule that applies in `mode`.
+    /// A tape that fuses with every rule that applies in `mode` and pays on `backend`.
     pub fn new(backend: &'b mut B, mode: Mode) -> Self {
-        Self::with_rules(backend, mode, &RULES)
+        let moments = backend.convs_hand_moments();
+        let rules: Vec<Rule> = RULES.iter().filter(|r| moments || !r.hands_moments).copied().collect();
+        Self::with_rules(backend, mode, &rules)
     }
 
     /// A tape that fuses with these rules only (none: every op runs as the model wrote it).

@@ -32,6 +32,9 @@ impl Backend for GpuBackend {
     fn name(&self) -> String {
         format!("gpu-{}", self.ctx.adapter.name)
     }
+    fn convs_hand_moments(&self) -> bool {
+        self.plane_batchnorm()
+    }
 
     fn zeros(&mut self, len: usize) -> GpuTensor {
         // New buffers are zero-initialised by wgpu.

@@ -1,11 +1,14 @@
-//! Launchers of shaders/batchnorm.wgsl: statistics (plane moments, then per tower; or the
-//! running ones), normalise, and backward (plane sums, tower sums, input gradient).
+//! Launchers of shaders/batchnorm.wgsl: statistics, normalise, and backward (sums, then the
+//! input gradient), in one of two shapes chosen by the kernel set (`plane_batchnorm`): a
+//! workgroup per channel with a tree inside (portable), or plane by plane (a CPU driver's set,
+//! whose convs hand over plane moments and whose fused backwards write plane sums). Every
+//! BatchNorm of a run reduces the same way, so fused and unfused ops give the same bits.
 
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::{Backend, Norm, NormGrads, Running};
 use crate::ops::{ACCUMULATE_INPUT, BatchNormParams};
 
-/// Invocations per workgroup of the per-plane and per-channel kernels: one lane-vector's
+/// Invocations per workgroup of the per-plane and per-channel plane kernels: one lane-vector's
 /// worth per workgroup would do, but planes are many (1,024 at the training shapes).
 const SMALL_WORKGROUP: u32 = 64;
 
@@ -23,6 +26,14 @@ fn plane_groups(p: &BatchNormParams) -> u32 {
     (planes(p) as u32).div_ceil(SMALL_WORKGROUP)
 }
 
+impl GpuBackend {
+    /// Whether BatchNorm reduces plane by plane (the selected driver's kernels do) rather than
+    /// a channel per workgroup.
+    pub fn plane_batchnorm(&self) -> bool {
+        self.driver.is_some_and(|d| d.batchnorm_by_planes())
+    }
+}
+
 /// Per-plane (mean, M2) of x as `p` reads it.
 pub fn batchnorm_plane_moments(gpu: &mut GpuBackend, p: &BatchNormParams, x: &GpuTensor, moments: &GpuTensor) {
     check(p, "batchnorm_plane_moments", &[x]);
@@ -31,7 +42,8 @@ pub fn batchnorm_plane_moments(gpu: &mut GpuBackend, p: &BatchNormParams, x: &Gp
 }
 
 /// Train mode's statistics: each (tower, channel)'s mean and 1/std into `saved`, and the
-/// running statistics' update, from x's plane moments (computed here where not given).
+/// running statistics' update. Plane by plane from x's plane moments (computed here where not
+/// given); otherwise from x in one launch, whatever was given.
 pub fn batchnorm_statistics(
     gpu: &mut GpuBackend,
     p: &BatchNormParams,
@@ -42,6 +54,10 @@ pub fn batchnorm_statistics(
 ) {
     check(p, "batchnorm_statistics", &[x]);
     assert_eq!(saved.len, p.saved_len(), "batchnorm_statistics: saved");
+    if !gpu.plane_batchnorm() {
+        let bindings = [x, saved, running.mean, running.var];
+        return gpu.dispatch(Kernel::BatchNormChannelStats, p, &bindings, p.c);
+    }
     let plane_stats = match moments {
         Some(m) => m.clone(),
         None => {
@@ -78,7 +94,8 @@ pub fn batchnorm_output(gpu: &mut GpuBackend, norm: &Norm<GpuTensor>, x: &GpuTen
 pub fn batchnorm_normalise(gpu: &mut GpuBackend, norm: &Norm<GpuTensor>, x: &GpuTensor, y: &GpuTensor) {
     let p = &norm.p;
     check(p, "batchnorm_normalise", &[x, y]);
-    gpu.dispatch(Kernel::BatchNormForward, p, &[x, norm.gamma, norm.beta, norm.saved, y], plane_groups(p));
+    let groups = GpuBackend::groups_for(p.len());
+    gpu.dispatch(Kernel::BatchNormForward, p, &[x, norm.gamma, norm.beta, norm.saved, y], groups);
 }
 
 pub fn batchnorm_backward(
@@ -89,12 +106,44 @@ pub fn batchnorm_backward(
     grads: NormGrads<GpuTensor>,
 ) {
     check(&norm.p, "batchnorm_backward", &[x, dy, grads.dx]);
-    let plane_sums = batchnorm_backward_planes(gpu, norm, x, dy);
-    let sums = batchnorm_backward_sums(gpu, &norm.p, &plane_sums, grads.dgamma, grads.dbeta);
+    let sums = batchnorm_sums(gpu, norm, x, dy, grads.dgamma, grads.dbeta);
     batchnorm_backward_input(gpu, norm, x, dy, &sums, grads.dx);
 }
 
-/// The first pass of a backward: each plane's (Σdy, Σdy·x̂).
+/// The towers' (Σdy, Σdy·x̂) (laid out as `saved`), with dgamma and dbeta from them.
+pub fn batchnorm_sums(
+    gpu: &mut GpuBackend,
+    norm: &Norm<GpuTensor>,
+    x: &GpuTensor,
+    dy: &GpuTensor,
+    dgamma: &GpuTensor,
+    dbeta: &GpuTensor,
+) -> GpuTensor {
+    if gpu.plane_batchnorm() {
+        let plane_sums = batchnorm_backward_planes(gpu, norm, x, dy);
+        batchnorm_backward_sums(gpu, &norm.p, &plane_sums, dgamma, dbeta)
+    } else {
+        batchnorm_channel_sums(gpu, norm, (x, dy, 0), dgamma, dbeta)
+    }
+}
+
+/// The portable sums, of dy or (`pool_w` > 0, the pooled input's width) of the gradient
+/// that MaxPool2d(2×2) of BatchNorm's output passes back from its own dy.
+pub(super) fn batchnorm_channel_sums(
+    gpu: &mut GpuBackend,
+    norm: &Norm<GpuTensor>,
+    (x, dy, pool_w): (&GpuTensor, &GpuTensor, u32),
+    dgamma: &GpuTensor,
+    dbeta: &GpuTensor,
+) -> GpuTensor {
+    let p = &norm.p;
+    let sums = gpu.scratch(p.saved_len());
+    let bindings = [x, dy, norm.gamma, norm.beta, norm.saved, &sums, dgamma, dbeta];
+    gpu.dispatch_specialized(Kernel::BatchNormChannelSums, &[pool_w], p, &bindings, p.c);
+    sums
+}
+
+/// The first pass of a plane by plane backward: each plane's (Σdy, Σdy·x̂).
 pub fn batchnorm_backward_planes(
     gpu: &mut GpuBackend,
     norm: &Norm<GpuTensor>,
@@ -118,12 +167,32 @@ pub fn batchnorm_backward_input(
 ) {
     let p = &norm.p;
     let accumulate = (p.accumulate & ACCUMULATE_INPUT != 0) as u32;
-    let bindings = [x, dy, norm.gamma, norm.saved, sums, dx];
-    gpu.dispatch_specialized(Kernel::BatchNormBackwardInput, &[accumulate], p, &bindings, plane_groups(p));
+    if gpu.plane_batchnorm() {
+        let bindings = [x, dy, norm.gamma, norm.saved, sums, dx];
+        gpu.dispatch_specialized(Kernel::BatchNormBackwardInputPlanes, &[accumulate], p, &bindings, plane_groups(p));
+    } else {
+        batchnorm_pooled_backward_input(gpu, norm, (x, dy, 0), sums, dx);
+    }
 }
 
-/// The middle of a backward: the towers' (Σdy, Σdy·x̂) from the planes' (laid out as `saved`),
-/// and dgamma, dbeta from them.
+/// The portable input gradient, of dy or (`pool_w` > 0) through a 2×2 max pool as in
+/// [`batchnorm_channel_sums`].
+pub(super) fn batchnorm_pooled_backward_input(
+    gpu: &mut GpuBackend,
+    norm: &Norm<GpuTensor>,
+    (x, dy, pool_w): (&GpuTensor, &GpuTensor, u32),
+    sums: &GpuTensor,
+    dx: &GpuTensor,
+) {
+    let p = &norm.p;
+    let accumulate = (p.accumulate & ACCUMULATE_INPUT != 0) as u32;
+    let bindings = [x, dy, norm.gamma, norm.beta, norm.saved, sums, dx];
+    let groups = GpuBackend::groups_for(p.len());
+    gpu.dispatch_specialized(Kernel::BatchNormBackwardInput, &[accumulate, pool_w], p, &bindings, groups);
+}
+
+/// The middle of a plane by plane backward: the towers' (Σdy, Σdy·x̂) from the planes' (laid
+/// out as `saved`), and dgamma, dbeta from them.
 pub fn batchnorm_backward_sums(
     gpu: &mut GpuBackend,
     p: &BatchNormParams,

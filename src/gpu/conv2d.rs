@@ -7,10 +7,7 @@
 //! (src/gpu/kernel_set.rs), are tried before these: the composite ops below reach the convs
 //! through the backend's entries, which try them.
 
-use super::batchnorm::{
-    batchnorm_backward_input, batchnorm_backward_planes, batchnorm_backward_sums, batchnorm_output,
-    batchnorm_plane_moments,
-};
+use super::batchnorm::{batchnorm_backward_input, batchnorm_output, batchnorm_plane_moments, batchnorm_sums};
 use super::weight_packs::PackHow;
 use super::{GpuBackend, GpuTensor, Kernel, Work};
 use crate::backend::{Backend, Conv, Moments, Norm, NormGrads, ParamGrads};
@@ -144,21 +141,10 @@ fn batchnorm_conv2d_backward_head(
     op: &BatchNormConv2dBackward<GpuTensor>,
     dn: &GpuTensor,
 ) -> GpuTensor {
-    let planes = input_grad_planes(gpu, op, dn);
-    weight_grad_of_normalised(gpu, op);
-    batchnorm_backward_sums(gpu, &op.norm.p, &planes, op.grads.dgamma, op.grads.dbeta)
-}
-
-/// The conv's input gradient into `dn` (BatchNorm's dy, written), and BatchNorm's backward
-/// plane sums of it.
-pub(super) fn input_grad_planes(
-    gpu: &mut GpuBackend,
-    op: &BatchNormConv2dBackward<GpuTensor>,
-    dn: &GpuTensor,
-) -> GpuTensor {
     let pi = Conv2dParams { accumulate: 0, ..op.conv.p };
     gpu.conv2d_backward_input(&pi, op.dy, op.conv.w, dn);
-    batchnorm_backward_planes(gpu, &op.norm, op.x, dn)
+    weight_grad_of_normalised(gpu, op);
+    batchnorm_sums(gpu, &op.norm, op.x, dn, op.grads.dgamma, op.grads.dbeta)
 }
 
 /// The conv's weight and bias gradients, of BatchNorm's output written out again.

@@ -21,6 +21,10 @@ pub trait DriverKernels: Sync {
     fn storage(&self) -> &'static str;
     /// The WGSL of one of its generated kernels (see `Shader::generated`) for `spec`.
     fn source(&self, kernel: Kernel, spec: &[u32]) -> String;
+    /// Whether its kernels reduce BatchNorm plane by plane: its convs hand over their output's
+    /// plane moments, its fused backwards write plane sums. Then every BatchNorm of a run does
+    /// (src/gpu/batchnorm.rs), so that fused and unfused ops give the same bits.
+    fn batchnorm_by_planes(&self) -> bool;
     /// Starts compiling `kernels` in the background, where that shortens a first step.
     fn compile_ahead(&self, kernels: Vec<(Kernel, Vec<u32>)>) -> Option<Box<dyn Background>>;
 

@@ -172,7 +172,13 @@ kernels! {
     BatchNormForward => BatchNorm::"batchnorm_forward"(Read, Read, Read, Read, ReadWrite);
     BatchNormBackwardPlane => BatchNorm::"batchnorm_backward_plane"(Read, Read, Read, ReadWrite);
     BatchNormBackwardReduce => BatchNorm::"batchnorm_backward_reduce"(Read, ReadWrite, ReadWrite, ReadWrite);
-    BatchNormBackwardInput => BatchNorm::"batchnorm_backward_input"(Read, Read, Read, Read, Read, ReadWrite) [ACCUMULATE];
+    BatchNormBackwardInputPlanes =>
+        BatchNorm::"batchnorm_backward_input_planes"(Read, Read, Read, Read, Read, ReadWrite) [ACCUMULATE];
+    BatchNormChannelStats => BatchNorm::"batchnorm_channel_stats"(Read, ReadWrite, ReadWrite, ReadWrite);
+    BatchNormChannelSums =>
+        BatchNorm::"batchnorm_channel_sums"(Read, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite) [POOL_W];
+    BatchNormBackwardInput =>
+        BatchNorm::"batchnorm_backward_input"(Read, Read, Read, Read, Read, Read, ReadWrite) [ACCUMULATE, POOL_W];
     MaxPoolForward => MaxPool::"maxpool_forward"(Read, Read, ReadWrite);
     MaxPoolBackward => MaxPool::"maxpool_backward"(Read, Read, ReadWrite);
     MaxPoolBackwardWindows => MaxPool::"maxpool_backward_windows"(Read, Read, ReadWrite) [ACCUMULATE];

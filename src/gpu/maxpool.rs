@@ -2,7 +2,10 @@
 //! BatchNorm's output that is never written (MaxPool(BatchNorm(x)), read through from x,
 //! whose backward is BatchNorm's too).
 
-use super::batchnorm::{batchnorm_backward, batchnorm_backward_sums, batchnorm_output};
+use super::batchnorm::{
+    batchnorm_backward, batchnorm_backward_sums, batchnorm_channel_sums, batchnorm_output,
+    batchnorm_pooled_backward_input,
+};
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::{Backend, Norm, NormGrads};
 use crate::ops::{ACCUMULATE_INPUT, MaxPoolParams};
@@ -71,9 +74,11 @@ pub fn batchnorm_maxpool_forward(
     }
 }
 
-/// The backward of MaxPool(BatchNorm(x)), BatchNorm's included, in two passes that read x
-/// through the normalisation (BatchNorm's output and its gradient are never written): the
-/// planes' sums of BatchNorm's dy, their reduction over the towers (dgamma, dbeta), then dx.
+/// The backward of MaxPool(BatchNorm(x)), BatchNorm's included, in passes that read x through
+/// the normalisation (BatchNorm's output and its gradient are never written): BatchNorm's
+/// sums of the gradient the pool passes back, then dx. Plane by plane where the kernel set
+/// reduces that way (the planes' sums, their reduction over the towers, dx); otherwise each
+/// element finds its share of the pool's gradient itself (shaders/batchnorm.wgsl POOL_W).
 pub fn batchnorm_maxpool_backward(
     gpu: &mut GpuBackend,
     norm: &Norm<GpuTensor>,
@@ -85,6 +90,10 @@ pub fn batchnorm_maxpool_backward(
     let NormGrads { dx, dgamma, dbeta } = grads;
     let p = MaxPoolParams { accumulate: 0, ..p.through(&pb) };
     assert_eq!((x.len, dy.len, dx.len), (p.x_len(), p.y_len(), p.x_len()), "batchnorm_maxpool_backward: {p:?}");
+    if !gpu.plane_batchnorm() {
+        let sums = batchnorm_channel_sums(gpu, norm, (x, dy, p.w), dgamma, dbeta);
+        return batchnorm_pooled_backward_input(gpu, norm, (x, dy, p.w), &sums, dx);
+    }
     let (sum, input) = if pairs(&p) {
         (Kernel::BatchNormMaxPoolBackwardSumsPairs, Kernel::BatchNormMaxPoolBackwardInputPairs)
     } else if rows(&p) {

@@ -9,8 +9,10 @@
 use super::{IMAGES, Mode, Shape, Through, chunks};
 use crate::backend::{Backend, Conv, DeviceTensor, Moments, Norm, ParamGrads, VIEW_ALIGN};
 use crate::fused::{BatchNormConv2dBackward, Conv2dBatchNormConv2dBackward, Fused};
-use crate::gpu::batchnorm::{batchnorm_backward_input, batchnorm_backward_sums, batchnorm_plane_moments};
-use crate::gpu::conv2d::{first_backward, inner_backward, input_grad_planes, weight_grad_of_normalised};
+use crate::gpu::batchnorm::{
+    batchnorm_backward_input, batchnorm_backward_planes, batchnorm_backward_sums, batchnorm_plane_moments,
+};
+use crate::gpu::conv2d::{first_backward, inner_backward, weight_grad_of_normalised};
 use crate::gpu::driver::{Background, DriverKernels};
 use crate::gpu::{GpuBackend, GpuTensor, Kernel, Work};
 use crate::ops::{ACCUMULATE_INPUT, Conv2dParams};
@@ -49,6 +51,9 @@ impl DriverKernels for Llvmpipe {
         super::source(kernel, spec)
     }
     /// llvmpipe compiles each kernel at its first dispatch: see compile_ahead.rs.
+    fn batchnorm_by_planes(&self) -> bool {
+        true
+    }
     fn compile_ahead(&self, kernels: Vec<(Kernel, Vec<u32>)>) -> Option<Box<dyn Background>> {
         Some(Box::new(super::compile_ahead::CompileAhead::start(kernels)))
     }
@@ -310,4 +315,12 @@ fn conv2d_batchnorm_conv2d_backward(gpu: &mut GpuBackend, op: &Conv2dBatchNormCo
         }
         None => first_backward(gpu, op, &inner, (&dn, &sums)),
     }
+}
+
+/// The conv's input gradient into `dn` (BatchNorm's dy, written), and BatchNorm's backward
+/// plane sums of it: the fallback of the fused input-gradient kernels.
+fn input_grad_planes(gpu: &mut GpuBackend, op: &BatchNormConv2dBackward<GpuTensor>, dn: &GpuTensor) -> GpuTensor {
+    let pi = Conv2dParams { accumulate: 0, ..op.conv.p };
+    gpu.conv2d_backward_input(&pi, op.dy, op.conv.w, dn);
+    batchnorm_backward_planes(gpu, &op.norm, op.x, dn)
 }
