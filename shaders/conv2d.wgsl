@@ -12,8 +12,9 @@
 // conv2d_backward_weight_sums       partials, grads   the same for several layers at once
 // conv2d_pack_weights               w, packed                   the fast path's weight layout,
 //                                                               every conv of one buffer at once
-// conv2d_tile                       x, x2, x4, b, y (+ packed)  fast path, see below
-// conv2d_backward_weight_tile       x, x2, x4, dy, partial      fast path, see below
+// conv2d_tile                       x, x2, x4, b, y, packed, gamma, beta, saved   fast path,
+// conv2d_backward_weight_tile       x, x2, x4, dy, partial, gamma, beta, saved    see below
+//                                   (gamma, beta, saved: of the BatchNorm x is read through)
 //
 // Layouts: x (N, Cin, H, W), w (Cout, Cin, K, K), b (Cout), y (N, Cout, OH, OW).
 // A "tap" is one weight (Cout·Cin·K·K of them) or one bias (Cout more, after the weights).
@@ -284,6 +285,29 @@ override W: u32 = 4u;
 override K: u32 = 3u;
 // 1: compute the input gradient, a convolution of dy with the flipped, transposed weights.
 override TRANSPOSE: u32 = 0u;
+// How x is read (src/gpu/conv2d.rs Through): as it is (0), or as the output of a train-mode
+// BatchNorm of it (1) or of ReLU(x) (2), x·a + b with its plane's a = invstd·γ and
+// b = β − mean·a, as batchnorm_forward computes them, so BatchNorm's output is never written.
+override THROUGH: u32 = 0u;
+
+// A plane's (a, b) from its BatchNorm's γ, β, mean and 1/std.
+fn through_coefficients(gamma: f32, beta: f32, mean: f32, invstd: f32) -> vec2<f32> {
+    let a = invstd * gamma;
+    return vec2(a, beta - mean * a);
+}
+
+// Where the saved statistics of image n's tower and channel ic are: (mean, 1/std).
+fn saved_slots(n: u32, ic: u32) -> vec2<u32> {
+    let t = n / tower_n();
+    return vec2(t * IC + ic, (p.towers + t) * IC + ic);
+}
+
+fn through4(v: vec4<f32>, ab: vec2<f32>) -> vec4<f32> {
+    if THROUGH == 0u {
+        return v;
+    }
+    return select(v, max(v, vec4(0.0)), THROUGH == 2u) * ab.x + vec4(ab.y);
+}
 
 fn tile_pad() -> u32 {
     return K / 2u;
@@ -381,12 +405,14 @@ fn row_inside(f: u32, r: u32) -> bool {
     return ih >= 0 && ih < i32(H);
 }
 
-// Kernel row r's window for the 4 outputs at f. When W is a multiple of 4 only the first and
+// Kernel row r's window for the 4 outputs at f, read through `ab` (THROUGH). When W is a multiple of 4 only the first and
 // last `pad` elements can fall outside the row (left of column 0 when the outputs start the
 // row, right of the last column when they end it): those are zeroed here, and `tap_mask`
 // has nothing left to do. Otherwise `tap_mask` masks tap by tap.
-fn masked_window(plane: u32, f: u32, r: u32) -> Window {
+fn masked_window(plane: u32, f: u32, r: u32, ab: vec2<f32>) -> Window {
     var w = load_window(window_start(plane, f, r), window_phase(r));
+    w.lo = through4(w.lo, ab);
+    w.hi = through4(w.hi, ab);
     if W % 4u == 0u {
         let pad = tile_pad();
         let col = f % W;
@@ -484,6 +510,9 @@ struct PackedWeights {
 @group(0) @binding(4) var<storage, read> tile_b: array<f32>;
 @group(0) @binding(5) var<storage, read_write> tile_y4: array<vec4<f32>>;
 @group(0) @binding(6) var<uniform> tile_w: PackedWeights;
+@group(0) @binding(7) var<storage, read> tile_gamma: array<f32>;
+@group(0) @binding(8) var<storage, read> tile_beta: array<f32>;
+@group(0) @binding(9) var<storage, read> tile_saved: array<f32>;
 
 // One invocation per 4 adjacent outputs of one image, every output channel:
 // y[n, oc, f .. f + 3] = b[oc] + Σ_{ic, r, c} w · x[n, ic, taps]. With TRANSPOSE, the input
@@ -502,11 +531,16 @@ fn conv2d_tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         acc[oc] = vec4(select(tile_b[oc], 0.0, TRANSPOSE == 1u));
     }
     for (var ic = 0u; ic < IC; ic++) {
+        var ab = vec2(1.0, 0.0);
+        if THROUGH != 0u {
+            let s = saved_slots(n, ic);
+            ab = through_coefficients(tile_gamma[ic], tile_beta[ic], tile_saved[s.x], tile_saved[s.y]);
+        }
         for (var r = 0u; r < K; r++) {
             if W % 4u == 0u && !row_inside(f, r) {
                 continue;
             }
-            let win = masked_window(n * IC + ic, f, r);
+            let win = masked_window(n * IC + ic, f, r, ab);
             for (var c = 0u; c < K; c++) {
                 let t = select(vec4(0.0), column_taps(win, c), tap_mask(f, r, c));
                 let tap = (ic * K + r) * K + c;
@@ -533,6 +567,9 @@ fn conv2d_tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 
 @group(0) @binding(4) var<storage, read> wt_dy4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> wt_partial: array<f32>;
+@group(0) @binding(6) var<storage, read> wt_gamma: array<f32>;
+@group(0) @binding(7) var<storage, read> wt_beta: array<f32>;
+@group(0) @binding(8) var<storage, read> wt_saved: array<f32>;
 
 // One invocation per (image, input channel, output channel): its K·K taps of the weight
 // gradient (and, for input channel 0, its output channel's bias), over the plane 4 outputs at
@@ -550,6 +587,11 @@ fn conv2d_backward_weight_tile(@builtin(global_invocation_id) gid: vec3<u32>, @b
     let n = i / (IC * OC);
     let ic = (i / OC) % IC;
     let oc = i % OC;
+    var ab = vec2(1.0, 0.0);
+    if THROUGH != 0u {
+        let s = saved_slots(n, ic);
+        ab = through_coefficients(wt_gamma[ic], wt_beta[ic], wt_saved[s.x], wt_saved[s.y]);
+    }
     var acc: array<f32, 25>;
     var bias = 0.0;
     for (var t = 0u; t < K * K; t++) {
@@ -562,7 +604,7 @@ fn conv2d_backward_weight_tile(@builtin(global_invocation_id) gid: vec3<u32>, @b
             if W % 4u == 0u && !row_inside(f, r) {
                 continue;
             }
-            let win = masked_window(n * IC + ic, f, r);
+            let win = masked_window(n * IC + ic, f, r, ab);
             for (var c = 0u; c < K; c++) {
                 let t = select(vec4(0.0), column_taps(win, c), tap_mask(f, r, c));
                 acc[r * K + c] += dot(dy, t);

@@ -7,7 +7,7 @@ use siamese::backend::{Backend, Conv, Moments, Norm, NormGrads, ParamGrads, Runn
 use siamese::cpu;
 use siamese::fused::{BatchNormConv2dBackward, Conv2dBatchNormConv2dBackward, Fused, PairContrastiveBackward};
 use siamese::gpu::llvmpipe::Shape;
-use siamese::gpu::{GpuBackend, GpuTensor};
+use siamese::gpu::{GpuBackend, GpuTensor, conv2d_tiled};
 use siamese::ops::*;
 
 use crate::util::*;
@@ -370,15 +370,17 @@ fn batchnorm_maxpool_shapes() {
 
 /// Conv2d(BatchNorm(x)) fused, against the two ops in turn: the GPU's own unfused kernels bit
 /// for bit (the conv must load exactly what batchnorm_forward writes), and the CPU reference;
-/// on the subgroup kernels (one dispatch fewer each way where they read x through the
-/// normalisation) and on the others (which write BatchNorm's output out).
+/// on the subgroup kernels and on the portable ones (one dispatch fewer each way where they
+/// read x through the normalisation, else BatchNorm's output written out).
 fn batchnorm_conv2d_case(name: &str, n: usize, c_in: usize, hw: (usize, usize), c_out: usize, towers: usize) {
     for (subgroups, relu) in [(true, true), (true, false), (false, true)] {
         let name = format!("{name} subgroups={subgroups} relu={relu}");
         with_gpu(&format!("batchnorm_conv2d {name}"), |gpu| {
             gpu.driver = gpu.ctx.driver.filter(|_| subgroups);
             let shape = Shape { ic: c_in as u32, oc: c_out as u32, h: hw.0 as u32, w: hw.1 as u32, k: 3 };
-            let through = gpu.driver.is_some() && c_out != 1 && shape.supported();
+            // Where the driver's kernels do not take it, the portable tiled ones read through.
+            let pc = Conv2dParams::same(n, c_in, hw.0, hw.1, c_out, 3);
+            let through = (gpu.driver.is_some() && c_out != 1 && shape.supported()) || conv2d_tiled(&pc);
             // The input gradient's kernel sums BatchNorm's planes where it covers the shape.
             let back = Shape { ic: shape.oc, oc: shape.ic, ..shape };
             let even = hw.1.is_multiple_of(2) && (hw.0 * hw.1).is_multiple_of(4);

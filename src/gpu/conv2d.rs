@@ -1,5 +1,6 @@
 //! Launchers of shaders/conv2d.wgsl: forward, input gradient, weight and bias gradients, and
-//! Conv2d(BatchNorm(x)) in training as BatchNorm's output written out, then the conv.
+//! Conv2d(BatchNorm(x)) in training, the tiled kernels reading x through the normalisation
+//! (elsewhere BatchNorm's output written out, then the conv).
 //!
 //! Two tiers, the first that covers the shape wins: the tiled kernels, specialised per shape
 //! (planes of a multiple of 4 pixels, at most 8 channels in and out, K ≤ 5); the plain
@@ -28,28 +29,76 @@ pub fn tiled(p: &Conv2dParams) -> bool {
     (p.h * p.w).is_multiple_of(4) && p.c_in <= 8 && p.c_out <= 8 && p.k <= 5 && p.pad == p.k / 2
 }
 
-/// The override constants of `conv2d_tile`: IC, OC, H, W, K, TRANSPOSE.
-fn tile_spec(p: &Conv2dParams, transpose: bool) -> [u32; 6] {
-    let (ic, oc) = if transpose { (p.c_out, p.c_in) } else { (p.c_in, p.c_out) };
-    [ic, oc, p.h, p.w, p.k, transpose as u32]
+/// How a conv kernel reads its input x (its `THROUGH` constant): as it is, or as the output
+/// of a train-mode BatchNorm of it, ReLU(x)·a + b or x·a + b with its (tower, channel)'s
+/// a = γ·invstd and b = β − mean·a, computed as batchnorm_forward computes them. That
+/// BatchNorm's output is then never written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Through {
+    Plain = 0,
+    BatchNorm = 1,
+    BatchNormOfRelu = 2,
 }
 
-/// Runs `conv2d_tile` over `x`, its weights packed for it (a uniform buffer of vec4s over
+impl Through {
+    /// Through a BatchNorm, of ReLU(x) or of x.
+    pub fn batchnorm(relu: bool) -> Self {
+        if relu { Through::BatchNormOfRelu } else { Through::BatchNorm }
+    }
+
+    /// How `norm`, where given, is read through.
+    fn of(norm: Option<&Norm<GpuTensor>>) -> Self {
+        norm.map_or(Through::Plain, |n| Through::batchnorm(n.p.relu_input != 0))
+    }
+
+    pub fn from_spec(v: u32) -> Self {
+        match v {
+            0 => Through::Plain,
+            1 => Through::BatchNorm,
+            2 => Through::BatchNormOfRelu,
+            _ => panic!("THROUGH = {v}"),
+        }
+    }
+}
+
+/// A conv's input as a kernel reads it: x, through `norm` where given.
+#[derive(Clone, Copy)]
+struct Input<'a> {
+    x: &'a GpuTensor,
+    norm: Option<&'a Norm<'a, GpuTensor>>,
+}
+
+impl<'a> Input<'a> {
+    fn plain(x: &'a GpuTensor) -> Self {
+        Input { x, norm: None }
+    }
+
+    /// The bindings of the BatchNorm read through: γ, β and the statistics (any three buffers
+    /// where there is none; the kernel then reads none of them).
+    fn norm_bindings(&self) -> [&'a GpuTensor; 3] {
+        match self.norm {
+            Some(n) => [n.gamma, n.beta, n.saved],
+            None => [self.x; 3],
+        }
+    }
+}
+
+/// The override constants of `conv2d_tile`: IC, OC, H, W, K, TRANSPOSE, THROUGH.
+fn tile_spec(p: &Conv2dParams, transpose: bool, through: Through) -> [u32; 7] {
+    let (ic, oc) = if transpose { (p.c_out, p.c_in) } else { (p.c_in, p.c_out) };
+    [ic, oc, p.h, p.w, p.k, transpose as u32, through as u32]
+}
+
+/// Runs `conv2d_tile` over `input`, the weights packed for it (a uniform buffer of vec4s over
 /// output channels, made once per change of the weights: src/gpu/weight_packs.rs).
-fn conv2d_tile(
-    gpu: &mut GpuBackend,
-    p: &Conv2dParams,
-    transpose: bool,
-    x: &GpuTensor,
-    w: &GpuTensor,
-    b: &GpuTensor,
-    y: &GpuTensor,
-) {
-    let spec = tile_spec(p, transpose);
-    let [ic, oc, _, _, k, t] = spec;
+fn conv2d_tile(gpu: &mut GpuBackend, p: &Conv2dParams, transpose: bool, input: Input, [w, b, y]: [&GpuTensor; 3]) {
+    let spec = tile_spec(p, transpose, Through::of(input.norm));
+    let [ic, oc, _, _, k, t, _] = spec;
     let packed = gpu.packed_weights(w, PackHow { ic, oc, k, transpose: t });
     let flops = Some(Work::Flops(2.0 * p.macs() as f64));
-    let buffers = [x, x, x, b, y, &packed];
+    let [gamma, beta, saved] = input.norm_bindings();
+    let x = input.x;
+    let buffers = [x, x, x, b, y, &packed, gamma, beta, saved];
     gpu.dispatch_work(Kernel::Conv2dTile, &spec, p, &buffers, tile_groups(p), flops);
 }
 
@@ -66,7 +115,7 @@ pub fn conv2d_forward(
 ) {
     let Conv { p, w, b } = conv;
     if tiled(&p) {
-        conv2d_tile(gpu, &p, false, x, w, b, y);
+        conv2d_tile(gpu, &p, false, Input::plain(x), [w, b, y]);
     } else {
         let flops = Some(Work::Flops(2.0 * p.macs() as f64));
         gpu.dispatch_work(Kernel::Conv2dForward, &[], &p, &[x, w, b, y], GpuBackend::groups_for(p.y_len()), flops);
@@ -78,7 +127,7 @@ pub fn conv2d_forward(
 
 pub fn conv2d_backward_input(gpu: &mut GpuBackend, p: &Conv2dParams, dy: &GpuTensor, w: &GpuTensor, dx: &GpuTensor) {
     if tiled(p) {
-        conv2d_tile(gpu, p, true, dy, w, w, dx);
+        conv2d_tile(gpu, p, true, Input::plain(dy), [w, w, dx]);
     } else {
         let flops = Some(Work::Flops(2.0 * p.macs() as f64));
         gpu.dispatch_work(Kernel::Conv2dBackwardInput, &[], p, &[dy, w, dx], GpuBackend::groups_for(p.x_len()), flops);
@@ -92,16 +141,24 @@ pub fn conv2d_backward_weight(
     [x, dy]: [&GpuTensor; 2],
     grads: ParamGrads<GpuTensor>,
 ) {
+    backward_weight(gpu, p, Input::plain(x), dy, grads)
+}
+
+fn backward_weight(gpu: &mut GpuBackend, p: &Conv2dParams, input: Input, dy: &GpuTensor, grads: ParamGrads<GpuTensor>) {
     let taps = p.w_len() + p.c_out as usize;
     let flops = Some(Work::Flops(2.0 * p.macs() as f64));
+    let x = input.x;
     let (p, partial) = if tiled(p) {
         let p = Conv2dParams { chunk: 1, ..*p };
         let partial = gpu.weight_partials(p.n as usize * taps);
-        let spec = [p.c_in, p.c_out, p.h, p.w, p.k];
+        let spec = [p.c_in, p.c_out, p.h, p.w, p.k, Through::of(input.norm) as u32];
         let groups = (p.n * p.c_in * p.c_out).div_ceil(WEIGHT_TILE_WORKGROUP);
-        gpu.dispatch_work(Kernel::Conv2dBackwardWeightTile, &spec, &p, &[x, x, x, dy, &partial], groups, flops);
+        let [gamma, beta, saved] = input.norm_bindings();
+        let buffers = [x, x, x, dy, &partial, gamma, beta, saved];
+        gpu.dispatch_work(Kernel::Conv2dBackwardWeightTile, &spec, &p, &buffers, groups, flops);
         (p, partial)
     } else {
+        assert!(input.norm.is_none(), "conv2d_backward_weight: a plain kernel reads no BatchNorm through");
         let p = Conv2dParams { chunk: WEIGHT_GRAD_CHUNK as u32, ..*p };
         let chunks = p.towers as usize * ((p.n / p.towers) as usize).div_ceil(WEIGHT_GRAD_CHUNK);
         let partial = gpu.weight_partials(chunks * taps);
@@ -113,7 +170,8 @@ pub fn conv2d_backward_weight(
 }
 
 /// Conv2d(BatchNorm(x)) with BatchNorm's statistics in `norm.saved` (the batch's in training,
-/// the running ones in eval mode): BatchNorm's output written out, then the conv of it.
+/// the running ones in eval mode): the tiled conv reading x through the normalisation, or
+/// BatchNorm's output written out, then the conv of it.
 pub fn batchnorm_conv2d_forward(
     gpu: &mut GpuBackend,
     (norm, conv): (Norm<GpuTensor>, Conv<GpuTensor>),
@@ -121,8 +179,14 @@ pub fn batchnorm_conv2d_forward(
     y: &GpuTensor,
     moments: Option<Moments<GpuTensor>>,
 ) {
-    let normalised = batchnorm_output(gpu, &norm, x);
-    gpu.conv2d_moments_forward(conv, [&normalised, y], moments);
+    if !tiled(&conv.p) {
+        let normalised = batchnorm_output(gpu, &norm, x);
+        return gpu.conv2d_moments_forward(conv, [&normalised, y], moments);
+    }
+    conv2d_tile(gpu, &conv.p, false, Input { x, norm: Some(&norm) }, [conv.w, conv.b, y]);
+    if let Some(m) = moments {
+        batchnorm_plane_moments(gpu, &m.p, y, m.out);
+    }
 }
 
 /// Its backward: the conv's input gradient (BatchNorm's dy), its weight gradient of
@@ -147,8 +211,12 @@ fn batchnorm_conv2d_backward_head(
     batchnorm_sums(gpu, &op.norm, op.x, dn, op.grads.dgamma, op.grads.dbeta)
 }
 
-/// The conv's weight and bias gradients, of BatchNorm's output written out again.
+/// The conv's weight and bias gradients, of x read through the normalisation by the tiled
+/// kernel, or of BatchNorm's output written out again.
 pub(super) fn weight_grad_of_normalised(gpu: &mut GpuBackend, op: &BatchNormConv2dBackward<GpuTensor>) {
+    if tiled(&op.conv.p) {
+        return backward_weight(gpu, &op.conv.p, Input { x: op.x, norm: Some(&op.norm) }, op.dy, op.conv_grads);
+    }
     let normalised = batchnorm_output(gpu, &op.norm, op.x);
     gpu.conv2d_backward_weight(&op.conv.p, &normalised, op.dy, op.conv_grads);
 }

@@ -158,8 +158,10 @@ kernels! {
     Conv2dBackwardWeightReduce => Conv2d::"conv2d_backward_weight_reduce"(Read, ReadWrite, ReadWrite);
     Conv2dBackwardWeightSums => Conv2d::"conv2d_backward_weight_sums"(Read, ReadWrite);
     Conv2dPackWeights => Conv2d::"conv2d_pack_weights"(Read, ReadWrite);
-    Conv2dTile => Conv2d::"conv2d_tile"(Read, Read, Read, Read, ReadWrite, Uniform) [IC, OC, H, W, K, TRANSPOSE];
-    Conv2dBackwardWeightTile => Conv2d::"conv2d_backward_weight_tile"(Read, Read, Read, Read, ReadWrite) [IC, OC, H, W, K];
+    Conv2dTile =>
+        Conv2d::"conv2d_tile"(Read, Read, Read, Read, ReadWrite, Uniform, Read, Read, Read) [IC, OC, H, W, K, TRANSPOSE, THROUGH];
+    Conv2dBackwardWeightTile =>
+        Conv2d::"conv2d_backward_weight_tile"(Read, Read, Read, Read, ReadWrite, Read, Read, Read) [IC, OC, H, W, K, THROUGH];
     Conv2dRows =>
         Conv2dRows::"conv2d_rows"(Read, Read, Read, ReadWrite, ReadWrite, Read, Read, Read) [IC, OC, H, W, K, MODE, ACCUMULATE, THROUGH];
     Conv2dBackwardWeightRows =>

@@ -27,6 +27,8 @@ mod weight_sums;
 
 pub use context::{AdapterSummary, GpuContext, adapters};
 pub use conv2d::WEIGHT_GRAD_CHUNK;
+/// Whether the portable tiled conv kernels cover a shape (those read a BatchNorm through).
+pub use conv2d::tiled as conv2d_tiled;
 pub use driver::DriverKernels;
 pub use kernel::{Access, Kernel, Shader};
 pub use kernel_set::choices as kernel_set_choices;

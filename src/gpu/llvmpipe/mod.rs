@@ -55,6 +55,9 @@ mod forward;
 mod lane_per_input;
 mod launch;
 
+/// How a launch reads its input `src` (the forward's x, the weight gradient's x; its `THROUGH`
+/// value), as the portable kernels do.
+pub use crate::gpu::conv2d::Through;
 use backward::*;
 use emit::*;
 use forward::*;
@@ -99,34 +102,6 @@ impl Mode {
             1 => Mode::InputGrad,
             2 => Mode::InputGradSums,
             _ => panic!("conv2d_rows: MODE = {v}"),
-        }
-    }
-}
-
-/// How a launch reads its input `src` (the forward's x, the weight gradient's x; its `THROUGH`
-/// value): as it is, or as the output of a train-mode BatchNorm of it, ReLU(x)·a + b or
-/// x·a + b with its (tower, channel)'s a = γ·invstd and b = β − mean·a, computed as
-/// batchnorm_forward computes them. That BatchNorm's output is then never written
-/// (src/gpu/conv2d.rs, batchnorm_conv2d_*).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Through {
-    Plain = 0,
-    BatchNorm = 1,
-    BatchNormOfRelu = 2,
-}
-
-impl Through {
-    /// Through a BatchNorm, of ReLU(x) or of x.
-    pub fn batchnorm(relu: bool) -> Self {
-        if relu { Through::BatchNormOfRelu } else { Through::BatchNorm }
-    }
-
-    fn from_spec(v: u32) -> Self {
-        match v {
-            0 => Through::Plain,
-            1 => Through::BatchNorm,
-            2 => Through::BatchNormOfRelu,
-            _ => panic!("conv2d_rows: THROUGH = {v}"),
         }
     }
 }
