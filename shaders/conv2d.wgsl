@@ -571,20 +571,25 @@ fn conv2d_tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 @group(0) @binding(7) var<storage, read> wt_beta: array<f32>;
 @group(0) @binding(8) var<storage, read> wt_saved: array<f32>;
 
-// One invocation per (image, input channel, output channel): its K·K taps of the weight
-// gradient (and, for input channel 0, its output channel's bias), over the plane 4 outputs at
-// a time, written as one partial per tap (then reduced per tower by
-// conv2d_backward_weight_reduce with p.chunk = 1). Each tap sums in the same order as when
-// one invocation took every output channel, so the partials are the same bits; spread this
-// way a batch of 256 runs 8,192 to 16,384 invocations in workgroups of 64 instead of 2,048
-// in workgroups of 8, and each keeps 25 accumulators instead of 200.
+// Row bands of a plane that conv2d_backward_weight_tile's invocations split (W a multiple of
+// 4): 1, or more where (image, input, output channel) alone would be too few invocations.
+override BANDS: u32 = 1u;
+
+// One invocation per (image, row band, input channel, output channel): its K·K taps of the
+// weight gradient (and, for input channel 0, its output channel's bias), over the band 4
+// outputs at a time, written as one partial per tap and band (then reduced per tower by
+// conv2d_backward_weight_reduce with p.chunk = 1, a band counting as an image). Each tap sums
+// in the same order as when one invocation took every output channel; spread this way a batch
+// of 256 runs 4,096 to 16,384 invocations in workgroups of 64, each with 25 accumulators.
 @compute @workgroup_size(64)
 fn conv2d_backward_weight_tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.y * nwg.x * 64u + gid.x;
-    if i >= p.n * IC * OC {
+    if i >= p.n * BANDS * IC * OC {
         return;
     }
-    let n = i / (IC * OC);
+    let chunk = i / (IC * OC);
+    let n = chunk / BANDS;
+    let band = chunk % BANDS;
     let ic = (i / OC) % IC;
     let oc = i % OC;
     var ab = vec2(1.0, 0.0);
@@ -597,7 +602,9 @@ fn conv2d_backward_weight_tile(@builtin(global_invocation_id) gid: vec3<u32>, @b
     for (var t = 0u; t < K * K; t++) {
         acc[t] = 0.0;
     }
-    for (var f = 0u; f < H * W; f += 4u) {
+    let band_rows = (H + BANDS - 1u) / BANDS;
+    let end = min((band + 1u) * band_rows, H) * W;
+    for (var f = band * band_rows * W; f < end; f += 4u) {
         let dy = wt_dy4[((n * OC + oc) * H * W + f) / 4u];
         bias += dot(dy, vec4(1.0));
         for (var r = 0u; r < K; r++) {
@@ -613,9 +620,9 @@ fn conv2d_backward_weight_tile(@builtin(global_invocation_id) gid: vec3<u32>, @b
     }
     let taps = OC * IC * K * K + OC;
     for (var rc = 0u; rc < K * K; rc++) {
-        wt_partial[n * taps + (oc * IC + ic) * K * K + rc] = acc[rc];
+        wt_partial[chunk * taps + (oc * IC + ic) * K * K + rc] = acc[rc];
     }
     if ic == 0u {
-        wt_partial[n * taps + OC * IC * K * K + oc] = bias;
+        wt_partial[chunk * taps + OC * IC * K * K + oc] = bias;
     }
 }

@@ -11,6 +11,7 @@
 // relu_forward    ElementwiseParams   x, y
 // relu_backward   ElementwiseParams   y, dy, dx
 // gather_images   GatherParams        table (uniform), packed, indices, out    one per image
+// gather_image_words  the same                                  one per vec4 out
 
 // src/ops/ ElementwiseParams
 struct ElementwiseParams {
@@ -132,4 +133,17 @@ fn gather_images(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
             gathered[e / 4u][e % 4u] = pixel((packed[byte / 4u] >> (8u * (byte % 4u))) & 0xffu);
         }
     }
+}
+
+// One invocation per output vec4, images of a multiple of 4 pixels (a GPU's shape:
+// neighbouring invocations, neighbouring words); gather_images takes an image each.
+@compute @workgroup_size(WG)
+fn gather_image_words(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    let words = gp.pixels / 4u;
+    if i >= gp.n * words {
+        return;
+    }
+    let w = packed[indices[i / words] * words + i % words];
+    gathered[i] = vec4(pixel(w & 0xffu), pixel((w >> 8u) & 0xffu), pixel((w >> 16u) & 0xffu), pixel(w >> 24u));
 }

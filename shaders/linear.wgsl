@@ -140,12 +140,18 @@ fn linear_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builti
 // linear_forward_narrow    x, w, b, y                one invocation per row of the batch
 // linear_backward_narrow   x, w, dy, dx, dw, db      one per input column and one for the
 //                                                    bias, then one per row of the batch
+//                                                    (or per element of dx: DX_ELEMENTS)
 
 override D_IN: u32 = 1u;
 override D_OUT: u32 = 1u;
 const NARROW = 16u;
+// Invocations per workgroup: 16 for a CPU driver (above), 64 for a GPU.
+override NARROW_WG: u32 = 16u;
+// 1: one invocation per element of dx rather than per row (a GPU's shape: 12,544 invocations
+// instead of 256 at the model's shape).
+override DX_ELEMENTS: u32 = 0u;
 
-@compute @workgroup_size(16)
+@compute @workgroup_size(NARROW_WG)
 fn linear_forward_narrow(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n = gid.x;
     if n >= p.n {
@@ -173,13 +179,34 @@ fn linear_forward_narrow(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(5) var<storage, read_write> nb_dw: array<f32>;
 @group(0) @binding(6) var<storage, read_write> nb_db: array<f32>;
 
-@compute @workgroup_size(16)
+@compute @workgroup_size(NARROW_WG)
 fn linear_backward_narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let column_groups = (D_IN + 1u + 15u) / 16u;
+    let column_groups = (D_IN + NARROW_WG) / NARROW_WG;
     if wg.x < column_groups {
-        weight_grad_column(wg.x * 16u + lid.x);
+        weight_grad_column(wg.x * NARROW_WG + lid.x);
+    } else if DX_ELEMENTS == 1u {
+        input_grad_element((wg.x - column_groups) * NARROW_WG + lid.x);
     } else {
-        input_grad_row((wg.x - column_groups) * 16u + lid.x);
+        input_grad_row((wg.x - column_groups) * NARROW_WG + lid.x);
+    }
+}
+
+// Element i of dx, summed as input_grad_row sums it.
+fn input_grad_element(i: u32) {
+    if i >= p.n * D_IN {
+        return;
+    }
+    let n = i / D_IN;
+    let k = i % D_IN;
+    var acc = 0.0;
+    for (var o = 0u; o < D_OUT; o++) {
+        acc += nb_dy[n * D_OUT + o] * nb_w[o * D_IN + k];
+    }
+    let g = input_grad(nb_x[i], acc);
+    if (p.accumulate & ACCUMULATE_INPUT) != 0u {
+        nb_dx[i] += g;
+    } else {
+        nb_dx[i] = g;
     }
 }
 

@@ -2,7 +2,7 @@
 // Mirrors src/ops/maxpool.rs (params, reference) and src/gpu/maxpool.rs (launchers).
 //
 // entry point               bindings 1.. (binding 0: MaxPoolParams)
-// maxpool_forward           x, x2, y         one invocation per (image, channel) plane
+// maxpool_forward           x, x2, y         one invocation per output (any size)
 // maxpool_backward          x, dy, dx        one invocation per input element (any size)
 // maxpool_backward_windows  x2, dy, dx2      one invocation per plane (even H and W)
 // maxpool_forward_pairs     x4, y2           one invocation per plane (W a multiple of 4)
@@ -129,24 +129,27 @@ fn window_argmax(nc: u32, oh: u32, ow: u32) -> u32 {
     return base + (t / 2u) * p.w + t % 2u;
 }
 
-// One invocation per (image, channel) plane, looping over its windows: no per-element integer
-// division, which a CPU driver does lane by lane.
-@compute @workgroup_size(64)
-fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if gid.x < p.n * p.c {
-        forward_windows(gid.x, PLAIN);
+// One invocation per output, any size: neighbouring invocations, neighbouring windows (the
+// `pairs` and `rows` kernels below take a plane each, a CPU driver's shape).
+@compute @workgroup_size(WG)
+fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i < pooled_len() {
+        forward_window(i, PLAIN);
     }
 }
 
-fn forward_windows(nc: u32, t: Through) {
-    let oh_n = p.h / 2u;
+fn pooled_len() -> u32 {
+    return p.n * p.c * (p.h / 2u) * (p.w / 2u);
+}
+
+// Output i (< pooled_len()) of the plane it is in, read through `t`.
+fn forward_window(i: u32, t: Through) {
     let ow_n = p.w / 2u;
-    for (var oh = 0u; oh < oh_n; oh++) {
-        for (var ow = 0u; ow < ow_n; ow++) {
-            let rows = window_rows(nc, oh, ow, t);
-            y[(nc * oh_n + oh) * ow_n + ow] = first_max(rows[0], rows[1]).x;
-        }
-    }
+    let per_plane = (p.h / 2u) * ow_n;
+    let o = i % per_plane;
+    let rows = window_rows(i / per_plane, o / ow_n, o % ow_n, t);
+    y[i] = first_max(rows[0], rows[1]).x;
 }
 
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
@@ -439,10 +442,11 @@ fn plane_batchnorm(nc: u32) -> Through {
     return through_batchnorm(bn_gamma[s.x], bn_beta[s.x], bn_saved[s.y], bn_saved[s.z]);
 }
 
-@compute @workgroup_size(64)
-fn batchnorm_maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if gid.x < p.n * p.c {
-        forward_windows(gid.x, plane_batchnorm(gid.x));
+@compute @workgroup_size(WG)
+fn batchnorm_maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i < pooled_len() {
+        forward_window(i, plane_batchnorm(i / ((p.h / 2u) * (p.w / 2u))));
     }
 }
 

@@ -33,7 +33,7 @@ impl Backend for GpuBackend {
         format!("gpu-{}", self.ctx.adapter.name)
     }
     fn convs_hand_moments(&self) -> bool {
-        self.plane_batchnorm()
+        self.plane_at_a_time()
     }
 
     fn zeros(&mut self, len: usize) -> GpuTensor {

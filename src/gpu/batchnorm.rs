@@ -1,5 +1,5 @@
 //! Launchers of shaders/batchnorm.wgsl: statistics, normalise, and backward (sums, then the
-//! input gradient), in one of two shapes chosen by the kernel set (`plane_batchnorm`): a
+//! input gradient), in one of two shapes chosen by the kernel set (`plane_at_a_time`): a
 //! workgroup per channel with a tree inside (portable), or plane by plane (a CPU driver's set,
 //! whose convs hand over plane moments and whose fused backwards write plane sums). Every
 //! BatchNorm of a run reduces the same way, so fused and unfused ops give the same bits.
@@ -26,14 +26,6 @@ fn plane_groups(p: &BatchNormParams) -> u32 {
     (planes(p) as u32).div_ceil(SMALL_WORKGROUP)
 }
 
-impl GpuBackend {
-    /// Whether BatchNorm reduces plane by plane (the selected driver's kernels do) rather than
-    /// a channel per workgroup.
-    pub fn plane_batchnorm(&self) -> bool {
-        self.driver.is_some_and(|d| d.batchnorm_by_planes())
-    }
-}
-
 /// Per-plane (mean, M2) of x as `p` reads it.
 pub fn batchnorm_plane_moments(gpu: &mut GpuBackend, p: &BatchNormParams, x: &GpuTensor, moments: &GpuTensor) {
     check(p, "batchnorm_plane_moments", &[x]);
@@ -54,7 +46,7 @@ pub fn batchnorm_statistics(
 ) {
     check(p, "batchnorm_statistics", &[x]);
     assert_eq!(saved.len, p.saved_len(), "batchnorm_statistics: saved");
-    if !gpu.plane_batchnorm() {
+    if !gpu.plane_at_a_time() {
         let bindings = [x, saved, running.mean, running.var];
         return gpu.dispatch(Kernel::BatchNormChannelStats, p, &bindings, p.c);
     }
@@ -119,7 +111,7 @@ pub fn batchnorm_sums(
     dgamma: &GpuTensor,
     dbeta: &GpuTensor,
 ) -> GpuTensor {
-    if gpu.plane_batchnorm() {
+    if gpu.plane_at_a_time() {
         let plane_sums = batchnorm_backward_planes(gpu, norm, x, dy);
         batchnorm_backward_sums(gpu, &norm.p, &plane_sums, dgamma, dbeta)
     } else {
@@ -167,7 +159,7 @@ pub fn batchnorm_backward_input(
 ) {
     let p = &norm.p;
     let accumulate = (p.accumulate & ACCUMULATE_INPUT != 0) as u32;
-    if gpu.plane_batchnorm() {
+    if gpu.plane_at_a_time() {
         let bindings = [x, dy, norm.gamma, norm.saved, sums, dx];
         gpu.dispatch_specialized(Kernel::BatchNormBackwardInputPlanes, &[accumulate], p, &bindings, plane_groups(p));
     } else {

@@ -24,6 +24,23 @@ pub const WEIGHT_GRAD_CHUNK: usize = 4;
 const TILE_WORKGROUP: u32 = 64;
 const WEIGHT_TILE_WORKGROUP: u32 = 64;
 
+/// Invocations of the tiled weight gradient per image it should at least run: with the 256
+/// images of a training batch, 4,096, as many as the partials it writes. From the layer's
+/// shape alone, so that the warm-up's small batch builds the pipelines a run uses.
+const WEIGHT_TILE_PER_IMAGE: u32 = 16;
+
+/// At most this many bands: each multiplies the partials to sum.
+const WEIGHT_TILE_BANDS: u32 = 4;
+
+/// Row bands each (image, input, output channel) of the tiled weight gradient is split into:
+/// enough for WEIGHT_TILE_PER_IMAGE where rows are whole strips of 4 (W a multiple of 4).
+fn weight_tile_bands(p: &Conv2dParams) -> u32 {
+    if !p.w.is_multiple_of(4) {
+        return 1;
+    }
+    WEIGHT_TILE_PER_IMAGE.div_ceil(p.c_in * p.c_out).clamp(1, WEIGHT_TILE_BANDS.min(p.h))
+}
+
 /// Whether the tiled kernels handle this shape.
 pub fn tiled(p: &Conv2dParams) -> bool {
     (p.h * p.w).is_multiple_of(4) && p.c_in <= 8 && p.c_out <= 8 && p.k <= 5 && p.pad == p.k / 2
@@ -150,13 +167,15 @@ fn backward_weight(gpu: &mut GpuBackend, p: &Conv2dParams, input: Input, dy: &Gp
     let x = input.x;
     let (p, partial) = if tiled(p) {
         let p = Conv2dParams { chunk: 1, ..*p };
-        let partial = gpu.weight_partials(p.n as usize * taps);
-        let spec = [p.c_in, p.c_out, p.h, p.w, p.k, Through::of(input.norm) as u32];
-        let groups = (p.n * p.c_in * p.c_out).div_ceil(WEIGHT_TILE_WORKGROUP);
+        let bands = weight_tile_bands(&p);
+        let partial = gpu.weight_partials((p.n * bands) as usize * taps);
+        let spec = [p.c_in, p.c_out, p.h, p.w, p.k, Through::of(input.norm) as u32, bands];
+        let groups = (p.n * bands * p.c_in * p.c_out).div_ceil(WEIGHT_TILE_WORKGROUP);
         let [gamma, beta, saved] = input.norm_bindings();
         let buffers = [x, x, x, dy, &partial, gamma, beta, saved];
         gpu.dispatch_work(Kernel::Conv2dBackwardWeightTile, &spec, &p, &buffers, groups, flops);
-        (p, partial)
+        // Each band's partials count as an image's.
+        (Conv2dParams { n: p.n * bands, ..p }, partial)
     } else {
         assert!(input.norm.is_none(), "conv2d_backward_weight: a plain kernel reads no BatchNorm through");
         let p = Conv2dParams { chunk: WEIGHT_GRAD_CHUNK as u32, ..*p };

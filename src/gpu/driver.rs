@@ -21,10 +21,12 @@ pub trait DriverKernels: Sync {
     fn storage(&self) -> &'static str;
     /// The WGSL of one of its generated kernels (see `Shader::generated`) for `spec`.
     fn source(&self, kernel: Kernel, spec: &[u32]) -> String;
-    /// Whether its kernels reduce BatchNorm plane by plane: its convs hand over their output's
-    /// plane moments, its fused backwards write plane sums. Then every BatchNorm of a run does
-    /// (src/gpu/batchnorm.rs), so that fused and unfused ops give the same bits.
-    fn batchnorm_by_planes(&self) -> bool;
+    /// Whether the shared kernels should take a CPU driver's shape: a plane or an image per
+    /// invocation, looping over it (no index arithmetic per element, no barriers), and
+    /// BatchNorm reduced plane by plane, its convs handing over plane moments and its fused
+    /// backwards writing plane sums. Then every op of a run does (src/gpu/batchnorm.rs), so
+    /// that fused and unfused ops give the same bits.
+    fn plane_at_a_time(&self) -> bool;
     /// Starts compiling `kernels` in the background, where that shortens a first step.
     fn compile_ahead(&self, kernels: Vec<(Kernel, Vec<u32>)>) -> Option<Box<dyn Background>>;
 
@@ -53,6 +55,15 @@ pub trait DriverKernels: Sync {
     ) -> bool;
     /// A fused op, where it has kernels of its own for it.
     fn fused(&self, gpu: &mut GpuBackend, op: &Fused<GpuTensor>) -> bool;
+}
+
+impl GpuBackend {
+    /// Whether the shared kernels run a CPU driver's shape, a plane or an image per invocation
+    /// and BatchNorm reduced plane by plane (`DriverKernels::plane_at_a_time`), rather than a
+    /// GPU's: an element (or window) per invocation, a workgroup per channel.
+    pub fn plane_at_a_time(&self) -> bool {
+        self.driver.is_some_and(|d| d.plane_at_a_time())
+    }
 }
 
 /// Work a kernel set left running in the background; dropping it waits for it to end.

@@ -63,10 +63,10 @@ pub fn gather_images(gpu: &mut GpuBackend, images: &GpuImages, indices: &[u32], 
     let idx = gpu.scratch(indices.len());
     gpu.write_words(&idx, indices);
     let p = GatherParams { n: indices.len() as u32, pixels: images.per_image as u32, _pad: [0; 2] };
-    gpu.dispatch(
-        Kernel::GatherImages,
-        &p,
-        &[&images.table, &images.packed, &idx, out],
-        (indices.len() as u32).div_ceil(GATHER_WORKGROUP),
-    );
+    let bindings = [&images.table, &images.packed, &idx, out];
+    if images.per_image.is_multiple_of(4) && !gpu.plane_at_a_time() {
+        gpu.dispatch(Kernel::GatherImageWords, &p, &bindings, GpuBackend::groups_for(out.len / 4));
+    } else {
+        gpu.dispatch(Kernel::GatherImages, &p, &bindings, (indices.len() as u32).div_ceil(GATHER_WORKGROUP));
+    }
 }

@@ -152,6 +152,7 @@ kernels! {
     ReluForward => Elementwise::"relu_forward"(Read, ReadWrite);
     ReluBackward => Elementwise::"relu_backward"(Read, Read, ReadWrite);
     GatherImages => Elementwise::"gather_images"(Uniform, Read, Read, ReadWrite);
+    GatherImageWords => Elementwise::"gather_image_words"(Uniform, Read, Read, ReadWrite);
     Conv2dForward => Conv2d::"conv2d_forward"(Read, Read, Read, ReadWrite);
     Conv2dBackwardInput => Conv2d::"conv2d_backward_input"(Read, Read, ReadWrite);
     Conv2dBackwardWeightPartial => Conv2d::"conv2d_backward_weight_partial"(Read, Read, ReadWrite);
@@ -161,7 +162,7 @@ kernels! {
     Conv2dTile =>
         Conv2d::"conv2d_tile"(Read, Read, Read, Read, ReadWrite, Uniform, Read, Read, Read) [IC, OC, H, W, K, TRANSPOSE, THROUGH];
     Conv2dBackwardWeightTile =>
-        Conv2d::"conv2d_backward_weight_tile"(Read, Read, Read, Read, ReadWrite, Read, Read, Read) [IC, OC, H, W, K, THROUGH];
+        Conv2d::"conv2d_backward_weight_tile"(Read, Read, Read, Read, ReadWrite, Read, Read, Read) [IC, OC, H, W, K, THROUGH, BANDS];
     Conv2dRows =>
         Conv2dRows::"conv2d_rows"(Read, Read, Read, ReadWrite, ReadWrite, Read, Read, Read) [IC, OC, H, W, K, MODE, ACCUMULATE, THROUGH];
     Conv2dBackwardWeightRows =>
@@ -206,8 +207,9 @@ kernels! {
     LinearForward => Linear::"linear_forward"(Read, Read, Read, ReadWrite);
     LinearBackwardInput => Linear::"linear_backward_input"(Read, Read, Read, ReadWrite);
     LinearBackwardWeight => Linear::"linear_backward_weight"(Read, Read, ReadWrite, ReadWrite);
-    LinearForwardNarrow => Linear::"linear_forward_narrow"(Read, Read, Read, ReadWrite) [D_IN, D_OUT];
-    LinearBackwardNarrow => Linear::"linear_backward_narrow"(Read, Read, Read, ReadWrite, ReadWrite, ReadWrite) [D_IN, D_OUT];
+    LinearForwardNarrow => Linear::"linear_forward_narrow"(Read, Read, Read, ReadWrite) [D_IN, D_OUT, NARROW_WG];
+    LinearBackwardNarrow =>
+        Linear::"linear_backward_narrow"(Read, Read, Read, ReadWrite, ReadWrite, ReadWrite) [D_IN, D_OUT, NARROW_WG, DX_ELEMENTS];
     PairDistanceForward => Distance::"pair_distance_forward"(Read, ReadWrite);
     PairDistanceBackward => Distance::"pair_distance_backward"(Read, Read, Read, ReadWrite);
     ContrastiveForward => Contrastive::"contrastive_forward"(Read, Read, ReadWrite);

@@ -7,27 +7,42 @@ use crate::ops::LinearParams;
 /// Outputs the `_narrow` kernels take (shaders/linear.wgsl, NARROW): their sums in registers.
 const NARROW: u32 = 16;
 
-/// Invocations per workgroup of the `_narrow` kernels (as in shaders/linear.wgsl): a CPU
-/// driver runs a workgroup on one thread, so small ones let its threads share even the weight
-/// gradient's D_IN + 1 invocations (0.52 → 0.36 ms from 64 at the model's shape).
-const NARROW_WORKGROUP: u32 = 16;
+/// Invocations per workgroup of the `_narrow` kernels (shaders/linear.wgsl NARROW_WG) on a CPU
+/// driver, which runs a workgroup on one thread: small ones let its threads share even the
+/// weight gradient's D_IN + 1 invocations (0.52 → 0.36 ms from 64 at the model's shape).
+const CPU_NARROW_WORKGROUP: u32 = 16;
+/// And on a GPU: whole SIMD groups.
+const GPU_NARROW_WORKGROUP: u32 = 64;
 
-/// The `_narrow` kernels' constants (D_IN, D_OUT), where they cover the shape.
-fn narrow(p: &LinearParams) -> Option<[u32; 2]> {
-    (p.d_out <= NARROW).then_some([p.d_in, p.d_out])
+/// The `_narrow` kernels' shape, where they cover the op.
+struct Narrow {
+    d_in: u32,
+    d_out: u32,
+    /// Invocations per workgroup.
+    group: u32,
+    /// One invocation per element of dx rather than per row (a GPU's shape).
+    dx_elements: bool,
+}
+
+impl Narrow {
+    fn of(gpu: &GpuBackend, p: &LinearParams) -> Option<Self> {
+        let cpu = gpu.plane_at_a_time();
+        let group = if cpu { CPU_NARROW_WORKGROUP } else { GPU_NARROW_WORKGROUP };
+        (p.d_out <= NARROW).then_some(Narrow { d_in: p.d_in, d_out: p.d_out, group, dx_elements: !cpu })
+    }
+
+    /// Workgroups of one invocation per row of the batch (one grid dimension: a batch of at
+    /// most 4 million rows).
+    fn row_groups(&self, p: &LinearParams) -> u32 {
+        let groups = p.n.div_ceil(self.group);
+        assert!(groups <= 65_535, "linear: a batch of {} rows", p.n);
+        groups
+    }
 }
 
 fn sizes(p: &LinearParams) -> (usize, usize, usize) {
     let (n, i, o) = (p.n as usize, p.d_in as usize, p.d_out as usize);
     (n * i, o * i, n * o)
-}
-
-/// Workgroups of the one-invocation-per-row kernels (one grid dimension: a batch of at most
-/// 4 million rows).
-fn row_groups(p: &LinearParams) -> u32 {
-    let groups = p.n.div_ceil(NARROW_WORKGROUP);
-    assert!(groups <= 65_535, "linear: a batch of {} rows", p.n);
-    groups
 }
 
 pub fn linear_forward(
@@ -40,8 +55,11 @@ pub fn linear_forward(
 ) {
     let (x_len, w_len, y_len) = sizes(p);
     assert_eq!((x.len, w.len, b.len, y.len), (x_len, w_len, p.d_out as usize, y_len), "linear_forward: {p:?}");
-    match narrow(p) {
-        Some(spec) => gpu.dispatch_specialized(Kernel::LinearForwardNarrow, &spec, p, &[x, w, b, y], row_groups(p)),
+    match Narrow::of(gpu, p) {
+        Some(n) => {
+            let spec = [n.d_in, n.d_out, n.group];
+            gpu.dispatch_specialized(Kernel::LinearForwardNarrow, &spec, p, &[x, w, b, y], n.row_groups(p))
+        }
         None => gpu.dispatch(Kernel::LinearForward, p, &[x, w, b, y], GpuBackend::groups_for(y_len)),
     }
 }
@@ -61,8 +79,8 @@ pub fn linear_backward(
         (x_len, w_len, y_len, x_len, w_len, p.d_out as usize),
         "linear_backward: {p:?}"
     );
-    match narrow(p) {
-        Some(spec) => {
+    match Narrow::of(gpu, p) {
+        Some(n) => {
             // The rows of dx are part of the launch: without a dx they go to scratch.
             let scratch;
             let dx = match dx {
@@ -72,7 +90,9 @@ pub fn linear_backward(
                     &scratch
                 }
             };
-            let groups = (p.d_in + 1).div_ceil(NARROW_WORKGROUP) + row_groups(p);
+            let dx_groups = if n.dx_elements { (x_len as u32).div_ceil(n.group) } else { n.row_groups(p) };
+            let groups = (p.d_in + 1).div_ceil(n.group) + dx_groups;
+            let spec = [n.d_in, n.d_out, n.group, n.dx_elements as u32];
             gpu.dispatch_specialized(Kernel::LinearBackwardNarrow, &spec, p, &[x, w, dy, dx, dw, db], groups)
         }
         None => {

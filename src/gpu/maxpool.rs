@@ -30,12 +30,14 @@ fn rows(p: &MaxPoolParams) -> bool {
 
 pub fn maxpool_forward(gpu: &mut GpuBackend, p: &MaxPoolParams, x: &GpuTensor, y: &GpuTensor) {
     assert_eq!((x.len, y.len), (p.x_len(), p.y_len()), "maxpool_forward: {p:?}");
-    if pairs(p) {
+    if !gpu.plane_at_a_time() {
+        gpu.dispatch(Kernel::MaxPoolForward, p, &[x, x, y], GpuBackend::groups_for(p.y_len()));
+    } else if pairs(p) {
         gpu.dispatch(Kernel::MaxPoolForwardPairs, p, &[x, y], plane_groups(p));
     } else if rows(p) {
         gpu.dispatch(Kernel::MaxPoolForwardRows, p, &[x, x, y], plane_groups(p));
     } else {
-        gpu.dispatch(Kernel::MaxPoolForward, p, &[x, x, y], plane_groups(p));
+        gpu.dispatch(Kernel::MaxPoolForward, p, &[x, x, y], GpuBackend::groups_for(p.y_len()));
     }
 }
 
@@ -65,12 +67,15 @@ pub fn batchnorm_maxpool_forward(
     let Norm { p: pb, gamma, beta, saved } = *norm;
     let p = p.through(&pb);
     assert_eq!((x.len, y.len, saved.len), (p.x_len(), p.y_len(), pb.saved_len()), "batchnorm_maxpool_forward: {p:?}");
-    if pairs(&p) {
+    let groups = GpuBackend::groups_for(p.y_len());
+    if !gpu.plane_at_a_time() {
+        gpu.dispatch(Kernel::BatchNormMaxPoolForward, &p, &[x, x, y, gamma, beta, saved], groups);
+    } else if pairs(&p) {
         gpu.dispatch(Kernel::BatchNormMaxPoolForwardPairs, &p, &[x, y, gamma, beta, saved], plane_groups(&p));
     } else if rows(&p) {
         gpu.dispatch(Kernel::BatchNormMaxPoolForwardRows, &p, &[x, x, y, gamma, beta, saved], plane_groups(&p));
     } else {
-        gpu.dispatch(Kernel::BatchNormMaxPoolForward, &p, &[x, x, y, gamma, beta, saved], plane_groups(&p));
+        gpu.dispatch(Kernel::BatchNormMaxPoolForward, &p, &[x, x, y, gamma, beta, saved], groups);
     }
 }
 
@@ -90,7 +95,7 @@ pub fn batchnorm_maxpool_backward(
     let NormGrads { dx, dgamma, dbeta } = grads;
     let p = MaxPoolParams { accumulate: 0, ..p.through(&pb) };
     assert_eq!((x.len, dy.len, dx.len), (p.x_len(), p.y_len(), p.x_len()), "batchnorm_maxpool_backward: {p:?}");
-    if !gpu.plane_batchnorm() {
+    if !gpu.plane_at_a_time() {
         let sums = batchnorm_channel_sums(gpu, norm, (x, dy, p.w), dgamma, dbeta);
         return batchnorm_pooled_backward_input(gpu, norm, (x, dy, p.w), &sums, dx);
     }

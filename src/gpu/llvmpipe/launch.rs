@@ -51,7 +51,7 @@ impl DriverKernels for Llvmpipe {
         super::source(kernel, spec)
     }
     /// llvmpipe compiles each kernel at its first dispatch: see compile_ahead.rs.
-    fn batchnorm_by_planes(&self) -> bool {
+    fn plane_at_a_time(&self) -> bool {
         true
     }
     fn compile_ahead(&self, kernels: Vec<(Kernel, Vec<u32>)>) -> Option<Box<dyn Background>> {
