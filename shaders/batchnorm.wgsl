@@ -5,8 +5,9 @@
 // entry point                 bindings 1.. (binding 0: BatchNormParams)
 // batchnorm_channel_stats     x, saved, running_mean, running_var  one workgroup per channel
 // batchnorm_channel_sums      x, dy, gamma, beta, saved, sums, dgamma, dbeta   the same
-// batchnorm_forward           x, gamma, beta, saved, y             one invocation per element
-// batchnorm_backward_input    x, dy, gamma, beta, saved, sums, dx  one invocation per element
+// batchnorm_forward           x, gamma, beta, saved, y             one invocation per vec4
+// batchnorm_backward_input    x, dy, gamma, beta, saved, sums, dx  one invocation per vec4
+//                             (per element where planes are not whole vec4s)
 // batchnorm_running_stats     running_mean, running_var, saved     one per channel
 //                             (eval mode: its statistics, then batchnorm_forward or a
 //                             kernel that normalises as it reads)
@@ -193,25 +194,40 @@ fn plane_tower(plane: u32) -> u32 {
     return plane / p.c / tower_n();
 }
 
-@group(0) @binding(1) var<storage, read> xs: array<f32>;
+// Element i of x, through the vec4 view.
+fn x_at(i: u32) -> f32 {
+    return x4[i / 4u][i % 4u];
+}
+
 @group(0) @binding(2) var<storage, read> fw_gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> fw_beta: array<f32>;
 @group(0) @binding(4) var<storage, read> fw_saved: array<f32>;
-@group(0) @binding(5) var<storage, read_write> fw_y: array<f32>;
+@group(0) @binding(5) var<storage, read_write> fw_y4: array<vec4<f32>>;
+
+// Where element or vec4 `i` of a one-per-element pass is: planes of a multiple of 4 pixels
+// go a vec4 per invocation (runs of whole vec4s), others an element.
+fn elements_per_invocation() -> u32 {
+    return select(1u, 4u, p.hw % 4u == 0u);
+}
 
 // y = x·a + b with a = invstd·γ and b = β − mean·a of the element's (tower, channel).
 @compute @workgroup_size(256)
 fn batchnorm_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    if i >= p.n * p.c * p.hw {
+    let per = elements_per_invocation();
+    if i * per >= p.n * p.c * p.hw {
         return;
     }
-    let plane = i / p.hw;
+    let plane = i * per / p.hw;
     let c = plane_channel(plane);
     let t = plane_tower(plane);
     let a = fw_saved[saved_invstd(t, c)] * fw_gamma[c];
     let b = fw_beta[c] - fw_saved[saved_mean(t, c)] * a;
-    fw_y[i] = bn_in(xs[i]) * a + b;
+    if per == 4u {
+        fw_y4[i] = bn_in4(x4[i]) * a + vec4(b);
+    } else {
+        fw_y4[i / 4u][i % 4u] = bn_in(x_at(i)) * a + b;
+    }
 }
 
 @group(0) @binding(2) var<storage, read> bp_dy4: array<vec4<f32>>;
@@ -372,6 +388,18 @@ fn tower_element(t: u32, c: u32, e: u32) -> u32 {
     return (n * p.c + c) * p.hw + e % p.hw;
 }
 
+// Vec4 e (of tower_n() · hw / 4, planes of a multiple of 4) of tower t's channel c: planes
+// are runs of whole vec4s, which the channel kernels read at once.
+fn tower_vec4(t: u32, c: u32, e: u32) -> u32 {
+    let q = p.hw / 4u;
+    let n = t * tower_n() + e / q;
+    return (n * p.c + c) * q + e % q;
+}
+
+fn sum4(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
 // The channel of one workgroup of a channel kernel (a 2-D grid past 65,535 channels).
 fn workgroup_channel(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;
@@ -394,16 +422,34 @@ fn batchnorm_channel_stats(
         return;
     }
     let m = tower_n() * p.hw;
+    let whole = p.hw % 4u == 0u;
     for (var t = 0u; t < p.towers; t++) {
         var s = 0.0;
-        for (var e = lid; e < m; e += TREE) {
-            s += bn_in(xs[tower_element(t, c, e)]);
+        if whole {
+            var s4 = vec4(0.0);
+            for (var e = lid; e < m / 4u; e += TREE) {
+                s4 += bn_in4(x4[tower_vec4(t, c, e)]);
+            }
+            s = sum4(s4);
+        } else {
+            for (var e = lid; e < m; e += TREE) {
+                s += bn_in(x_at(tower_element(t, c, e)));
+            }
         }
         let mean = workgroup_sum(lid, vec2(s, 0.0)).x / f32(m);
         var q = 0.0;
-        for (var e = lid; e < m; e += TREE) {
-            let d = bn_in(xs[tower_element(t, c, e)]) - mean;
-            q += d * d;
+        if whole {
+            var q4 = vec4(0.0);
+            for (var e = lid; e < m / 4u; e += TREE) {
+                let d = bn_in4(x4[tower_vec4(t, c, e)]) - vec4(mean);
+                q4 += d * d;
+            }
+            q = sum4(q4);
+        } else {
+            for (var e = lid; e < m; e += TREE) {
+                let d = bn_in(x_at(tower_element(t, c, e))) - mean;
+                q += d * d;
+            }
         }
         let m2 = workgroup_sum(lid, vec2(q, 0.0)).x;
         if lid == 0u {
@@ -422,7 +468,7 @@ fn batchnorm_channel_stats(
 // MaxPool(BatchNorm(x))'s backward writes neither the pool's dx nor BatchNorm's output.
 override POOL_W: u32 = 0u;
 
-@group(0) @binding(2) var<storage, read> g_dy: array<f32>;
+@group(0) @binding(2) var<storage, read> g_dy4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> g_gamma: array<f32>;
 @group(0) @binding(4) var<storage, read> g_beta: array<f32>;
 @group(0) @binding(5) var<storage, read> g_saved: array<f32>;
@@ -430,7 +476,7 @@ override POOL_W: u32 = 0u;
 // The gradient reaching BatchNorm's output element i, of tower t and channel c.
 fn output_grad(i: u32, t: u32, c: u32) -> f32 {
     if POOL_W == 0u {
-        return g_dy[i];
+        return g_dy4[i / 4u][i % 4u];
     }
     // Never 0 here, but a compiler may fold the divisions of the branch not taken.
     let pool_w = max(POOL_W, 1u);
@@ -446,11 +492,20 @@ fn output_grad(i: u32, t: u32, c: u32) -> f32 {
     let a = g_saved[saved_invstd(t, c)] * g_gamma[c];
     let b = g_beta[c] - g_saved[saved_mean(t, c)] * a;
     let base = plane * p.hw + (h - h % 2u) * pool_w + (w - w % 2u);
-    let top = vec2(bn_in(xs[base]), bn_in(xs[base + 1u])) * a + vec2(b);
-    let bottom = vec2(bn_in(xs[base + pool_w]), bn_in(xs[base + pool_w + 1u])) * a + vec2(b);
+    let top = vec2(bn_in(x_at(base)), bn_in(x_at(base + 1u))) * a + vec2(b);
+    let bottom = vec2(bn_in(x_at(base + pool_w)), bn_in(x_at(base + pool_w + 1u))) * a + vec2(b);
     let best = u32(first_max(top, bottom).y);
-    let dy = g_dy[(plane * oh + h / 2u) * ow + w / 2u];
-    return select(0.0, dy, best == (h % 2u) * 2u + w % 2u);
+    let o = (plane * oh + h / 2u) * ow + w / 2u;
+    return select(0.0, g_dy4[o / 4u][o % 4u], best == (h % 2u) * 2u + w % 2u);
+}
+
+// The same for the 4 elements of vec4 i4.
+fn output_grad4(i4: u32, t: u32, c: u32) -> vec4<f32> {
+    if POOL_W == 0u {
+        return g_dy4[i4];
+    }
+    let i = 4u * i4;
+    return vec4(output_grad(i, t, c), output_grad(i + 1u, t, c), output_grad(i + 2u, t, c), output_grad(i + 3u, t, c));
 }
 
 @group(0) @binding(6) var<storage, read_write> cg_sums: array<f32>;
@@ -475,10 +530,22 @@ fn batchnorm_channel_sums(
         let mean = g_saved[saved_mean(t, c)];
         let invstd = g_saved[saved_invstd(t, c)];
         var s = vec2(0.0);
-        for (var e = lid; e < m; e += TREE) {
-            let i = tower_element(t, c, e);
-            let dy = output_grad(i, t, c);
-            s += vec2(dy, dy * (bn_in(xs[i]) - mean) * invstd);
+        if p.hw % 4u == 0u {
+            var s4 = vec4(0.0);
+            var sx4 = vec4(0.0);
+            for (var e = lid; e < m / 4u; e += TREE) {
+                let i4 = tower_vec4(t, c, e);
+                let dy = output_grad4(i4, t, c);
+                s4 += dy;
+                sx4 += dy * (bn_in4(x4[i4]) - vec4(mean)) * invstd;
+            }
+            s = vec2(sum4(s4), sum4(sx4));
+        } else {
+            for (var e = lid; e < m; e += TREE) {
+                let i = tower_element(t, c, e);
+                let dy = output_grad(i, t, c);
+                s += vec2(dy, dy * (bn_in(x_at(i)) - mean) * invstd);
+            }
         }
         let total = workgroup_sum(lid, s);
         if lid == 0u {
@@ -500,17 +567,18 @@ fn batchnorm_channel_sums(
 }
 
 @group(0) @binding(6) var<storage, read> gi_sums: array<f32>;
-@group(0) @binding(7) var<storage, read_write> gi_dx: array<f32>;
+@group(0) @binding(7) var<storage, read_write> gi_dx4: array<vec4<f32>>;
 
 // dx = dy·k + x·u + v with the element's (tower, channel) constants (batchnorm_backward_input_planes
-// says which); through a ReLU input, 0 where x ≤ 0.
+// says which); through a ReLU input, 0 where x ≤ 0. A vec4 or an element per invocation.
 @compute @workgroup_size(256)
 fn batchnorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    if i >= p.n * p.c * p.hw {
+    let per = elements_per_invocation();
+    if i * per >= p.n * p.c * p.hw {
         return;
     }
-    let plane = i / p.hw;
+    let plane = i * per / p.hw;
     let c = plane_channel(plane);
     let t = plane_tower(plane);
     let kuv = batchnorm_input_grad_coefficients(
@@ -521,11 +589,22 @@ fn batchnorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @buil
         gi_sums[saved_invstd(t, c)],
         f32(tower_n() * p.hw),
     );
-    let xv = xs[i];
-    let g = select(0.0, output_grad(i, t, c) * kuv.x + bn_in(xv) * kuv.y + kuv.z, xv > 0.0 || p.relu_input == 0u);
-    if ACCUMULATE == 1u {
-        gi_dx[i] += g;
+    let relu = p.relu_input != 0u;
+    if per == 4u {
+        let xv = x4[i];
+        let g = select(vec4(0.0), output_grad4(i, t, c) * kuv.x + bn_in4(xv) * kuv.y + vec4(kuv.z), xv > vec4(0.0) | vec4(!relu));
+        if ACCUMULATE == 1u {
+            gi_dx4[i] += g;
+        } else {
+            gi_dx4[i] = g;
+        }
     } else {
-        gi_dx[i] = g;
+        let xv = x_at(i);
+        let g = select(0.0, output_grad(i, t, c) * kuv.x + bn_in(xv) * kuv.y + kuv.z, xv > 0.0 || !relu);
+        if ACCUMULATE == 1u {
+            gi_dx4[i / 4u][i % 4u] += g;
+        } else {
+            gi_dx4[i / 4u][i % 4u] = g;
+        }
     }
 }

@@ -21,6 +21,13 @@ fn planes(p: &BatchNormParams) -> usize {
     (p.n * p.c) as usize
 }
 
+/// Workgroups of the elementwise passes: a vec4 per invocation where planes are whole vec4s,
+/// else an element.
+fn element_groups(p: &BatchNormParams) -> u32 {
+    let per = if p.hw.is_multiple_of(4) { 4 } else { 1 };
+    GpuBackend::groups_for(p.len() / per)
+}
+
 /// Workgroups of the one-invocation-per-plane kernels.
 fn plane_groups(p: &BatchNormParams) -> u32 {
     (planes(p) as u32).div_ceil(SMALL_WORKGROUP)
@@ -86,7 +93,7 @@ pub fn batchnorm_output(gpu: &mut GpuBackend, norm: &Norm<GpuTensor>, x: &GpuTen
 pub fn batchnorm_normalise(gpu: &mut GpuBackend, norm: &Norm<GpuTensor>, x: &GpuTensor, y: &GpuTensor) {
     let p = &norm.p;
     check(p, "batchnorm_normalise", &[x, y]);
-    let groups = GpuBackend::groups_for(p.len());
+    let groups = element_groups(p);
     gpu.dispatch(Kernel::BatchNormForward, p, &[x, norm.gamma, norm.beta, norm.saved, y], groups);
 }
 
@@ -179,7 +186,7 @@ pub(super) fn batchnorm_pooled_backward_input(
     let p = &norm.p;
     let accumulate = (p.accumulate & ACCUMULATE_INPUT != 0) as u32;
     let bindings = [x, dy, norm.gamma, norm.beta, norm.saved, sums, dx];
-    let groups = GpuBackend::groups_for(p.len());
+    let groups = element_groups(p);
     gpu.dispatch_specialized(Kernel::BatchNormBackwardInput, &[accumulate, pool_w], p, &bindings, groups);
 }
 
