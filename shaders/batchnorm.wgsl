@@ -499,13 +499,36 @@ fn output_grad(i: u32, t: u32, c: u32) -> f32 {
     return select(0.0, g_dy4[o / 4u][o % 4u], best == (h % 2u) * 2u + w % 2u);
 }
 
-// The same for the 4 elements of vec4 i4.
+// The same for the 4 elements of vec4 i4. Where rows are whole vec4s (POOL_W a multiple of 4)
+// they are one row of two windows, each decided once from the vec4s of its two rows, with the
+// same arithmetic as output_grad; otherwise element by element.
 fn output_grad4(i4: u32, t: u32, c: u32) -> vec4<f32> {
     if POOL_W == 0u {
         return g_dy4[i4];
     }
     let i = 4u * i4;
-    return vec4(output_grad(i, t, c), output_grad(i + 1u, t, c), output_grad(i + 2u, t, c), output_grad(i + 3u, t, c));
+    if POOL_W % 4u != 0u {
+        return vec4(output_grad(i, t, c), output_grad(i + 1u, t, c), output_grad(i + 2u, t, c), output_grad(i + 3u, t, c));
+    }
+    let pool_w = max(POOL_W, 1u);
+    let plane = i / p.hw;
+    let h = (i % p.hw) / pool_w;
+    let oh = p.hw / pool_w / 2u;
+    if h / 2u >= oh {
+        return vec4(0.0);
+    }
+    let a = g_saved[saved_invstd(t, c)] * g_gamma[c];
+    let b = g_beta[c] - g_saved[saved_mean(t, c)] * a;
+    let top = i4 - select(0u, pool_w / 4u, h % 2u == 1u);
+    let upper = bn_in4(x4[top]) * a + vec4(b);
+    let lower = bn_in4(x4[top + pool_w / 4u]) * a + vec4(b);
+    let left = u32(first_max(upper.xy, lower.xy).y);
+    let right = u32(first_max(upper.zw, lower.zw).y);
+    let o = (plane * oh + h / 2u) * (pool_w / 2u) + (i % pool_w) / 2u;
+    let dy = vec2(g_dy4[o / 4u][o % 4u], g_dy4[(o + 1u) / 4u][(o + 1u) % 4u]);
+    let row = 2u * (h % 2u);
+    let mine = vec4(row, row + 1u, row, row + 1u);
+    return select(vec4(0.0), dy.xxyy, vec4(left, left, right, right) == mine);
 }
 
 @group(0) @binding(6) var<storage, read_write> cg_sums: array<f32>;

@@ -364,6 +364,8 @@ fn batchnorm_maxpool_shapes() {
     batchnorm_maxpool_case("odd", 3, 5, 7, 9, 1);
     batchnorm_maxpool_case("even-windows", 4, 3, 6, 10, 2);
     batchnorm_maxpool_case("rows-narrow", 4, 3, 4, 2, 2);
+    // Rows of whole vec4s over an odd number of rows: the last row is in no window.
+    batchnorm_maxpool_case("odd-rows", 4, 3, 5, 8, 2);
     batchnorm_maxpool_case("train6", 256, 4, 28, 28, 2);
     batchnorm_maxpool_case("train13", 256, 8, 14, 14, 2);
 }
