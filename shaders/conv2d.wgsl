@@ -10,8 +10,8 @@
 // conv2d_backward_weight_partial    x, dy, partial    one sum per (tower, image chunk, tap)
 // conv2d_backward_weight_reduce     partial, dw, db   chunks summed per tower, towers added
 // conv2d_backward_weight_sums       partials, grads   the same for several layers at once
-// conv2d_pack_weights               w, packed                   the fast path's weight layout,
-//                                                               every conv of one buffer at once
+// conv2d_pack_weights               w, packed (binding 0: PackJobs)  the fast path's weight
+//                                                               layout, every conv of one buffer
 // conv2d_tile                       x, x2, x4, b, y, packed, gamma, beta, saved   fast path,
 // conv2d_backward_weight_tile       x, x2, x4, dy, partial, gamma, beta, saved    see below
 //                                   (gamma, beta, saved: of the BatchNorm x is read through)

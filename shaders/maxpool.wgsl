@@ -16,6 +16,11 @@
 // batchnorm_maxpool_backward_input_{windows,pairs,rows}  x, dy, dx, gamma, beta, saved, sums:
 //                                               the gradient of BatchNorm's input
 //
+// The per-plane kernels are a CPU driver's shape (src/gpu/maxpool.rs runs them only where the
+// selected set asks for it, `plane_at_a_time`); a GPU runs maxpool_forward and
+// batchnorm_maxpool_forward, a window per invocation, and MaxPool(BatchNorm(x))'s backward is
+// batchnorm.wgsl's channel kernels with POOL_W, which find each element's share themselves.
+//
 // The backward pass recomputes each window's argmax from x instead of saving it: the
 // windows do not overlap, so each decides alone. With an even width a window row is one
 // aligned vec2 (x2 is x seen as vec2s), half the loads of two scalars on a CPU driver; with a
