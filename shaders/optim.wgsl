@@ -3,8 +3,11 @@
 // written to `step` each step, beside a uniform that stays the same.
 // Mirrors src/ops/optim.rs (params, reference) and src/gpu/optim.rs (launcher).
 //
-// entry point   bindings 1.. (binding 0: AdamParams)
-// adam_step     params, grads, m, v, step    one invocation per parameter
+// entry point   bindings 1.. (binding 0: AdamLaunch)
+// adam_step     params, grads, m, v, step, partials    one invocation per parameter
+//
+// Adam also sums the conv layers' weight-gradient partials that wait for it
+// (src/gpu/weight_sums.rs), each parameter its own, so that their launch is not needed.
 
 // src/ops/ AdamParams
 struct AdamParams {
@@ -26,20 +29,71 @@ struct AdamStep {
     bias_correction2_sqrt: f32,
 }
 
-@group(0) @binding(0) var<uniform> p: AdamParams;
+// src/gpu/weight_sums.rs WeightSumsParams, as in conv2d.wgsl: per layer, (partials at, taps,
+// chunks per tower, towers), then (weights, dw at, db at, accumulate).
+struct WeightSumsParams {
+    layers: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    table: array<vec4<u32>, 16>,
+}
+
+// src/gpu/optim.rs AdamLaunch: Adam's params, then the sums it does itself (dw and db at
+// offsets within `grads`).
+struct AdamLaunch {
+    adam: AdamParams,
+    sums: WeightSumsParams,
+}
+
+@group(0) @binding(0) var<uniform> launch: AdamLaunch;
 @group(0) @binding(1) var<storage, read_write> params: array<f32>;
-@group(0) @binding(2) var<storage, read> grads: array<f32>;
+@group(0) @binding(2) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
 @group(0) @binding(5) var<storage, read> step: AdamStep;
+@group(0) @binding(6) var<storage, read> partials: array<f32>;
+
+// Parameter i's gradient: grads[i], or where i is a weight or bias of a conv whose partials
+// wait, their sum, summed as conv2d_backward_weight_sums (conv2d.wgsl) sums it, to the bit,
+// and stored in grads as that kernel stores it.
+fn gradient(i: u32) -> f32 {
+    for (var l = 0u; l < launch.sums.layers; l++) {
+        let at = launch.sums.table[2u * l];
+        let to = launch.sums.table[2u * l + 1u];
+        var tap = at.y;
+        if i >= to.y && i < to.y + to.x {
+            tap = i - to.y;
+        } else if i >= to.z && i < to.z + at.y - to.x {
+            tap = to.x + i - to.z;
+        }
+        if tap < at.y {
+            var acc = 0.0;
+            for (var tower = 0u; tower < at.w; tower++) {
+                var tower_sum = 0.0;
+                for (var c = 0u; c < at.z; c++) {
+                    tower_sum += partials[at.x + (tower * at.z + c) * at.y + tap];
+                }
+                acc += tower_sum;
+            }
+            if to.w != 0u {
+                acc = grads[i] + acc;
+            }
+            grads[i] = acc;
+            return acc;
+        }
+    }
+    return grads[i];
+}
 
 @compute @workgroup_size(WG)
 fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let p = launch.adam;
     let i = flat_index(gid, nwg);
     if i >= p.len {
         return;
     }
-    let g = grads[i];
+    let g = gradient(i);
     let m1 = m[i] + (g - m[i]) * p.one_minus_beta1;
     let v1 = v[i] * p.beta2 + p.one_minus_beta2 * g * g;
     let denom = sqrt(v1) / step.bias_correction2_sqrt + p.eps;

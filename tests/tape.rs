@@ -161,3 +161,48 @@ fn every_fusion_rule_matches_its_primitives() {
     check(&mut CpuBackend::<f64>::new(), 0.0);
     with_gpu("fusion rules", |gpu: &mut GpuBackend| check(gpu, 1e-5));
 }
+
+/// On the portable kernels Adam sums the conv weight-gradient partials that wait for it
+/// (src/gpu/weight_sums.rs): the parameters it writes, and the gradients it stores, are the
+/// same bits as when the sums run in their own launch first (a read of the gradients makes
+/// them).
+#[test]
+fn adam_sums_the_waiting_weight_gradients_to_the_same_bits() {
+    use siamese::ops::AdamConfig;
+    with_gpu("adam with the weight sums", |gpu: &mut GpuBackend| {
+        gpu.driver = None;
+        let mut results = Vec::new();
+        for sums_first in [true, false] {
+            let net = SiameseNet::new(8);
+            let (params, buffers) = net.init(7);
+            let weights = Weights::new(gpu, net, &params, &buffers);
+            let mut r = rng(29);
+            let images = to_f32(&uniform(&mut r, 32 * 784, 0.0, 1.0));
+            let targets: Vec<f32> = (0..16).map(|i| (i % 2) as f32).collect();
+            let mut tape = Tape::new(gpu, Mode::Train);
+            let x = tape.backend().upload(&images);
+            let x = tape.input(x, &[32, 1, 28, 28]);
+            let t = tape.backend().upload(&targets);
+            let t = tape.input(t, &[16]);
+            let (loss, _) = net.loss(&mut tape, &weights, x, t, 2.0);
+            tape.backward(loss);
+            drop(tape);
+            let dispatches = gpu.dispatches;
+            if sums_first {
+                gpu.read(&weights.grads);
+            }
+            let len = weights.layout.len;
+            let (m, v) = (gpu.zeros(len), gpu.zeros(len));
+            gpu.adam_step(&AdamConfig::default(), 1, &weights.params, &weights.grads, &m, &v);
+            let after = gpu.read(&weights.params);
+            let launches = gpu.dispatches - dispatches;
+            let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            results.push((bits(after), bits(gpu.read(&weights.grads)), launches));
+        }
+        gpu.driver = gpu.ctx.driver;
+        let [(params_apart, grads_apart, apart), (params_in, grads_in, within)] = &results[..] else { unreachable!() };
+        assert_eq!(grads_in, grads_apart, "gradients stored by Adam");
+        assert_eq!(params_in, params_apart, "parameters after Adam");
+        assert_eq!(*within + 1, *apart, "the sums' own launch");
+    });
+}

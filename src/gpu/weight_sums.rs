@@ -1,15 +1,16 @@
-//! Sums the conv layers' weight-gradient partials in one launch per backward pass instead of one
-//! per layer.
+//! Sums the conv layers' weight-gradient partials in one launch per backward pass (or inside
+//! Adam's launch), instead of one per layer.
 //!
 //! Why: a conv's weight gradient is computed per chunk of images and the chunks are then
 //! summed in order (`conv2d_backward_weight_reduce`): tiny launches, each mostly the fixed cost
-//! of a launch on a CPU driver (about 0.1 ms of kernel and as much again between launches), five
-//! per training step. Here the partials go to one arena buffer that `reset_scratch` empties,
-//! and where a layer's dw and db share a buffer (the model's flat gradient buffer) their sums
-//! wait: one `conv2d_backward_weight_sums` launch takes all that are waiting when a dispatch or
-//! copy next binds a range they write (Adam's, in training), at a submit, or at a scratch
-//! reset. The sums are `conv2d_backward_weight_reduce`'s, tap for tap, so the bits do not
-//! change; anything else runs at once through that kernel.
+//! of a launch, five per training step. Here the partials go to one arena buffer that
+//! `reset_scratch` empties, and where a layer's dw and db share a buffer (the model's flat
+//! gradient buffer) their sums wait. On a GPU, Adam's launch takes those waiting in the
+//! gradient buffer it steps (`take_weight_sums_in`, shaders/optim.wgsl); otherwise one
+//! `conv2d_backward_weight_sums` launch takes all that are waiting when a dispatch or copy
+//! next binds a range they write, at a submit, or at a scratch reset. Both sum as
+//! `conv2d_backward_weight_reduce` does, tap for tap, so the bits do not change; anything else
+//! runs at once through that kernel.
 
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::{ParamGrads, VIEW_ALIGN};
@@ -34,8 +35,11 @@ pub struct WeightSumsParams {
 /// Invocations per workgroup of `conv2d_backward_weight_sums` (as in shaders/conv2d.wgsl).
 const SUMS_WORKGROUP: usize = 64;
 
-/// Elements of the first arena; it doubles when a step needs more.
-const FIRST_ARENA: usize = 1 << 16;
+/// Elements of the first arena: room for a training step at the default batch (about 310,000
+/// partials for the portable kernels at 128 pairs), so that its steps never grow it (growing
+/// launches the waiting sums on their own instead of in Adam's launch); it doubles when a
+/// step needs more.
+const FIRST_ARENA: usize = 1 << 19;
 
 /// The partials' arena and the layers whose sums wait.
 #[derive(Default)]
@@ -55,23 +59,37 @@ struct Waiting {
 }
 
 impl Waiting {
-    /// This layer's row of `WeightSumsParams::table`.
-    fn row(&self) -> [u32; 8] {
+    /// This layer's row of `WeightSumsParams::table`, dw and db at their offsets in the buffer
+    /// less `base`.
+    fn row(&self, base: usize) -> [u32; 8] {
         let taps = self.p.w_len() + self.p.c_out as usize;
         let chunks_per_tower = (self.p.n / self.p.towers).div_ceil(self.p.chunk);
         let add = (self.p.accumulate & ACCUMULATE_PARAMS != 0) as u32;
-        let at = |t: &GpuTensor| t.offset as u32;
         [
-            at(&self.partials),
+            self.partials.offset as u32,
             taps as u32,
             chunks_per_tower,
             self.p.towers,
             self.p.w_len() as u32,
-            at(&self.dw),
-            at(&self.db),
+            (self.dw.offset - base) as u32,
+            (self.db.offset - base) as u32,
             add,
         ]
     }
+}
+
+/// The launch's table of `waiting`, dw and db at offsets less `base`.
+fn table(waiting: &[Waiting], base: usize) -> WeightSumsParams {
+    let mut params = WeightSumsParams { layers: waiting.len() as u32, ..Default::default() };
+    for (row, w) in params.table.iter_mut().zip(waiting) {
+        *row = w.row(base);
+    }
+    params
+}
+
+/// The whole buffer that `t` views.
+fn whole(t: &GpuTensor) -> GpuTensor {
+    GpuTensor { buffer: t.buffer.clone(), offset: 0, len: (t.buffer.size() / 4) as usize }
 }
 
 /// Whether two views overlap.
@@ -126,16 +144,27 @@ impl GpuBackend {
         }
     }
 
+    /// The waiting sums, taken by a kernel that does them itself, where every one writes
+    /// inside `grads` (Adam's, which binds the whole gradient buffer): their table, dw and db
+    /// at offsets within `grads`, and their partials' whole buffer. None where none wait, or
+    /// one writes elsewhere (then they run in their own launch, as ever).
+    pub(super) fn take_weight_sums_in(&mut self, grads: &GpuTensor) -> Option<(WeightSumsParams, GpuTensor)> {
+        let waiting = &self.weight_sums.waiting;
+        let inside = |t: &GpuTensor| {
+            t.buffer == grads.buffer && t.offset >= grads.offset && t.offset + t.len <= grads.offset + grads.len
+        };
+        if waiting.is_empty() || !waiting.iter().all(|w| inside(&w.dw) && inside(&w.db)) {
+            return None;
+        }
+        let waiting = std::mem::take(&mut self.weight_sums.waiting);
+        Some((table(&waiting, grads.offset), whole(&waiting[0].partials)))
+    }
+
     /// Launches the waiting sums, all in one.
     pub(super) fn flush_weight_sums(&mut self) {
         let waiting = std::mem::take(&mut self.weight_sums.waiting);
         let Some(first) = waiting.first() else { return };
-        let mut params = WeightSumsParams { layers: waiting.len() as u32, ..Default::default() };
-        for (row, w) in params.table.iter_mut().zip(&waiting) {
-            *row = w.row();
-        }
-        let whole =
-            |t: &GpuTensor| GpuTensor { buffer: t.buffer.clone(), offset: 0, len: (t.buffer.size() / 4) as usize };
+        let params = table(&waiting, 0);
         let (partials, grads) = (whole(&first.partials), whole(&first.dw));
         let taps: usize = waiting.iter().map(|w| w.p.w_len() + w.p.c_out as usize).sum();
         let groups = taps.div_ceil(SUMS_WORKGROUP) as u32;
