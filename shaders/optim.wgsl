@@ -54,10 +54,16 @@ struct AdamLaunch {
 @group(0) @binding(5) var<storage, read> step: AdamStep;
 @group(0) @binding(6) var<storage, read> partials: array<f32>;
 
+// 1: the launch sums partials (launch.sums); 0: it has none, and compiles to plain Adam.
+override SUMS: u32 = 0u;
+
 // Parameter i's gradient: grads[i], or where i is a weight or bias of a conv whose partials
 // wait, their sum, summed as conv2d_backward_weight_sums (conv2d.wgsl) sums it, to the bit,
 // and stored in grads as that kernel stores it.
 fn gradient(i: u32) -> f32 {
+    if SUMS == 0u {
+        return grads[i];
+    }
     for (var l = 0u; l < launch.sums.layers; l++) {
         let at = launch.sums.table[2u * l];
         let to = launch.sums.table[2u * l + 1u];

@@ -216,7 +216,7 @@ kernels! {
     ContrastiveBackward => Contrastive::"contrastive_backward"(Read, Read, Read, ReadWrite);
     PairContrastiveForward => Contrastive::"pair_contrastive_forward"(Read, Read, ReadWrite, ReadWrite);
     PairContrastiveBackward => Contrastive::"pair_contrastive_backward"(Read, Read, Read, Read, ReadWrite);
-    AdamStep => Optim::"adam_step"(ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read);
+    AdamStep => Optim::"adam_step"(ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read) [SUMS];
 }
 
 /// Writes a generated kernel's WGSL for its specialisation (a driver's kernel set's).
