@@ -9,7 +9,8 @@
 // conv2d_backward_input             dy, w, dx
 // conv2d_backward_weight_partial    x, dy, partial    one sum per (tower, image chunk, tap)
 // conv2d_backward_weight_reduce     partial, dw, db   chunks summed per tower, towers added
-// conv2d_backward_weight_sums       partials, grads   the same for several layers at once
+// (conv2d_backward_weight_sums, the same for several layers at once, is in optim.wgsl beside
+// Adam, which can do those sums itself.)
 // conv2d_pack_weights               w, packed (binding 0: PackJobs)  the fast path's weight
 //                                                               layout, every conv of one buffer
 // conv2d_tile                       x, x2, x4, b, y, packed, gamma, beta, saved   fast path,
@@ -216,55 +217,6 @@ fn conv2d_backward_weight_reduce(@builtin(global_invocation_id) gid: vec3<u32>, 
         }
     }
 }
-
-// --- Several layers' reductions in one launch (binding 0: WeightSumsParams): the partials of
-// each in one buffer, its dw and db in another (the model's flat gradient buffer), each tap
-// summed as conv2d_backward_weight_reduce sums it, to the bit (src/gpu/weight_sums.rs).
-
-// src/ops/ WeightSumsParams: per layer, (partials at, taps, chunks per tower, towers),
-// then (weights, dw at, db at, accumulate).
-struct WeightSumsParams {
-    layers: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-    table: array<vec4<u32>, 16>,
-}
-
-@group(0) @binding(0) var<uniform> ws: WeightSumsParams;
-@group(0) @binding(1) var<storage, read> ws_partials: array<f32>;
-@group(0) @binding(2) var<storage, read_write> ws_grads: array<f32>;
-
-// One invocation per tap of all the layers, in table order. Workgroups of 64: a step's
-// thousand-odd taps then split evenly between a CPU driver's threads.
-@compute @workgroup_size(64)
-fn conv2d_backward_weight_sums(@builtin(global_invocation_id) gid: vec3<u32>) {
-    var tap = gid.x;
-    for (var l = 0u; l < ws.layers; l++) {
-        let at = ws.table[2u * l];
-        let to = ws.table[2u * l + 1u];
-        let taps = at.y;
-        if tap < taps {
-            var acc = 0.0;
-            for (var tower = 0u; tower < at.w; tower++) {
-                var tower_sum = 0.0;
-                for (var c = 0u; c < at.z; c++) {
-                    tower_sum += ws_partials[at.x + (tower * at.z + c) * taps + tap];
-                }
-                acc += tower_sum;
-            }
-            let i = select(to.z + tap - to.x, to.y + tap, tap < to.x);
-            if to.w != 0u {
-                ws_grads[i] += acc;
-            } else {
-                ws_grads[i] = acc;
-            }
-            return;
-        }
-        tap -= taps;
-    }
-}
-
 
 // ---------------------------------------------------------------------------------------------
 // The fast path: planes of a multiple of 4 pixels, at most 8 channels in and out, K ≤ 5.

@@ -3,11 +3,15 @@
 // written to `step` each step, beside a uniform that stays the same.
 // Mirrors src/ops/optim.rs (params, reference) and src/gpu/optim.rs (launcher).
 //
-// entry point   bindings 1.. (binding 0: AdamLaunch)
-// adam_step     params, grads, m, v, step, partials    one invocation per parameter
+// entry point                   bindings 1.. (binding 0)
+// adam_step                     partials, params, grads, m, v, step (AdamLaunch)
+//                                   one invocation per parameter
+// conv2d_backward_weight_sums   partials, grads (WeightSumsParams)   one invocation per tap
 //
-// Adam also sums the conv layers' weight-gradient partials that wait for it
-// (src/gpu/weight_sums.rs), each parameter its own, so that their launch is not needed.
+// The conv layers' weight-gradient partials (src/gpu/weight_sums.rs) are summed, tap by tap,
+// as conv2d_backward_weight_reduce (conv2d.wgsl) sums them, to the bit: by Adam, each
+// parameter its own, where they wait for it, else in a launch of their own for every layer
+// at once. Both use `tap_sum`.
 
 // src/ops/ AdamParams
 struct AdamParams {
@@ -29,8 +33,8 @@ struct AdamStep {
     bias_correction2_sqrt: f32,
 }
 
-// src/gpu/weight_sums.rs WeightSumsParams, as in conv2d.wgsl: per layer, (partials at, taps,
-// chunks per tower, towers), then (weights, dw at, db at, accumulate).
+// src/gpu/weight_sums.rs WeightSumsParams: per layer, (partials at, taps, chunks per tower,
+// towers), then (weights, dw at, db at, accumulate).
 struct WeightSumsParams {
     layers: u32,
     _pad0: u32,
@@ -46,20 +50,34 @@ struct AdamLaunch {
     sums: WeightSumsParams,
 }
 
+@group(0) @binding(1) var<storage, read> partials: array<f32>;
+
+// Tap `tap`'s gradient from the partials of the layer whose table row is `at`: each tower's
+// chunks in order, then the towers' sums in order.
+fn tap_sum(at: vec4<u32>, tap: u32) -> f32 {
+    var acc = 0.0;
+    for (var tower = 0u; tower < at.w; tower++) {
+        var tower_sum = 0.0;
+        for (var c = 0u; c < at.z; c++) {
+            tower_sum += partials[at.x + (tower * at.z + c) * at.y + tap];
+        }
+        acc += tower_sum;
+    }
+    return acc;
+}
+
 @group(0) @binding(0) var<uniform> launch: AdamLaunch;
-@group(0) @binding(1) var<storage, read_write> params: array<f32>;
-@group(0) @binding(2) var<storage, read_write> grads: array<f32>;
-@group(0) @binding(3) var<storage, read_write> m: array<f32>;
-@group(0) @binding(4) var<storage, read_write> v: array<f32>;
-@group(0) @binding(5) var<storage, read> step: AdamStep;
-@group(0) @binding(6) var<storage, read> partials: array<f32>;
+@group(0) @binding(2) var<storage, read_write> params: array<f32>;
+@group(0) @binding(3) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(4) var<storage, read_write> m: array<f32>;
+@group(0) @binding(5) var<storage, read_write> v: array<f32>;
+@group(0) @binding(6) var<storage, read> step: AdamStep;
 
 // 1: the launch sums partials (launch.sums); 0: it has none, and compiles to plain Adam.
 override SUMS: u32 = 0u;
 
 // Parameter i's gradient: grads[i], or where i is a weight or bias of a conv whose partials
-// wait, their sum, summed as conv2d_backward_weight_sums (conv2d.wgsl) sums it, to the bit,
-// and stored in grads as that kernel stores it.
+// wait, their sum, stored in grads as conv2d_backward_weight_sums stores it.
 fn gradient(i: u32) -> f32 {
     if SUMS == 0u {
         return grads[i];
@@ -74,14 +92,7 @@ fn gradient(i: u32) -> f32 {
             tap = to.x + i - to.z;
         }
         if tap < at.y {
-            var acc = 0.0;
-            for (var tower = 0u; tower < at.w; tower++) {
-                var tower_sum = 0.0;
-                for (var c = 0u; c < at.z; c++) {
-                    tower_sum += partials[at.x + (tower * at.z + c) * at.y + tap];
-                }
-                acc += tower_sum;
-            }
+            var acc = tap_sum(at, tap);
             if to.w != 0u {
                 acc = grads[i] + acc;
             }
@@ -106,4 +117,29 @@ fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     params[i] = params[i] - step.step_size * (m1 / denom);
     m[i] = m1;
     v[i] = v1;
+}
+
+@group(0) @binding(0) var<uniform> ws: WeightSumsParams;
+@group(0) @binding(2) var<storage, read_write> ws_grads: array<f32>;
+
+// One invocation per tap of all the layers, in table order. Workgroups of 64: a step's
+// thousand-odd taps then split evenly between a CPU driver's threads.
+@compute @workgroup_size(64)
+fn conv2d_backward_weight_sums(@builtin(global_invocation_id) gid: vec3<u32>) {
+    var tap = gid.x;
+    for (var l = 0u; l < ws.layers; l++) {
+        let at = ws.table[2u * l];
+        let to = ws.table[2u * l + 1u];
+        if tap < at.y {
+            let acc = tap_sum(at, tap);
+            let i = select(to.z + tap - to.x, to.y + tap, tap < to.x);
+            if to.w != 0u {
+                ws_grads[i] += acc;
+            } else {
+                ws_grads[i] = acc;
+            }
+            return;
+        }
+        tap -= at.y;
+    }
 }

@@ -157,7 +157,6 @@ kernels! {
     Conv2dBackwardInput => Conv2d::"conv2d_backward_input"(Read, Read, ReadWrite);
     Conv2dBackwardWeightPartial => Conv2d::"conv2d_backward_weight_partial"(Read, Read, ReadWrite);
     Conv2dBackwardWeightReduce => Conv2d::"conv2d_backward_weight_reduce"(Read, ReadWrite, ReadWrite);
-    Conv2dBackwardWeightSums => Conv2d::"conv2d_backward_weight_sums"(Read, ReadWrite);
     Conv2dPackWeights => Conv2d::"conv2d_pack_weights"(Read, ReadWrite);
     Conv2dTile =>
         Conv2d::"conv2d_tile"(Read, Read, Read, Read, ReadWrite, Uniform, Read, Read, Read) [IC, OC, H, W, K, TRANSPOSE, THROUGH];
@@ -216,7 +215,8 @@ kernels! {
     ContrastiveBackward => Contrastive::"contrastive_backward"(Read, Read, Read, ReadWrite);
     PairContrastiveForward => Contrastive::"pair_contrastive_forward"(Read, Read, ReadWrite, ReadWrite);
     PairContrastiveBackward => Contrastive::"pair_contrastive_backward"(Read, Read, Read, Read, ReadWrite);
-    AdamStep => Optim::"adam_step"(ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read) [SUMS];
+    AdamStep => Optim::"adam_step"(Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read) [SUMS];
+    Conv2dBackwardWeightSums => Optim::"conv2d_backward_weight_sums"(Read, ReadWrite);
 }
 
 /// Writes a generated kernel's WGSL for its specialisation (a driver's kernel set's).

@@ -52,7 +52,7 @@ pub fn adam_step(
     let spec = [taken.is_some() as u32];
     let (sums, partials) = taken.unwrap_or_else(|| (Default::default(), step.clone()));
     let launch = AdamLaunch { adam: AdamParams::new(params.len, cfg), sums };
-    let bindings = [params, grads, m, v, &step, &partials];
+    let bindings = [&partials, params, grads, m, v, &step];
     gpu.dispatch_specialized(Kernel::AdamStep, &spec, &launch, &bindings, GpuBackend::groups_for(params.len));
     gpu.adam_recorded = true;
 }

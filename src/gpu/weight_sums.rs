@@ -32,7 +32,7 @@ pub struct WeightSumsParams {
     pub table: [[u32; 8]; WEIGHT_SUMS_LAYERS],
 }
 
-/// Invocations per workgroup of `conv2d_backward_weight_sums` (as in shaders/conv2d.wgsl).
+/// Invocations per workgroup of `conv2d_backward_weight_sums` (as in shaders/optim.wgsl).
 const SUMS_WORKGROUP: usize = 64;
 
 /// Elements of the first arena: room for a training step at the default batch (about 310,000
