@@ -23,7 +23,10 @@
 //
 // x, y, dy, dx are (N, C, H·W) (a plane = an (image, channel) pair). The batch is `towers`
 // slices of N / towers images, each normalised with its own statistics.
-// saved = mean (T, C) then 1/std (T, C); sums = Σdy (T, C) then Σdy·x̂ (T, C);
+// saved = mean (T, C) then 1/std (T, C); sums = Σdy (T, C) then Σdy·x̂ (T, C), and from
+// batchnorm_channel_sums the input gradient's coefficients k, u, v (T, C) each after them
+// (common.wgsl batchnorm_input_grad_coefficients), which the portable input gradient and the
+// convs reading their dy through this backward (conv2d.wgsl DY_THROUGH) take;
 // planes = two numbers per (image, channel) plane.
 //
 // No atomics: every reduction adds in an order fixed by the shape, so every run gives the
@@ -531,6 +534,11 @@ fn output_grad4(i4: u32, t: u32, c: u32) -> vec4<f32> {
     return select(vec4(0.0), dy.xxyy, vec4(left, left, right, right) == mine);
 }
 
+// Where batchnorm_channel_sums puts coefficient j (k, u, v) of tower t and channel c.
+fn coefficient_slot(j: u32, t: u32, c: u32) -> u32 {
+    return ((2u + j) * p.towers + t) * p.c + c;
+}
+
 @group(0) @binding(6) var<storage, read_write> cg_sums: array<f32>;
 @group(0) @binding(7) var<storage, read_write> cg_dgamma: array<f32>;
 @group(0) @binding(8) var<storage, read_write> cg_dbeta: array<f32>;
@@ -574,6 +582,10 @@ fn batchnorm_channel_sums(
         if lid == 0u {
             cg_sums[saved_mean(t, c)] = total.x;
             cg_sums[saved_invstd(t, c)] = total.y;
+            let kuv = batchnorm_input_grad_coefficients(g_gamma[c], mean, invstd, total.x, total.y, f32(m));
+            for (var j = 0u; j < 3u; j++) {
+                cg_sums[coefficient_slot(j, t, c)] = kuv[j];
+            }
         }
         dgamma += total.y;
         dbeta += total.x;
@@ -593,7 +605,8 @@ fn batchnorm_channel_sums(
 @group(0) @binding(7) var<storage, read_write> gi_dx4: array<vec4<f32>>;
 
 // dx = dy·k + x·u + v with the element's (tower, channel) constants (batchnorm_backward_input_planes
-// says which); through a ReLU input, 0 where x ≤ 0. A vec4 or an element per invocation.
+// says which), as batchnorm_channel_sums wrote them; through a ReLU input, 0 where x ≤ 0. A vec4
+// or an element per invocation.
 @compute @workgroup_size(256)
 fn batchnorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
@@ -604,14 +617,7 @@ fn batchnorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @buil
     let plane = i * per / p.hw;
     let c = plane_channel(plane);
     let t = plane_tower(plane);
-    let kuv = batchnorm_input_grad_coefficients(
-        g_gamma[c],
-        g_saved[saved_mean(t, c)],
-        g_saved[saved_invstd(t, c)],
-        gi_sums[saved_mean(t, c)],
-        gi_sums[saved_invstd(t, c)],
-        f32(tower_n() * p.hw),
-    );
+    let kuv = vec3(gi_sums[coefficient_slot(0u, t, c)], gi_sums[coefficient_slot(1u, t, c)], gi_sums[coefficient_slot(2u, t, c)]);
     let relu = p.relu_input != 0u;
     if per == 4u {
         let xv = x4[i];

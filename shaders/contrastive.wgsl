@@ -10,6 +10,9 @@
 // instead of two, the same bits as pair_distance_* (distance.wgsl) and the kernels above:
 // pair_contrastive_forward    x, t, d, loss       one workgroup, as contrastive_forward
 // pair_contrastive_backward   x, d, t, dloss, dx  one invocation per element of x
+// And with the linear layer in front too (the loss head), forward only, the same bits as
+// linear_forward_narrow (linear.wgsl), then pair_contrastive_forward:
+// linear_pair_contrastive_forward   x, w, b, t, y, d, loss   one workgroup
 
 // src/ops/ ContrastiveParams
 struct ContrastiveParams {
@@ -141,5 +144,60 @@ fn pair_contrastive_backward(@builtin(global_invocation_id) gid: vec3<u32>, @bui
         pb_dx[j] += g;
     } else {
         pb_dx[j] = g;
+    }
+}
+
+// The linear layer's shape (src/ops/ LinearParams: d_in, d_out ≤ 16, relu_input), as constants.
+override HEAD_IN: u32 = 1u;
+override HEAD_OUT: u32 = 1u;
+override HEAD_RELU: u32 = 0u;
+
+@group(0) @binding(1) var<storage, read> lh_x: array<f32>;
+@group(0) @binding(2) var<storage, read> lh_w: array<f32>;
+@group(0) @binding(3) var<storage, read> lh_b: array<f32>;
+@group(0) @binding(4) var<storage, read> lh_t: array<f32>;
+@group(0) @binding(5) var<storage, read_write> lh_y: array<f32>;
+@group(0) @binding(6) var<storage, read_write> lh_d: array<f32>;
+@group(0) @binding(7) var<storage, read_write> lh_loss: array<f32>;
+
+// Row `row` of y = Linear(x), summed as linear_forward_narrow sums it; written, and returned.
+fn embedding(row: u32) -> array<f32, 16> {
+    var acc: array<f32, 16>;
+    for (var o = 0u; o < HEAD_OUT; o++) {
+        acc[o] = lh_b[o];
+    }
+    for (var k = 0u; k < HEAD_IN; k++) {
+        let v = lh_x[row * HEAD_IN + k];
+        let input = select(v, max(v, 0.0), HEAD_RELU != 0u);
+        for (var o = 0u; o < HEAD_OUT; o++) {
+            acc[o] += input * lh_w[o * HEAD_IN + k];
+        }
+    }
+    for (var o = 0u; o < HEAD_OUT; o++) {
+        lh_y[row * HEAD_OUT + o] = acc[o];
+    }
+    return acc;
+}
+
+// Each invocation takes the pairs pair_contrastive_forward's would, both embeddings of a pair
+// in registers; the loss is the same tree.
+@compute @workgroup_size(WG)
+fn linear_pair_contrastive_forward(@builtin(local_invocation_id) lid: vec3<u32>) {
+    var s = 0.0;
+    for (var i = lid.x; i < q.n; i += WG) {
+        let a = embedding(i);
+        let b = embedding(q.n + i);
+        var sq = 0.0;
+        for (var k = 0u; k < HEAD_OUT; k++) {
+            let v = a[k] - b[k] + q.eps;
+            sq += v * v;
+        }
+        let dist = sqrt(sq);
+        lh_d[i] = dist;
+        s += loss_term(dist, lh_t[i], q.margin);
+    }
+    let total = workgroup_sum(lid.x, s);
+    if lid.x == 0u {
+        lh_loss[0] = total / f32(q.n);
     }
 }

@@ -6,16 +6,19 @@
 //
 // entry point                       bindings 1.. (binding 0: Conv2dParams)
 // conv2d_forward                    x, w, b, y
-// conv2d_backward_input             dy, w, dx
-// conv2d_backward_weight_partial    x, dy, partial    one sum per (tower, image chunk, tap)
+// conv2d_backward                   x, w, dy, dx, partial   the input gradient and/or one
+//                                   partial sum of the weight gradient per (tower, image chunk,
+//                                   tap), in one launch (INPUT_GRAD, WEIGHT_GRAD)
 // conv2d_backward_weight_reduce     partial, dw, db   chunks summed per tower, towers added
 // (conv2d_backward_weight_sums, the same for several layers at once, is in optim.wgsl beside
 // Adam, which can do those sums itself.)
 // conv2d_pack_weights               w, packed (binding 0: PackJobs)  the fast path's weight
 //                                                               layout, every conv of one buffer
-// conv2d_tile                       x, x2, x4, b, y, packed, gamma, beta, saved   fast path,
-// conv2d_backward_weight_tile       x, x2, x4, dy, partial, gamma, beta, saved    see below
-//                                   (gamma, beta, saved: of the BatchNorm x is read through)
+// conv2d_tile                       x, x2, x4, b, y, packed, bn0, bn1, bn2   fast path,
+// conv2d_backward_weight_tile       x, x2, x4, dy, partial, bn0, bn1, bn2    see below
+//                                   (bn0..2: of the BatchNorm read through: γ, β and its
+//                                   statistics for x (THROUGH); its input z and sums with
+//                                   coefficients for dy (DY_THROUGH), bn2 then unused)
 //
 // Layouts: x (N, Cin, H, W), w (Cout, Cin, K, K), b (Cout), y (N, Cout, OH, OW).
 // A "tap" is one weight (Cout·Cin·K·K of them) or one bias (Cout more, after the weights).
@@ -84,18 +87,36 @@ fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     fwd_y[i] = acc;
 }
 
-@group(0) @binding(1) var<storage, read> bin_dy: array<f32>;
-@group(0) @binding(2) var<storage, read> bin_w: array<f32>;
-@group(0) @binding(3) var<storage, read_write> bin_dx: array<f32>;
+@group(0) @binding(1) var<storage, read> bk_x: array<f32>;
+@group(0) @binding(2) var<storage, read> bk_w: array<f32>;
+@group(0) @binding(3) var<storage, read> bk_dy: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bk_dx: array<f32>;
+@group(0) @binding(5) var<storage, read_write> bk_partial: array<f32>;
 
-// One invocation per input element: a gather over the outputs it touched, so no two
-// invocations write the same place.
+// Which parts of a conv's backward a launch of conv2d_backward computes: the input gradient
+// (its first p.n·Cin·H·W invocations), the weight partials (the rest), or both in one launch.
+// The part not computed has a placeholder bound.
+override INPUT_GRAD: u32 = 1u;
+override WEIGHT_GRAD: u32 = 1u;
+
 @compute @workgroup_size(WG)
-fn conv2d_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    if i >= p.n * p.c_in * p.h * p.w {
-        return;
+fn conv2d_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    var i = flat_index(gid, nwg);
+    if INPUT_GRAD == 1u {
+        let dx_len = p.n * p.c_in * p.h * p.w;
+        if i < dx_len {
+            input_grad_element(i);
+            return;
+        }
+        i -= dx_len;
     }
+    if WEIGHT_GRAD == 1u {
+        weight_partial(i);
+    }
+}
+
+// dx[i]: a gather over the outputs it touched, so no two invocations write the same place.
+fn input_grad_element(i: u32) {
     let oh_n = out_h();
     let ow_n = out_w();
     let iw = i % p.w;
@@ -114,27 +135,21 @@ fn conv2d_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
                 if ow < 0 || ow >= i32(ow_n) {
                     continue;
                 }
-                acc += bin_dy[((n * p.c_out + co) * oh_n + u32(oh)) * ow_n + u32(ow)]
-                    * bin_w[((co * p.c_in + ci) * p.k + kh) * p.k + kw];
+                acc += bk_dy[((n * p.c_out + co) * oh_n + u32(oh)) * ow_n + u32(ow)]
+                    * bk_w[((co * p.c_in + ci) * p.k + kh) * p.k + kw];
             }
         }
     }
     if (p.accumulate & ACCUMULATE_INPUT) != 0u {
-        bin_dx[i] += acc;
+        bk_dx[i] += acc;
     } else {
-        bin_dx[i] = acc;
+        bk_dx[i] = acc;
     }
 }
 
-@group(0) @binding(1) var<storage, read> bw_x: array<f32>;
-@group(0) @binding(2) var<storage, read> bw_dy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> bw_partial: array<f32>;
-
-// One invocation per (chunk of up to p.chunk images of one tower, tap):
+// Partial i of the weight gradient, one per (chunk of up to p.chunk images of one tower, tap):
 // partial[(tower · chunks_per_tower + chunk) · taps + tap].
-@compute @workgroup_size(WG)
-fn conv2d_backward_weight_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
+fn weight_partial(i: u32) {
     let t_n = taps();
     let cpt = chunks_per_tower();
     if i >= p.towers * cpt * t_n {
@@ -164,7 +179,7 @@ fn conv2d_backward_weight_partial(@builtin(global_invocation_id) gid: vec3<u32>,
                 let dy_row = ((n * p.c_out + co) * oh_n + oh) * ow_n;
                 let x_row = ((n * p.c_in + ci) * p.h + oh + kh - p.pad) * p.w + kw - p.pad;
                 for (var ow = ow0; ow < ow1; ow++) {
-                    acc += bw_dy[dy_row + ow] * bw_x[x_row + ow];
+                    acc += bk_dy[dy_row + ow] * bk_x[x_row + ow];
                 }
             }
         }
@@ -173,11 +188,11 @@ fn conv2d_backward_weight_partial(@builtin(global_invocation_id) gid: vec3<u32>,
         for (var n = n0; n < n1; n++) {
             let base = (n * p.c_out + co) * oh_n * ow_n;
             for (var j = 0u; j < oh_n * ow_n; j++) {
-                acc += bw_dy[base + j];
+                acc += bk_dy[base + j];
             }
         }
     }
-    bw_partial[i] = acc;
+    bk_partial[i] = acc;
 }
 
 @group(0) @binding(1) var<storage, read> red_partial: array<f32>;
@@ -241,6 +256,12 @@ override TRANSPOSE: u32 = 0u;
 // BatchNorm of it (1) or of ReLU(x) (2), x·a + b with its plane's a = invstd·γ and
 // b = β − mean·a, as batchnorm_forward computes them, so BatchNorm's output is never written.
 override THROUGH: u32 = 0u;
+// How dy is read (the input of a TRANSPOSE launch; dy of the weight gradient): as it is (0),
+// or as the gradient of the input z of the BatchNorm (1) or BatchNorm-of-ReLU (2) whose
+// output's gradient is bound: dn·k + z·u + v (0 where z ≤ 0 through a ReLU) with the (tower,
+// channel)'s coefficients from batchnorm_channel_sums, as batchnorm_backward_input computes
+// it, so that gradient is never written. Never together with THROUGH.
+override DY_THROUGH: u32 = 0u;
 
 // A plane's (a, b) from its BatchNorm's γ, β, mean and 1/std.
 fn through_coefficients(gamma: f32, beta: f32, mean: f32, invstd: f32) -> vec2<f32> {
@@ -259,6 +280,19 @@ fn through4(v: vec4<f32>, ab: vec2<f32>) -> vec4<f32> {
         return v;
     }
     return select(v, max(v, vec4(0.0)), THROUGH == 2u) * ab.x + vec4(ab.y);
+}
+
+// Where coefficient j (k, u, v) of image n's tower and channel c of `channels` is in the
+// sums batchnorm_channel_sums wrote (batchnorm.wgsl coefficient_slot).
+fn coefficient_slot(j: u32, n: u32, c: u32, channels: u32) -> u32 {
+    return ((2u + j) * p.towers + n / tower_n()) * channels + c;
+}
+
+// z's gradient from dn, BatchNorm's output gradient, and z, as batchnorm_backward_input.
+fn grad_through4(dn: vec4<f32>, z: vec4<f32>, kuv: vec3<f32>) -> vec4<f32> {
+    let relu = DY_THROUGH == 2u;
+    let input = select(z, max(z, vec4(0.0)), relu);
+    return select(vec4(0.0), dn * kuv.x + input * kuv.y + vec4(kuv.z), z > vec4(0.0) | vec4(!relu));
 }
 
 fn tile_pad() -> u32 {
@@ -357,14 +391,20 @@ fn row_inside(f: u32, r: u32) -> bool {
     return ih >= 0 && ih < i32(H);
 }
 
-// Kernel row r's window for the 4 outputs at f, read through `ab` (THROUGH). When W is a multiple of 4 only the first and
-// last `pad` elements can fall outside the row (left of column 0 when the outputs start the
-// row, right of the last column when they end it): those are zeroed here, and `tap_mask`
-// has nothing left to do. Otherwise `tap_mask` masks tap by tap.
+// Kernel row r's window for the 4 outputs at f, read through `ab` (THROUGH), edges masked.
 fn masked_window(plane: u32, f: u32, r: u32, ab: vec2<f32>) -> Window {
     var w = load_window(window_start(plane, f, r), window_phase(r));
     w.lo = through4(w.lo, ab);
     w.hi = through4(w.hi, ab);
+    return edge_masked(w, f);
+}
+
+// When W is a multiple of 4 only the first and last `pad` elements of a window can fall
+// outside the row (left of column 0 when the outputs start the row, right of the last column
+// when they end it): those are zeroed here, and `tap_mask` has nothing left to do. Otherwise
+// `tap_mask` masks tap by tap.
+fn edge_masked(window: Window, f: u32) -> Window {
+    var w = window;
     if W % 4u == 0u {
         let pad = tile_pad();
         let col = f % W;
@@ -462,9 +502,32 @@ struct PackedWeights {
 @group(0) @binding(4) var<storage, read> tile_b: array<f32>;
 @group(0) @binding(5) var<storage, read_write> tile_y4: array<vec4<f32>>;
 @group(0) @binding(6) var<uniform> tile_w: PackedWeights;
-@group(0) @binding(7) var<storage, read> tile_gamma: array<f32>;
-@group(0) @binding(8) var<storage, read> tile_beta: array<f32>;
-@group(0) @binding(9) var<storage, read> tile_saved: array<f32>;
+@group(0) @binding(7) var<storage, read> tile_bn0: array<f32>;
+@group(0) @binding(8) var<storage, read> tile_bn1: array<f32>;
+@group(0) @binding(9) var<storage, read> tile_bn2: array<f32>;
+
+// The same window of z (conv2d_tile's bn0, an element at a time), for DY_THROUGH.
+fn z_window(s: u32) -> Window {
+    var w: Window;
+    for (var j = 0u; j < K + 3u; j++) {
+        if j < 4u {
+            w.lo[j] = tile_bn0[s + j];
+        } else {
+            w.hi[j - 4u] = tile_bn0[s + j];
+        }
+    }
+    return w;
+}
+
+// Kernel row r's window of z's gradient, from dn's (x, x2, x4) and z's, edges masked.
+fn grad_window(plane: u32, f: u32, r: u32, kuv: vec3<f32>) -> Window {
+    let s = window_start(plane, f, r);
+    var w = load_window(s, window_phase(r));
+    let z = z_window(s);
+    w.lo = grad_through4(w.lo, z.lo, kuv);
+    w.hi = grad_through4(w.hi, z.hi, kuv);
+    return edge_masked(w, f);
+}
 
 // One invocation per 4 adjacent outputs of one image, every output channel:
 // y[n, oc, f .. f + 3] = b[oc] + Σ_{ic, r, c} w · x[n, ic, taps]. With TRANSPOSE, the input
@@ -486,13 +549,23 @@ fn conv2d_tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         var ab = vec2(1.0, 0.0);
         if THROUGH != 0u {
             let s = saved_slots(n, ic);
-            ab = through_coefficients(tile_gamma[ic], tile_beta[ic], tile_saved[s.x], tile_saved[s.y]);
+            ab = through_coefficients(tile_bn0[ic], tile_bn1[ic], tile_bn2[s.x], tile_bn2[s.y]);
+        }
+        var kuv = vec3(0.0);
+        if DY_THROUGH != 0u {
+            let k = tile_bn1[coefficient_slot(0u, n, ic, IC)];
+            kuv = vec3(k, tile_bn1[coefficient_slot(1u, n, ic, IC)], tile_bn1[coefficient_slot(2u, n, ic, IC)]);
         }
         for (var r = 0u; r < K; r++) {
             if W % 4u == 0u && !row_inside(f, r) {
                 continue;
             }
-            let win = masked_window(n * IC + ic, f, r, ab);
+            var win: Window;
+            if DY_THROUGH != 0u {
+                win = grad_window(n * IC + ic, f, r, kuv);
+            } else {
+                win = masked_window(n * IC + ic, f, r, ab);
+            }
             for (var c = 0u; c < K; c++) {
                 let t = select(vec4(0.0), column_taps(win, c), tap_mask(f, r, c));
                 let tap = (ic * K + r) * K + c;
@@ -519,9 +592,9 @@ fn conv2d_tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 
 @group(0) @binding(4) var<storage, read> wt_dy4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> wt_partial: array<f32>;
-@group(0) @binding(6) var<storage, read> wt_gamma: array<f32>;
-@group(0) @binding(7) var<storage, read> wt_beta: array<f32>;
-@group(0) @binding(8) var<storage, read> wt_saved: array<f32>;
+@group(0) @binding(6) var<storage, read> wt_bn0: array<f32>;
+@group(0) @binding(7) var<storage, read> wt_bn1: array<f32>;
+@group(0) @binding(8) var<storage, read> wt_bn2: array<f32>;
 
 // Row bands of a plane that conv2d_backward_weight_tile's invocations split (W a multiple of
 // 4): 1, or more where (image, input, output channel) alone would be too few invocations.
@@ -547,7 +620,12 @@ fn conv2d_backward_weight_tile(@builtin(global_invocation_id) gid: vec3<u32>, @b
     var ab = vec2(1.0, 0.0);
     if THROUGH != 0u {
         let s = saved_slots(n, ic);
-        ab = through_coefficients(wt_gamma[ic], wt_beta[ic], wt_saved[s.x], wt_saved[s.y]);
+        ab = through_coefficients(wt_bn0[ic], wt_bn1[ic], wt_bn2[s.x], wt_bn2[s.y]);
+    }
+    var kuv = vec3(0.0);
+    if DY_THROUGH != 0u {
+        let k = wt_bn1[coefficient_slot(0u, n, oc, OC)];
+        kuv = vec3(k, wt_bn1[coefficient_slot(1u, n, oc, OC)], wt_bn1[coefficient_slot(2u, n, oc, OC)]);
     }
     var acc: array<f32, 25>;
     var bias = 0.0;
@@ -557,7 +635,12 @@ fn conv2d_backward_weight_tile(@builtin(global_invocation_id) gid: vec3<u32>, @b
     let band_rows = (H + BANDS - 1u) / BANDS;
     let end = min((band + 1u) * band_rows, H) * W;
     for (var f = band * band_rows * W; f < end; f += 4u) {
-        let dy = wt_dy4[((n * OC + oc) * H * W + f) / 4u];
+        let at = ((n * OC + oc) * H * W + f) / 4u;
+        var dy = wt_dy4[at];
+        if DY_THROUGH != 0u {
+            let e = 4u * at;
+            dy = grad_through4(dy, vec4(wt_bn0[e], wt_bn0[e + 1u], wt_bn0[e + 2u], wt_bn0[e + 3u]), kuv);
+        }
         bias += dot(dy, vec4(1.0));
         for (var r = 0u; r < K; r++) {
             if W % 4u == 0u && !row_inside(f, r) {

@@ -101,6 +101,23 @@ pub trait Backend {
         dy: &Self::Tensor,
         g: ParamGrads<Self::Tensor>,
     );
+    /// A conv's whole backward from dy: `input`'s dx from the weights w, and `weight`'s
+    /// gradients from the input x, each where given (written or added by `p.accumulate`'s
+    /// bits). A backend may run both at once.
+    fn conv2d_backward(
+        &mut self,
+        p: &Conv2dParams,
+        dy: &Self::Tensor,
+        input: Option<(&Self::Tensor, &Self::Tensor)>,
+        weight: Option<(&Self::Tensor, ParamGrads<Self::Tensor>)>,
+    ) {
+        if let Some((w, dx)) = input {
+            self.conv2d_backward_input(p, dy, w, dx);
+        }
+        if let Some((x, g)) = weight {
+            self.conv2d_backward_weight(p, x, dy, g);
+        }
+    }
 
     // --- batchnorm -------------------------------------------------------------------------
     /// Per-plane (mean, M2) of x as `p` reads it, laid out (N, C) pairs.
@@ -252,6 +269,11 @@ pub fn lower<B: Backend>(b: &mut B, op: Fused<B::Tensor>) {
         Fused::PairContrastiveForward { pd, pc, x, t, d, loss } => {
             b.pair_distance_forward(&pd, x, d);
             b.contrastive_forward(&pc, d, t, loss);
+        }
+        Fused::LinearPairContrastiveForward(op) => {
+            b.linear_forward(&op.linear, op.x, op.w, op.b, op.y);
+            let (pd, pc, x, t, d, loss) = (op.pd, op.pc, op.y, op.t, op.d, op.loss);
+            b.fused(Fused::PairContrastiveForward { pd, pc, x, t, d, loss });
         }
         Fused::PairContrastiveBackward(op) => {
             let dd = b.scratch(op.pd.n as usize);

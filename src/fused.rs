@@ -31,6 +31,8 @@ pub enum Fused<'a, T> {
     PairContrastiveForward { pd: PairDistanceParams, pc: ContrastiveParams, x: &'a T, t: &'a T, d: &'a T, loss: &'a T },
     /// Its backward from the loss's gradient to x's (written or added by `pd.accumulate`).
     PairContrastiveBackward(PairContrastiveBackward<'a, T>),
+    /// y = Linear(x), then `PairContrastiveForward` of y.
+    LinearPairContrastiveForward(LinearPairContrastiveForward<'a, T>),
 }
 
 #[derive(Debug)]
@@ -72,4 +74,26 @@ pub struct PairContrastiveBackward<'a, T> {
     pub dx: &'a T,
 }
 
-copy_refs!(Fused, BatchNormConv2dBackward, Conv2dBatchNormConv2dBackward, PairContrastiveBackward);
+/// The loss head's forward: the embeddings y = Linear(x) of the pairs stacked in x, their
+/// distances d and the mean loss against targets t.
+#[derive(Debug)]
+pub struct LinearPairContrastiveForward<'a, T> {
+    pub linear: LinearParams,
+    pub x: &'a T,
+    pub w: &'a T,
+    pub b: &'a T,
+    pub y: &'a T,
+    pub pd: PairDistanceParams,
+    pub pc: ContrastiveParams,
+    pub t: &'a T,
+    pub d: &'a T,
+    pub loss: &'a T,
+}
+
+copy_refs!(
+    Fused,
+    BatchNormConv2dBackward,
+    Conv2dBatchNormConv2dBackward,
+    PairContrastiveBackward,
+    LinearPairContrastiveForward
+);

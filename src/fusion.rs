@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use crate::graph::{BatchNormNode, Handoff, Node, Var};
+use crate::graph::{BatchNormNode, Handoff, LinearNode, Node, Var};
 
 /// What a rule may ask of the values.
 pub trait Values {
@@ -56,7 +56,7 @@ impl std::fmt::Debug for Rule {
 }
 
 /// Every rule, in the order the pass applies them.
-pub const RULES: [Rule; 7] = [
+pub const RULES: [Rule; 8] = [
     Rule { name: "relu_batchnorm", train_only: false, hands_moments: false, rewrite: relu_batchnorm },
     Rule { name: "relu_linear", train_only: false, hands_moments: false, rewrite: relu_linear },
     Rule { name: "batchnorm_maxpool", train_only: false, hands_moments: false, rewrite: batchnorm_maxpool },
@@ -64,6 +64,7 @@ pub const RULES: [Rule; 7] = [
     Rule { name: "conv2d_batchnorm_conv2d", train_only: true, hands_moments: false, rewrite: conv2d_batchnorm_conv2d },
     Rule { name: "moments_handoff", train_only: true, hands_moments: true, rewrite: moments_handoff },
     Rule { name: "pair_contrastive", train_only: false, hands_moments: false, rewrite: pair_contrastive },
+    Rule { name: "linear_pair_contrastive", train_only: false, hands_moments: false, rewrite: linear_pair_contrastive },
 ];
 
 /// Applies `rules` in order to `nodes`.
@@ -107,16 +108,15 @@ fn relu_batchnorm(nodes: &[Node], ctx: &mut Ctx) -> Option<(usize, Vec<Node>)> {
 
 /// ReLU → Linear, through any reshape between: the linear layer reads x through the ReLU.
 fn relu_linear(nodes: &[Node], ctx: &mut Ctx) -> Option<(usize, Vec<Node>)> {
+    let through_relu = |l: &LinearNode, x: Var| Node::Linear(LinearNode { x, p: l.p.with_relu_input(true), ..*l });
     match nodes {
-        [Node::Relu { x, y }, Node::Linear { x: lx, w, b, y: ly, p }, ..] if lx == y && ctx.internal(*y) => {
-            let p = p.with_relu_input(true);
-            Some((2, vec![Node::Linear { x: *x, w: *w, b: *b, y: *ly, p }]))
+        [Node::Relu { x, y }, Node::Linear(l), ..] if l.x == *y && ctx.internal(*y) => {
+            Some((2, vec![through_relu(l, *x)]))
         }
-        [Node::Relu { x, y }, Node::Reshape { x: rx, y: ry }, Node::Linear { x: lx, w, b, y: ly, p }, ..]
-            if rx == y && lx == ry && ctx.internal(*y) && ctx.internal(*ry) =>
+        [Node::Relu { x, y }, Node::Reshape { x: rx, y: ry }, Node::Linear(l), ..]
+            if rx == y && l.x == *ry && ctx.internal(*y) && ctx.internal(*ry) =>
         {
-            let p = p.with_relu_input(true);
-            Some((3, vec![Node::Reshape { x: *x, y: *ry }, Node::Linear { x: *ry, w: *w, b: *b, y: *ly, p }]))
+            Some((3, vec![Node::Reshape { x: *x, y: *ry }, through_relu(l, *ry)]))
         }
         _ => None,
     }
@@ -180,4 +180,14 @@ fn pair_contrastive(nodes: &[Node], ctx: &mut Ctx) -> Option<(usize, Vec<Node>)>
     let only_reader = ctx.readers.get(d) == Some(&1);
     (cd == d && only_reader)
         .then(|| (2, vec![Node::PairContrastive { x: *x, t: *t, d: *d, loss: *loss, pd: *pd, pc: *pc }]))
+}
+
+/// Linear → PairContrastive of its output: the loss head's forward as one op. The linear
+/// layer's output is still written (the backward reads it), so it may have other readers.
+fn linear_pair_contrastive(nodes: &[Node], _: &mut Ctx) -> Option<(usize, Vec<Node>)> {
+    let [Node::Linear(linear), Node::PairContrastive { x, t, d, loss, pd, pc }, ..] = nodes else { return None };
+    (linear.y == *x).then(|| {
+        let node = Node::LinearPairContrastive { linear: *linear, t: *t, d: *d, loss: *loss, pd: *pd, pc: *pc };
+        (2, vec![node])
+    })
 }

@@ -18,6 +18,17 @@ pub struct ConvNode {
     pub p: Conv2dParams,
 }
 
+/// A fully connected layer as a node holds it; `p.relu_input` set: Linear(ReLU(x)), the ReLU
+/// folded in by the fusion pass.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LinearNode {
+    pub x: Var,
+    pub w: Var,
+    pub b: Var,
+    pub y: Var,
+    pub p: LinearParams,
+}
+
 /// A BatchNorm2d: its input, γ, β, running statistics (`mean`, `var`), output, and the
 /// statistics it normalised with (`saved`: mean (T, C) then 1/std (T, C), the batch's in
 /// training, the running ones in eval mode), which the backward and the fused ops read.
@@ -61,14 +72,7 @@ pub enum Node {
         x: Var,
         y: Var,
     },
-    /// `p.relu_input` set: Linear(ReLU(x)), the ReLU folded in by the fusion pass.
-    Linear {
-        x: Var,
-        w: Var,
-        b: Var,
-        y: Var,
-        p: LinearParams,
-    },
+    Linear(LinearNode),
     /// Distances (N) between the two towers stacked in x (2N, D).
     PairDistance {
         x: Var,
@@ -116,6 +120,16 @@ pub enum Node {
         pd: PairDistanceParams,
         pc: ContrastiveParams,
     },
+    /// `Linear` then `PairContrastive` of its output: forward in one kernel where a backend
+    /// has one; the linear layer's output (the embeddings) is still written.
+    LinearPairContrastive {
+        linear: LinearNode,
+        t: Var,
+        d: Var,
+        loss: Var,
+        pd: PairDistanceParams,
+        pc: ContrastiveParams,
+    },
 }
 
 impl Node {
@@ -126,7 +140,7 @@ impl Node {
             Node::Conv2d(c) => vec![c.x, c.w, c.b],
             Node::Relu { x, .. } | Node::MaxPool { x, .. } | Node::Reshape { x, .. } => vec![*x],
             Node::BatchNorm(bn) => bn_in(bn).to_vec(),
-            Node::Linear { x, w, b, .. } => vec![*x, *w, *b],
+            Node::Linear(l) => vec![l.x, l.w, l.b],
             Node::PairDistance { x, .. } => vec![*x],
             Node::Contrastive { d, t, .. } => vec![*d, *t],
             Node::BatchNormMaxPool { bn, moments, .. } => [&bn_in(bn)[..], moments.as_slice()].concat(),
@@ -137,6 +151,7 @@ impl Node {
                 [&[first.x, first.w, first.b][..], &bn_in(bn)[1..], &[conv.w, conv.b]].concat()
             }
             Node::PairContrastive { x, t, .. } => vec![*x, *t],
+            Node::LinearPairContrastive { linear: l, t, .. } => vec![l.x, l.w, l.b, *t],
         }
     }
 
@@ -145,9 +160,8 @@ impl Node {
         let hands = |h: &Option<Handoff>| h.map(|h| h.moments);
         match self {
             Node::Conv2d(c) => vec![c.y],
-            Node::Relu { y, .. } | Node::MaxPool { y, .. } | Node::Reshape { y, .. } | Node::Linear { y, .. } => {
-                vec![*y]
-            }
+            Node::Relu { y, .. } | Node::MaxPool { y, .. } | Node::Reshape { y, .. } => vec![*y],
+            Node::Linear(l) => vec![l.y],
             Node::BatchNorm(bn) => vec![bn.y, bn.saved],
             Node::PairDistance { d, .. } => vec![*d],
             Node::Contrastive { loss, .. } => vec![*loss],
@@ -157,6 +171,7 @@ impl Node {
                 [&[first.y, bn.saved, conv.y][..], hands(h).as_slice()].concat()
             }
             Node::PairContrastive { d, loss, .. } => vec![*d, *loss],
+            Node::LinearPairContrastive { linear, d, loss, .. } => vec![linear.y, *d, *loss],
         }
     }
 }

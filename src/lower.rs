@@ -43,7 +43,7 @@ impl<B: Backend> Tape<'_, B> {
             }
             Node::MaxPool { x, y, p } => b.maxpool_forward(p, t.get(*x), t.get(*y)),
             Node::Reshape { .. } => unreachable!("handled above"),
-            Node::Linear { x, w, b: bias, y, p } => b.linear_forward(p, t.get(*x), t.get(*w), t.get(*bias), t.get(*y)),
+            Node::Linear(l) => b.linear_forward(&l.p, t.get(l.x), t.get(l.w), t.get(l.b), t.get(l.y)),
             Node::PairDistance { x, d, p } => b.pair_distance_forward(p, t.get(*x), t.get(*d)),
             Node::Contrastive { d, t: target, loss, p } => {
                 b.contrastive_forward(p, t.get(*d), t.get(*target), t.get(*loss))
@@ -74,6 +74,20 @@ impl<B: Backend> Tape<'_, B> {
                 let (x, target, d, loss) = (t.get(*x), t.get(*target), t.get(*d), t.get(*loss));
                 b.fused(Fused::PairContrastiveForward { pd: *pd, pc: *pc, x, t: target, d, loss });
             }
+            Node::LinearPairContrastive { linear: l, t: target, d, loss, pd, pc } => {
+                b.fused(Fused::LinearPairContrastiveForward(fused::LinearPairContrastiveForward {
+                    linear: l.p,
+                    x: t.get(l.x),
+                    w: t.get(l.w),
+                    b: t.get(l.b),
+                    y: t.get(l.y),
+                    pd: *pd,
+                    pc: *pc,
+                    t: t.get(*target),
+                    d: t.get(*d),
+                    loss: t.get(*loss),
+                }));
+            }
         }
     }
 
@@ -82,17 +96,14 @@ impl<B: Backend> Tape<'_, B> {
         match *node {
             Node::Conv2d(c) => {
                 let Some(dy) = self.out_grad(c.y) else { return };
-                if let Some((dx, acc)) = self.grad_slot(c.x, ACCUMULATE_INPUT) {
-                    let p = Conv2dParams { accumulate: acc, ..c.p };
-                    let w = self.tensor(c.w).clone();
-                    self.backend.conv2d_backward_input(&p, &dy, &w, &dx);
-                }
-                if self.requires_grad(c.w) || self.requires_grad(c.b) {
-                    let (acc, dw, db) = self.param_grads(c.w, c.b);
-                    let p = Conv2dParams { accumulate: acc, ..c.p };
-                    let x = self.tensor(c.x).clone();
-                    self.backend.conv2d_backward_weight(&p, &x, &dy, ParamGrads { dw: &dw, db: &db });
-                }
+                let dx = self.grad_slot(c.x, ACCUMULATE_INPUT);
+                let params = (self.requires_grad(c.w) || self.requires_grad(c.b)).then(|| self.param_grads(c.w, c.b));
+                let acc = dx.as_ref().map_or(0, |d| d.1) | params.as_ref().map_or(0, |g| g.0);
+                let p = Conv2dParams { accumulate: acc, ..c.p };
+                let grads = params.as_ref().map(|(_, dw, db)| ParamGrads { dw, db });
+                let t = Tensors(&self.values);
+                let input = dx.as_ref().map(|(dx, _)| (t.get(c.w), dx));
+                self.backend.conv2d_backward(&p, &dy, input, grads.map(|g| (t.get(c.x), g)));
             }
             Node::Relu { x, y } => {
                 let Some(dy) = self.out_grad(y) else { return };
@@ -119,14 +130,14 @@ impl<B: Backend> Tape<'_, B> {
                 let Some(dy) = self.out_grad(y) else { return };
                 self.pass_grad(x, dy);
             }
-            Node::Linear { x, w, b, y, p } => {
-                let Some(dy) = self.out_grad(y) else { return };
-                let dx = self.grad_slot(x, ACCUMULATE_INPUT);
-                let (acc, dw, db) = self.param_grads(w, b);
-                let p = LinearParams { accumulate: acc | dx.as_ref().map_or(0, |d| d.1), ..p };
+            Node::Linear(l) => {
+                let Some(dy) = self.out_grad(l.y) else { return };
+                let dx = self.grad_slot(l.x, ACCUMULATE_INPUT);
+                let (acc, dw, db) = self.param_grads(l.w, l.b);
+                let p = LinearParams { accumulate: acc | dx.as_ref().map_or(0, |d| d.1), ..l.p };
                 let t = Tensors(&self.values);
                 let grads = ParamGrads { dw: &dw, db: &db };
-                self.backend.linear_backward(&p, t.get(x), t.get(w), &dy, dx.as_ref().map(|d| &d.0), grads);
+                self.backend.linear_backward(&p, t.get(l.x), t.get(l.w), &dy, dx.as_ref().map(|d| &d.0), grads);
             }
             Node::PairDistance { x, d, p } => {
                 let Some(dd) = self.out_grad(d) else { return };
@@ -201,6 +212,11 @@ impl<B: Backend> Tape<'_, B> {
                     let op = fused::PairContrastiveBackward { pd, pc, x, d, t: target, dloss: &dloss, dx: &dx };
                     self.backend.fused(Fused::PairContrastiveBackward(op));
                 }
+            }
+            Node::LinearPairContrastive { linear, t, d, loss, pd, pc } => {
+                // The two nodes' backwards in turn.
+                self.backward_node(&Node::PairContrastive { x: linear.y, t, d, loss, pd, pc });
+                self.backward_node(&Node::Linear(linear));
             }
         }
     }

@@ -17,7 +17,7 @@
 use crate::backend::{Backend, DeviceTensor};
 use crate::fusion::{self, RULES, Rule};
 pub use crate::graph::Var;
-use crate::graph::{BatchNormNode, ConvNode, Node};
+use crate::graph::{BatchNormNode, ConvNode, LinearNode, Node};
 use crate::ops::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,7 +224,7 @@ impl<'b, B: Backend> Tape<'b, B> {
         assert!(xs.len() == 2 && ws.len() == 2 && xs[1] == ws[1], "linear: x {xs:?}, w {ws:?}");
         let p = LinearParams::new(xs[0], xs[1], ws[0]).with_towers(towers);
         let y = self.output(&[xs[0], ws[0]], &[x, w, b]);
-        self.pending.push(Node::Linear { x, w, b, y, p });
+        self.pending.push(Node::Linear(LinearNode { x, w, b, y, p }));
         y
     }
 

@@ -5,7 +5,10 @@
 
 use siamese::backend::{Backend, Conv, Moments, Norm, NormGrads, ParamGrads, Running};
 use siamese::cpu;
-use siamese::fused::{BatchNormConv2dBackward, Conv2dBatchNormConv2dBackward, Fused, PairContrastiveBackward};
+use siamese::fused::{
+    BatchNormConv2dBackward, Conv2dBatchNormConv2dBackward, Fused, LinearPairContrastiveForward,
+    PairContrastiveBackward,
+};
 use siamese::gpu::llvmpipe::Shape;
 use siamese::gpu::{GpuBackend, GpuTensor, conv2d_tiled};
 use siamese::ops::*;
@@ -525,24 +528,28 @@ fn batchnorm_conv2d_shapes() {
 }
 
 /// The backward of conv_b(BatchNorm(ReLU(conv_a(xa)))) fused, against the GPU's own ops in
-/// turn (z's gradient written, then conv_a's backward) bit for bit: where xa needs no gradient
-/// conv_a's weight gradient reads z's through BatchNorm's backward, one pass fewer.
+/// turn (z's gradient written, then conv_a's backward) bit for bit on a CPU adapter: conv_a's
+/// kernels read z's gradient through BatchNorm's backward, one pass fewer, where they cover
+/// conv_a (the subgroup kernels: only its weight gradient, where xa needs none).
 fn conv2d_batchnorm_conv2d_case(
     name: &str,
     n: usize,
     (ca, cb, cc): (usize, usize, usize),
     hw: usize,
-    input_grad: bool,
+    (input_grad, relu): (bool, bool),
 ) {
     for subgroups in [true, false] {
         let name = format!("{name} subgroups={subgroups}");
         with_gpu(&format!("conv2d_batchnorm_conv2d {name}"), |gpu| {
             gpu.driver = gpu.ctx.driver.filter(|_| subgroups);
             let shape = Shape { ic: ca as u32, oc: cb as u32, h: hw as u32, w: hw as u32, k: 3 };
-            let fold = gpu.driver.is_some() && !input_grad && cb != 1 && shape.supported();
-            let mut r = rng((n * 7 + ca * 5 + cb * 3 + cc + hw) as u64);
             let pa = Conv2dParams::same(n, ca, hw, hw, cb, 3).with_towers(2);
-            let pb = BatchNormParams::new(n, cb, hw * hw, 2).with_relu_input(true);
+            let fold = match gpu.driver {
+                Some(_) => !input_grad && cb != 1 && shape.supported(),
+                None => conv2d_tiled(&pa),
+            };
+            let mut r = rng((n * 7 + ca * 5 + cb * 3 + cc + hw) as u64);
+            let pb = BatchNormParams::new(n, cb, hw * hw, 2).with_relu_input(relu);
             let pc = Conv2dParams::same(n, cb, hw, hw, cc, 3).with_towers(2);
             let (xa, wa) = (randn(&mut r, pa.x_len()), randn(&mut r, pa.w_len()));
             let z: Vec<f32> = randn(&mut r, pb.len()).iter().map(|v| v + 0.2).collect();
@@ -589,10 +596,8 @@ fn conv2d_batchnorm_conv2d_case(
                         let grads = NormGrads { dx: &dz, dgamma: dg, dbeta };
                         let op = BatchNormConv2dBackward { norm, conv, x: z, dy, grads, conv_grads };
                         g.fused(Fused::BatchNormConv2dBackward(op));
-                        if let Some(dxa) = dxa {
-                            g.conv2d_backward_input(&pa, &dz, wa, dxa);
-                        }
-                        g.conv2d_backward_weight(&pa, xa, &dz, ParamGrads { dw: dwa, db: dba });
+                        let input = dxa.map(|dxa| (wa, dxa));
+                        g.conv2d_backward(&pa, &dz, input, Some((xa, ParamGrads { dw: dwa, db: dba })));
                     }
                     dispatches[fused as usize] = g.dispatches - before;
                 };
@@ -616,10 +621,13 @@ fn conv2d_batchnorm_conv2d_case(
 
 #[test]
 fn conv2d_batchnorm_conv2d_shapes() {
-    conv2d_batchnorm_conv2d_case("first", 32, (1, 4, 4), 28, false);
-    conv2d_batchnorm_conv2d_case("third", 32, (4, 8, 8), 14, true);
-    conv2d_batchnorm_conv2d_case("pieces-of-2", 16, (3, 4, 4), 10, false);
-    conv2d_batchnorm_conv2d_case("odd-towers", 22, (1, 4, 4), 28, false);
+    conv2d_batchnorm_conv2d_case("first", 32, (1, 4, 4), 28, (false, true));
+    conv2d_batchnorm_conv2d_case("third", 32, (4, 8, 8), 14, (true, true));
+    conv2d_batchnorm_conv2d_case("third-no-relu", 16, (4, 8, 8), 14, (true, false));
+    conv2d_batchnorm_conv2d_case("pieces-of-2", 16, (3, 4, 4), 10, (false, true));
+    conv2d_batchnorm_conv2d_case("odd-towers", 22, (1, 4, 4), 28, (false, true));
+    // Planes the tiled kernels do not cover: z's gradient written.
+    conv2d_batchnorm_conv2d_case("untiled", 8, (2, 4, 3), 7, (true, true));
 }
 
 fn relu_case(name: &str, len: usize) {
@@ -831,6 +839,59 @@ fn distance_and_loss_shapes() {
     distance_and_loss_case("odd", 37, 3);
     distance_and_loss_case("train", 128, 8);
     distance_and_loss_case("big", 1000, 8);
+}
+
+/// The loss head's forward (Linear, distance, loss) as one op against its three ops apart:
+/// one launch on a GPU's kernel set, the same bits on a CPU adapter.
+fn loss_head_case(name: &str, pairs: usize, d_in: usize, d_out: usize) {
+    for relu in [false, true] {
+        with_gpu(&format!("loss head {name}"), |gpu| {
+            let mut r = rng((pairs + d_in * d_out) as u64);
+            let linear = LinearParams::new(2 * pairs, d_in, d_out).with_towers(2).with_relu_input(relu);
+            let pd = PairDistanceParams::new(pairs, d_out);
+            let pc = ContrastiveParams::new(pairs, 2.0);
+            let (x, w, b) = (randn(&mut r, 2 * pairs * d_in), randn(&mut r, d_out * d_in), randn(&mut r, d_out));
+            let t: Vec<f32> = (0..pairs).map(|i| (i % 3 == 0) as u8 as f32).collect();
+            let outputs = [vec![f32::NAN; 2 * pairs * d_out], vec![f32::NAN; pairs], vec![f32::NAN]];
+            let outputs: Vec<&[f32]> = outputs.iter().map(Vec::as_slice).collect();
+            let mut launches = 0;
+            let fused = gpu_run(gpu, &[&x, &w, &b, &t], &outputs, |g, i, o| {
+                let before = g.dispatches;
+                let (x, w, b, t, y, d, loss) = (&i[0], &i[1], &i[2], &i[3], &o[0], &o[1], &o[2]);
+                let op = LinearPairContrastiveForward { linear, x, w, b, y, pd, pc, t, d, loss };
+                g.fused(Fused::LinearPairContrastiveForward(op));
+                launches = g.dispatches - before;
+            });
+            let apart = gpu_run(gpu, &[&x, &w, &b, &t], &outputs, |g, i, o| {
+                g.linear_forward(&linear, &i[0], &i[1], &i[2], &o[0]);
+                g.pair_distance_forward(&pd, &o[0], &o[1]);
+                g.contrastive_forward(&pc, &o[1], &i[3], &o[2]);
+            });
+            let name = format!("linear_pair_contrastive_forward {name} relu={relu}");
+            let head_kernel = !gpu.plane_at_a_time() && d_out <= 16;
+            assert_eq!(launches, if head_kernel { 1 } else { 2 }, "{name}: launches");
+            for (k, what) in ["y", "d", "loss"].iter().enumerate() {
+                assert_close(&format!("{name} {what}"), &apart[k], &fused[k], fused_tolerance(gpu));
+            }
+            let mut y = vec![0.0f32; 2 * pairs * d_out];
+            cpu::linear_forward(&linear, &x, &w, &b, &mut y);
+            let mut d = vec![0.0f32; pairs];
+            cpu::pair_distance_forward(&pd, &y, &mut d);
+            let mut loss = [0.0f32];
+            cpu::contrastive_forward(&pc, &d, &t, &mut loss);
+            assert_close(&format!("{name} loss (CPU)"), &f64s(&loss), &fused[2], TOL);
+        });
+    }
+}
+
+#[test]
+fn loss_head_shapes() {
+    loss_head_case("tiny", 1, 1, 1);
+    loss_head_case("odd", 37, 5, 3);
+    loss_head_case("train", 128, 49, 8);
+    // More pairs than the workgroup's invocations, and embeddings wider than it holds.
+    loss_head_case("big", 300, 49, 8);
+    loss_head_case("wide", 5, 7, 17);
 }
 
 #[test]

@@ -117,20 +117,30 @@ impl Backend for GpuBackend {
         self.conv2d_moments_forward(Conv { p: *p, w, b }, [x, y], None)
     }
     fn conv2d_backward_input(&mut self, p: &Conv2dParams, dy: &GpuTensor, w: &GpuTensor, dx: &GpuTensor) {
-        assert_eq!((dy.len, w.len, dx.len), (p.y_len(), p.w_len(), p.x_len()), "conv2d_backward_input: {p:?}");
-        if !self.driver.is_some_and(|d| d.conv2d_backward_input(self, p, dy, w, dx)) {
-            conv2d::conv2d_backward_input(self, p, dy, w, dx)
-        }
+        self.conv2d_backward(p, dy, Some((w, dx)), None)
     }
     fn conv2d_backward_weight(&mut self, p: &Conv2dParams, x: &GpuTensor, dy: &GpuTensor, g: ParamGrads<GpuTensor>) {
-        assert_eq!(
-            (x.len, dy.len, g.dw.len, g.db.len),
-            (p.x_len(), p.y_len(), p.w_len(), p.c_out as usize),
-            "conv2d_backward_weight: {p:?}"
-        );
-        if !self.driver.is_some_and(|d| d.conv2d_backward_weight(self, p, [x, dy], g)) {
-            conv2d::conv2d_backward_weight(self, p, [x, dy], g)
-        }
+        self.conv2d_backward(p, dy, None, Some((x, g)))
+    }
+    /// The driver's kernels take the parts they cover; the rest go to one launch where the
+    /// shape allows (src/gpu/conv2d.rs).
+    fn conv2d_backward(
+        &mut self,
+        p: &Conv2dParams,
+        dy: &GpuTensor,
+        input: Option<(&GpuTensor, &GpuTensor)>,
+        weight: Option<(&GpuTensor, ParamGrads<GpuTensor>)>,
+    ) {
+        assert_eq!(dy.len, p.y_len(), "conv2d_backward: dy for {p:?}");
+        let input_sizes = input.map(|(w, dx)| (w.len, dx.len));
+        assert!(input_sizes.is_none_or(|s| s == (p.w_len(), p.x_len())), "conv2d_backward: w, dx for {p:?}");
+        let weight_sizes = weight.map(|(x, g)| (x.len, g.dw.len, g.db.len));
+        let expected = (p.x_len(), p.w_len(), p.c_out as usize);
+        assert!(weight_sizes.is_none_or(|s| s == expected), "conv2d_backward: x, dw, db for {p:?}");
+        let driver = self.driver;
+        let input = input.filter(|(w, dx)| !driver.is_some_and(|d| d.conv2d_backward_input(self, p, dy, w, dx)));
+        let weight = weight.filter(|(x, g)| !driver.is_some_and(|d| d.conv2d_backward_weight(self, p, [x, dy], *g)));
+        conv2d::conv2d_backward(self, p, dy, input, weight)
     }
 
     fn batchnorm_plane_moments(&mut self, p: &BatchNormParams, x: &GpuTensor, moments: &GpuTensor) {
@@ -229,6 +239,7 @@ impl Backend for GpuBackend {
                 contrastive::pair_contrastive_forward(self, (&pd, &pc), (x, t), d, loss)
             }
             Fused::PairContrastiveBackward(op) => contrastive::pair_contrastive_backward(self, &op),
+            Fused::LinearPairContrastiveForward(op) => contrastive::linear_pair_contrastive_forward(self, op),
         }
     }
 

@@ -127,7 +127,9 @@ pub fn batchnorm_sums(
 }
 
 /// The portable sums, of dy or (`pool_w` > 0, the pooled input's width) of the gradient
-/// that MaxPool2d(2×2) of BatchNorm's output passes back from its own dy.
+/// that MaxPool2d(2×2) of BatchNorm's output passes back from its own dy, followed by the
+/// input gradient's coefficients (k, u, v) that they give (shaders/batchnorm.wgsl): what
+/// the portable input gradient, and a conv reading its dy through this backward, take.
 pub(super) fn batchnorm_channel_sums(
     gpu: &mut GpuBackend,
     norm: &Norm<GpuTensor>,
@@ -136,7 +138,8 @@ pub(super) fn batchnorm_channel_sums(
     dbeta: &GpuTensor,
 ) -> GpuTensor {
     let p = &norm.p;
-    let sums = gpu.scratch(p.saved_len());
+    // (Σdy, Σdy·x̂), then (k, u, v): five numbers per (tower, channel).
+    let sums = gpu.scratch(p.saved_len() / 2 * 5);
     let bindings = [x, dy, norm.gamma, norm.beta, norm.saved, &sums, dgamma, dbeta];
     gpu.dispatch_specialized(Kernel::BatchNormChannelSums, &[pool_w], p, &bindings, p.c);
     sums

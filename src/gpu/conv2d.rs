@@ -89,33 +89,48 @@ impl<'a> Input<'a> {
     fn plain(x: &'a GpuTensor) -> Self {
         Input { x, norm: None }
     }
+}
 
-    /// The bindings of the BatchNorm read through: γ, β and the statistics (any three buffers
-    /// where there is none; the kernel then reads none of them).
-    fn norm_bindings(&self) -> [&'a GpuTensor; 3] {
-        match self.norm {
-            Some(n) => [n.gamma, n.beta, n.saved],
-            None => [self.x; 3],
-        }
+/// A BatchNorm's backward that a tiled kernel reads its dy through (`DY_THROUGH`): the dy
+/// bound is the gradient of BatchNorm's output, and the kernel makes that of its input `z`
+/// from the coefficients at the end of `sums` (batchnorm::batchnorm_channel_sums), as
+/// batchnorm_backward_input would, so that gradient is never written.
+#[derive(Clone, Copy)]
+struct DyThrough<'a> {
+    z: &'a GpuTensor,
+    sums: &'a GpuTensor,
+    relu: bool,
+}
+
+/// A tiled kernel's THROUGH and DY_THROUGH, and its bindings bn0..bn2: the BatchNorm x is
+/// read through (γ, β, statistics), or the one dy is read through the backward of (z, sums),
+/// or neither (any buffers, never read).
+fn through<'a>(input: &Input<'a>, dy: Option<DyThrough<'a>>) -> ([u32; 2], [&'a GpuTensor; 3]) {
+    match (input.norm, dy) {
+        (Some(n), None) => ([Through::of(input.norm) as u32, 0], [n.gamma, n.beta, n.saved]),
+        (None, Some(d)) => ([0, Through::batchnorm(d.relu) as u32], [d.z, d.sums, d.z]),
+        (None, None) => ([0, 0], [input.x; 3]),
+        (Some(_), Some(_)) => panic!("a tiled conv reads x or dy through a BatchNorm, not both"),
     }
 }
 
-/// The override constants of `conv2d_tile`: IC, OC, H, W, K, TRANSPOSE, THROUGH.
-fn tile_spec(p: &Conv2dParams, transpose: bool, through: Through) -> [u32; 7] {
+/// Runs `conv2d_tile` over `input` (dy through `dy` for the input gradient), the weights
+/// packed for it (a uniform buffer of vec4s over output channels, made once per change of the
+/// weights: src/gpu/weight_packs.rs). Overrides IC, OC, H, W, K, TRANSPOSE, THROUGH, DY_THROUGH.
+fn conv2d_tile(
+    gpu: &mut GpuBackend,
+    p: &Conv2dParams,
+    (input, dy): (Input, Option<DyThrough>),
+    transpose: bool,
+    [w, b, y]: [&GpuTensor; 3],
+) {
     let (ic, oc) = if transpose { (p.c_out, p.c_in) } else { (p.c_in, p.c_out) };
-    [ic, oc, p.h, p.w, p.k, transpose as u32, through as u32]
-}
-
-/// Runs `conv2d_tile` over `input`, the weights packed for it (a uniform buffer of vec4s over
-/// output channels, made once per change of the weights: src/gpu/weight_packs.rs).
-fn conv2d_tile(gpu: &mut GpuBackend, p: &Conv2dParams, transpose: bool, input: Input, [w, b, y]: [&GpuTensor; 3]) {
-    let spec = tile_spec(p, transpose, Through::of(input.norm));
-    let [ic, oc, _, _, k, t, _] = spec;
-    let packed = gpu.packed_weights(w, PackHow { ic, oc, k, transpose: t });
+    let ([through, dy_through], [bn0, bn1, bn2]) = through(&input, dy);
+    let spec = [ic, oc, p.h, p.w, p.k, transpose as u32, through, dy_through];
+    let packed = gpu.packed_weights(w, PackHow { ic, oc, k: p.k, transpose: transpose as u32 });
     let flops = Some(Work::Flops(2.0 * p.macs() as f64));
-    let [gamma, beta, saved] = input.norm_bindings();
     let x = input.x;
-    let buffers = [x, x, x, b, y, &packed, gamma, beta, saved];
+    let buffers = [x, x, x, b, y, &packed, bn0, bn1, bn2];
     gpu.dispatch_work(Kernel::Conv2dTile, &spec, p, &buffers, tile_groups(p), flops);
 }
 
@@ -132,7 +147,7 @@ pub fn conv2d_forward(
 ) {
     let Conv { p, w, b } = conv;
     if tiled(&p) {
-        conv2d_tile(gpu, &p, false, Input::plain(x), [w, b, y]);
+        conv2d_tile(gpu, &p, (Input::plain(x), None), false, [w, b, y]);
     } else {
         let flops = Some(Work::Flops(2.0 * p.macs() as f64));
         gpu.dispatch_work(Kernel::Conv2dForward, &[], &p, &[x, w, b, y], GpuBackend::groups_for(p.y_len()), flops);
@@ -142,50 +157,69 @@ pub fn conv2d_forward(
     }
 }
 
-pub fn conv2d_backward_input(gpu: &mut GpuBackend, p: &Conv2dParams, dy: &GpuTensor, w: &GpuTensor, dx: &GpuTensor) {
+/// A conv's backward from dy, `input`'s dx (from w) and `weight`'s gradients (from x) each
+/// where given: on the tiled path a launch for each, on the plain one a single launch for both
+/// (the weight gradient's sums still a second stage).
+pub fn conv2d_backward(
+    gpu: &mut GpuBackend,
+    p: &Conv2dParams,
+    dy: &GpuTensor,
+    input: Option<(&GpuTensor, &GpuTensor)>,
+    weight: Option<(&GpuTensor, ParamGrads<GpuTensor>)>,
+) {
     if tiled(p) {
-        conv2d_tile(gpu, p, true, Input::plain(dy), [w, w, dx]);
-    } else {
-        let flops = Some(Work::Flops(2.0 * p.macs() as f64));
-        gpu.dispatch_work(Kernel::Conv2dBackwardInput, &[], p, &[dy, w, dx], GpuBackend::groups_for(p.x_len()), flops);
+        if let Some((w, dx)) = input {
+            conv2d_tile(gpu, p, (Input::plain(dy), None), true, [w, w, dx]);
+        }
+        if let Some((x, g)) = weight {
+            backward_weight(gpu, p, Input::plain(x), (dy, None), g);
+        }
+        return;
+    }
+    if input.is_none() && weight.is_none() {
+        return;
+    }
+    let p = &Conv2dParams { chunk: WEIGHT_GRAD_CHUNK as u32, ..*p };
+    let chunks = p.towers as usize * ((p.n / p.towers) as usize).div_ceil(WEIGHT_GRAD_CHUNK);
+    let partial = weight.map(|_| gpu.weight_partials(chunks * (p.w_len() + p.c_out as usize)));
+    // The part not computed gets placeholders, never read or written (two buffers: one
+    // bound read-only, one read-write).
+    let (read, write) = (gpu.scratch(1), gpu.scratch(1));
+    let (w, dx) = input.unwrap_or((&read, &write));
+    let x = weight.map_or(&read, |(x, _)| x);
+    let spec = [input.is_some() as u32, weight.is_some() as u32];
+    let invocations = input.map_or(0, |_| p.x_len()) + partial.as_ref().map_or(0, |t| t.len);
+    let bindings = [x, w, dy, dx, partial.as_ref().unwrap_or(&write)];
+    let flops = Some(Work::Flops(2.0 * p.macs() as f64 * (spec[0] + spec[1]) as f64));
+    let groups = GpuBackend::groups_for(invocations);
+    gpu.dispatch_work(Kernel::Conv2dBackward, &spec, p, &bindings, groups, flops);
+    if let (Some((_, g)), Some(partial)) = (weight, partial) {
+        gpu.sum_weight_partials(p, &partial, g);
     }
 }
 
-/// Two stages, no atomics: partial sums per chunk of images, then per tower in order.
-pub fn conv2d_backward_weight(
+/// The tiled weight gradient of `input`, dy through `dy.1` where given, two stages, no
+/// atomics: partial sums per image (and row band), then per tower in order.
+fn backward_weight(
     gpu: &mut GpuBackend,
     p: &Conv2dParams,
-    [x, dy]: [&GpuTensor; 2],
+    input: Input,
+    (dy, dy_through): (&GpuTensor, Option<DyThrough>),
     grads: ParamGrads<GpuTensor>,
 ) {
-    backward_weight(gpu, p, Input::plain(x), dy, grads)
-}
-
-fn backward_weight(gpu: &mut GpuBackend, p: &Conv2dParams, input: Input, dy: &GpuTensor, grads: ParamGrads<GpuTensor>) {
     let taps = p.w_len() + p.c_out as usize;
     let flops = Some(Work::Flops(2.0 * p.macs() as f64));
+    let p = Conv2dParams { chunk: 1, ..*p };
+    let bands = weight_tile_bands(&p);
+    let partial = gpu.weight_partials((p.n * bands) as usize * taps);
+    let ([through, dy_through], [bn0, bn1, bn2]) = through(&input, dy_through);
+    let spec = [p.c_in, p.c_out, p.h, p.w, p.k, through, bands, dy_through];
+    let groups = (p.n * bands * p.c_in * p.c_out).div_ceil(WEIGHT_TILE_WORKGROUP);
     let x = input.x;
-    let (p, partial) = if tiled(p) {
-        let p = Conv2dParams { chunk: 1, ..*p };
-        let bands = weight_tile_bands(&p);
-        let partial = gpu.weight_partials((p.n * bands) as usize * taps);
-        let spec = [p.c_in, p.c_out, p.h, p.w, p.k, Through::of(input.norm) as u32, bands];
-        let groups = (p.n * bands * p.c_in * p.c_out).div_ceil(WEIGHT_TILE_WORKGROUP);
-        let [gamma, beta, saved] = input.norm_bindings();
-        let buffers = [x, x, x, dy, &partial, gamma, beta, saved];
-        gpu.dispatch_work(Kernel::Conv2dBackwardWeightTile, &spec, &p, &buffers, groups, flops);
-        // Each band's partials count as an image's.
-        (Conv2dParams { n: p.n * bands, ..p }, partial)
-    } else {
-        assert!(input.norm.is_none(), "conv2d_backward_weight: a plain kernel reads no BatchNorm through");
-        let p = Conv2dParams { chunk: WEIGHT_GRAD_CHUNK as u32, ..*p };
-        let chunks = p.towers as usize * ((p.n / p.towers) as usize).div_ceil(WEIGHT_GRAD_CHUNK);
-        let partial = gpu.weight_partials(chunks * taps);
-        let groups = GpuBackend::groups_for(chunks * taps);
-        gpu.dispatch_work(Kernel::Conv2dBackwardWeightPartial, &[], &p, &[x, dy, &partial], groups, flops);
-        (p, partial)
-    };
-    gpu.sum_weight_partials(&p, &partial, grads);
+    let buffers = [x, x, x, dy, &partial, bn0, bn1, bn2];
+    gpu.dispatch_work(Kernel::Conv2dBackwardWeightTile, &spec, &p, &buffers, groups, flops);
+    // Each band's partials count as an image's.
+    gpu.sum_weight_partials(&Conv2dParams { n: p.n * bands, ..p }, &partial, grads);
 }
 
 /// Conv2d(BatchNorm(x)) with BatchNorm's statistics in `norm.saved` (the batch's in training,
@@ -202,7 +236,7 @@ pub fn batchnorm_conv2d_forward(
         let normalised = batchnorm_output(gpu, &norm, x);
         return gpu.conv2d_moments_forward(conv, [&normalised, y], moments);
     }
-    conv2d_tile(gpu, &conv.p, false, Input { x, norm: Some(&norm) }, [conv.w, conv.b, y]);
+    conv2d_tile(gpu, &conv.p, (Input { x, norm: Some(&norm) }, None), false, [conv.w, conv.b, y]);
     if let Some(m) = moments {
         batchnorm_plane_moments(gpu, &m.p, y, m.out);
     }
@@ -234,7 +268,8 @@ fn batchnorm_conv2d_backward_head(
 /// kernel, or of BatchNorm's output written out again.
 pub(super) fn weight_grad_of_normalised(gpu: &mut GpuBackend, op: &BatchNormConv2dBackward<GpuTensor>) {
     if tiled(&op.conv.p) {
-        return backward_weight(gpu, &op.conv.p, Input { x: op.x, norm: Some(&op.norm) }, op.dy, op.conv_grads);
+        let input = Input { x: op.x, norm: Some(&op.norm) };
+        return backward_weight(gpu, &op.conv.p, input, (op.dy, None), op.conv_grads);
     }
     let normalised = batchnorm_output(gpu, &op.norm, op.x);
     gpu.conv2d_backward_weight(&op.conv.p, &normalised, op.dy, op.conv_grads);
@@ -263,17 +298,25 @@ pub(super) fn first_backward(
 ) {
     let dz = gpu.scratch(inner.norm.p.len());
     batchnorm_backward_input(gpu, &inner.norm, op.z, dn, sums, &dz);
-    if let Some(dx) = op.dx {
-        gpu.conv2d_backward_input(&op.first.p, &dz, op.first.w, dx);
-    }
-    gpu.conv2d_backward_weight(&op.first.p, op.x, &dz, op.first_grads);
+    let input = op.dx.map(|dx| (op.first.w, dx));
+    gpu.conv2d_backward(&op.first.p, &dz, input, Some((op.x, op.first_grads)));
 }
 
 /// The backward of conv(BatchNorm(first(x))) in training: conv's gradients and BatchNorm's as
-/// in `batchnorm_conv2d_backward`, then first's.
+/// in `batchnorm_conv2d_backward`, then first's. Where the tiled kernels cover first, they
+/// read their dy through BatchNorm's backward, so that z = first(x)'s gradient is never
+/// written; otherwise it is, then first's backward reads it.
 pub fn conv2d_batchnorm_conv2d_backward(gpu: &mut GpuBackend, op: &Conv2dBatchNormConv2dBackward<GpuTensor>) {
     let dn = gpu.scratch(op.norm.p.len());
     let inner = inner_backward(op, &dn);
     let sums = batchnorm_conv2d_backward_head(gpu, &inner, &dn);
-    first_backward(gpu, op, &inner, (&dn, &sums));
+    // A CPU driver's set sums plane by plane, without the coefficients.
+    if !tiled(&op.first.p) || gpu.plane_at_a_time() {
+        return first_backward(gpu, op, &inner, (&dn, &sums));
+    }
+    let through = DyThrough { z: op.z, sums: &sums, relu: op.norm.p.relu_input != 0 };
+    if let Some(dx) = op.dx {
+        conv2d_tile(gpu, &op.first.p, (Input::plain(&dn), Some(through)), true, [op.first.w, op.first.w, dx]);
+    }
+    backward_weight(gpu, &op.first.p, Input::plain(op.x), (&dn, Some(through)), op.first_grads);
 }

@@ -154,14 +154,13 @@ kernels! {
     GatherImages => Elementwise::"gather_images"(Uniform, Read, Read, ReadWrite);
     GatherImageWords => Elementwise::"gather_image_words"(Uniform, Read, Read, ReadWrite);
     Conv2dForward => Conv2d::"conv2d_forward"(Read, Read, Read, ReadWrite);
-    Conv2dBackwardInput => Conv2d::"conv2d_backward_input"(Read, Read, ReadWrite);
-    Conv2dBackwardWeightPartial => Conv2d::"conv2d_backward_weight_partial"(Read, Read, ReadWrite);
+    Conv2dBackward => Conv2d::"conv2d_backward"(Read, Read, Read, ReadWrite, ReadWrite) [INPUT_GRAD, WEIGHT_GRAD];
     Conv2dBackwardWeightReduce => Conv2d::"conv2d_backward_weight_reduce"(Read, ReadWrite, ReadWrite);
     Conv2dPackWeights => Conv2d::"conv2d_pack_weights"(Read, ReadWrite);
     Conv2dTile =>
-        Conv2d::"conv2d_tile"(Read, Read, Read, Read, ReadWrite, Uniform, Read, Read, Read) [IC, OC, H, W, K, TRANSPOSE, THROUGH];
+        Conv2d::"conv2d_tile"(Read, Read, Read, Read, ReadWrite, Uniform, Read, Read, Read) [IC, OC, H, W, K, TRANSPOSE, THROUGH, DY_THROUGH];
     Conv2dBackwardWeightTile =>
-        Conv2d::"conv2d_backward_weight_tile"(Read, Read, Read, Read, ReadWrite, Read, Read, Read) [IC, OC, H, W, K, THROUGH, BANDS];
+        Conv2d::"conv2d_backward_weight_tile"(Read, Read, Read, Read, ReadWrite, Read, Read, Read) [IC, OC, H, W, K, THROUGH, BANDS, DY_THROUGH];
     Conv2dRows =>
         Conv2dRows::"conv2d_rows"(Read, Read, Read, ReadWrite, ReadWrite, Read, Read, Read) [IC, OC, H, W, K, MODE, ACCUMULATE, THROUGH];
     Conv2dBackwardWeightRows =>
@@ -215,6 +214,8 @@ kernels! {
     ContrastiveBackward => Contrastive::"contrastive_backward"(Read, Read, Read, ReadWrite);
     PairContrastiveForward => Contrastive::"pair_contrastive_forward"(Read, Read, ReadWrite, ReadWrite);
     PairContrastiveBackward => Contrastive::"pair_contrastive_backward"(Read, Read, Read, Read, ReadWrite);
+    LinearPairContrastiveForward =>
+        Contrastive::"linear_pair_contrastive_forward"(Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite) [HEAD_IN, HEAD_OUT, HEAD_RELU];
     AdamStep => Optim::"adam_step"(Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read) [SUMS];
     Conv2dBackwardWeightSums => Optim::"conv2d_backward_weight_sums"(Read, ReadWrite);
 }
