@@ -428,28 +428,7 @@ fn tap_mask(f: u32, r: u32, c: u32) -> vec4<bool> {
     return (ih >= vec4(0)) & (ih < vec4(i32(H))) & (iw >= vec4(0)) & (iw < vec4(i32(W)));
 }
 
-// Where one conv's packed weights come from and go: the weights at element `src` of the
-// bound buffer, of a conv with IC inputs and OC outputs (this launch's view: transposed for the
-// input gradient), K×K taps; packed into vec4s from `dst`.
-struct PackJob {
-    src: u32,
-    ic: u32,
-    oc: u32,
-    k: u32,
-    transpose: u32,
-    dst: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-// Every pack of one weights buffer, made in one launch after the weights change.
-struct PackJobs {
-    count: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-    jobs: array<PackJob, 16>,
-}
+// PackJob, PackJobs: shaders/weight_pack.wgsl, prepended.
 
 @group(0) @binding(0) var<uniform> packs: PackJobs;
 @group(0) @binding(1) var<storage, read> pack_w: array<f32>;

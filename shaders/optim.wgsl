@@ -4,14 +4,15 @@
 // Mirrors src/ops/optim.rs (params, reference) and src/gpu/optim.rs (launcher).
 //
 // entry point                   bindings 1.. (binding 0)
-// adam_step                     partials, params, grads, m, v, step (AdamLaunch)
+// adam_step                     partials, params, grads, m, v, step, packed (AdamLaunch)
 //                                   one invocation per parameter
 // conv2d_backward_weight_sums   partials, grads (WeightSumsParams)   one invocation per tap
 //
 // The conv layers' weight-gradient partials (src/gpu/weight_sums.rs) are summed, tap by tap,
 // as conv2d_backward_weight_reduce (conv2d.wgsl) sums them, to the bit: by Adam, each
 // parameter its own, where they wait for it, else in a launch of their own for every layer
-// at once. Both use `tap_sum`.
+// at once. Both use `tap_sum`. Adam also writes the conv weights it updates into their packs
+// for conv2d_tile (weight_pack.wgsl), where they have one: no pack launch after it.
 
 // src/ops/ AdamParams
 struct AdamParams {
@@ -43,11 +44,12 @@ struct WeightSumsParams {
     table: array<vec4<u32>, 16>,
 }
 
-// src/gpu/optim.rs AdamLaunch: Adam's params, then the sums it does itself (dw and db at
-// offsets within `grads`).
+// src/gpu/optim.rs AdamLaunch: Adam's params, the sums it does itself (dw and db at offsets
+// within `grads`), and the packs it writes (their `src` counted from `params`' first element).
 struct AdamLaunch {
     adam: AdamParams,
     sums: WeightSumsParams,
+    packs: PackJobs,
 }
 
 @group(0) @binding(1) var<storage, read> partials: array<f32>;
@@ -73,8 +75,24 @@ fn tap_sum(at: vec4<u32>, tap: u32) -> f32 {
 @group(0) @binding(5) var<storage, read_write> v: array<f32>;
 @group(0) @binding(6) var<storage, read> step: AdamStep;
 
+@group(0) @binding(7) var<storage, read_write> packed: array<vec4<f32>>;
+
 // 1: the launch sums partials (launch.sums); 0: it has none, and compiles to plain Adam.
 override SUMS: u32 = 0u;
+// 1: the launch writes packs (launch.packs); 0: none (a placeholder is bound).
+override PACKS: u32 = 0u;
+
+// Parameter i's new value into every pack that holds it. Each lane of a packed vec4 is one
+// weight's, so no two invocations write one place.
+fn write_packs(i: u32, value: f32) {
+    for (var j = 0u; j < launch.packs.count; j++) {
+        let job = launch.packs.jobs[j];
+        if i >= job.src && i - job.src < pack_weights(job) {
+            let slot = pack_slot(job, i - job.src);
+            packed[slot.x][slot.y] = value;
+        }
+    }
+}
 
 // Parameter i's gradient: grads[i], or where i is a weight or bias of a conv whose partials
 // wait, their sum, stored in grads as conv2d_backward_weight_sums stores it.
@@ -114,9 +132,13 @@ fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     let m1 = m[i] + (g - m[i]) * p.one_minus_beta1;
     let v1 = v[i] * p.beta2 + p.one_minus_beta2 * g * g;
     let denom = sqrt(v1) / step.bias_correction2_sqrt + p.eps;
-    params[i] = params[i] - step.step_size * (m1 / denom);
+    let updated = params[i] - step.step_size * (m1 / denom);
+    params[i] = updated;
     m[i] = m1;
     v[i] = v1;
+    if PACKS == 1u {
+        write_packs(i, updated);
+    }
 }
 
 @group(0) @binding(0) var<uniform> ws: WeightSumsParams;

@@ -206,3 +206,46 @@ fn adam_sums_the_waiting_weight_gradients_to_the_same_bits() {
         assert_eq!(*within + 1, *apart, "the sums' own launch");
     });
 }
+
+/// On the portable kernels Adam writes the conv weights it updates into their packs for
+/// `conv2d_tile` (src/gpu/weight_packs.rs), plain and transposed: the training step after it
+/// makes no packs, and gives the same bits as after packs made afresh from the same weights by
+/// the pack launch.
+#[test]
+fn adam_writes_the_weight_packs_to_the_same_bits() {
+    use siamese::ops::AdamConfig;
+    with_gpu("adam with the weight packs", |gpu: &mut GpuBackend| {
+        gpu.driver = None;
+        let net = SiameseNet::new(8);
+        let (params, buffers) = net.init(11);
+        let weights = Weights::new(gpu, net, &params, &buffers);
+        let mut r = rng(31);
+        let images = to_f32(&uniform(&mut r, 32 * 784, 0.0, 1.0));
+        let targets: Vec<f32> = (0..16).map(|i| (i % 2) as f32).collect();
+        let step = |gpu: &mut GpuBackend| {
+            let before = gpu.dispatches;
+            let mut tape = Tape::new(gpu, Mode::Train);
+            let x = tape.backend().upload(&images);
+            let x = tape.input(x, &[32, 1, 28, 28]);
+            let t = tape.backend().upload(&targets);
+            let t = tape.input(t, &[16]);
+            let (loss, _) = net.loss(&mut tape, &weights, x, t, 2.0);
+            tape.backward(loss);
+            drop(tape);
+            let launches = gpu.dispatches - before;
+            (gpu.read(&weights.grads).iter().map(|v| v.to_bits()).collect::<Vec<_>>(), launches)
+        };
+        step(gpu);
+        let len = weights.layout.len;
+        let (m, v) = (gpu.zeros(len), gpu.zeros(len));
+        gpu.adam_step(&AdamConfig::default(), 1, &weights.params, &weights.grads, &m, &v);
+        let (after_adam, launches) = step(gpu);
+        // The same weights written back: the packs go stale and are made again.
+        let updated = gpu.read(&weights.params);
+        gpu.write(&weights.params, &updated);
+        let (repacked, with_pack_launch) = step(gpu);
+        gpu.driver = gpu.ctx.driver;
+        assert_eq!(after_adam, repacked, "the gradients after Adam's packs");
+        assert_eq!(launches + 1, with_pack_launch, "the pack launch");
+    });
+}

@@ -34,6 +34,9 @@ pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 /// `Conv2dParams`, shared by shaders/conv2d.wgsl and the kernels a driver writes per shape.
 pub const CONV2D_PARAMS: &str = include_str!("../../shaders/conv2d_params.wgsl");
 
+/// Where conv weights go in `conv2d_tile`'s packed layout, shared by the pack kernel and Adam.
+const WEIGHT_PACK: &str = include_str!("../../shaders/weight_pack.wgsl");
+
 /// How the portable set holds runs of four floats in storage (`Packed4`): as vec4<f32>.
 pub const PACKED_F32: &str = include_str!("../../shaders/packed_f32.wgsl");
 
@@ -91,8 +94,12 @@ impl Shader {
 
     /// The WGSL the device compiles: the prelude (see [`prelude`]), then the file.
     pub fn source(self, storage: &str) -> String {
-        let params = if self == Shader::Conv2d { CONV2D_PARAMS } else { "" };
-        format!("{}\n{params}\n{}", prelude(storage), self.body())
+        let shared = match self {
+            Shader::Conv2d => format!("{CONV2D_PARAMS}\n{WEIGHT_PACK}"),
+            Shader::Optim => WEIGHT_PACK.to_string(),
+            _ => String::new(),
+        };
+        format!("{}\n{shared}\n{}", prelude(storage), self.body())
     }
 }
 
@@ -216,7 +223,7 @@ kernels! {
     PairContrastiveBackward => Contrastive::"pair_contrastive_backward"(Read, Read, Read, Read, ReadWrite);
     LinearPairContrastiveForward =>
         Contrastive::"linear_pair_contrastive_forward"(Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite) [HEAD_IN, HEAD_OUT, HEAD_RELU];
-    AdamStep => Optim::"adam_step"(Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read) [SUMS];
+    AdamStep => Optim::"adam_step"(Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, ReadWrite) [SUMS, PACKS];
     Conv2dBackwardWeightSums => Optim::"conv2d_backward_weight_sums"(Read, ReadWrite);
 }
 

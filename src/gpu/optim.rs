@@ -1,8 +1,10 @@
 //! Launcher of shaders/optim.wgsl: one Adam launch over the whole flat parameter buffer, which
-//! also sums the conv weight-gradient partials waiting for it (src/gpu/weight_sums.rs).
+//! also sums the conv weight-gradient partials waiting for it (src/gpu/weight_sums.rs) and
+//! writes the conv weights it updates into their packs (src/gpu/weight_packs.rs).
 
 use bytemuck::{Pod, Zeroable};
 
+use super::weight_packs::PackJobs;
 use super::weight_sums::WeightSumsParams;
 use super::{GpuBackend, GpuTensor, Kernel};
 use crate::backend::Backend;
@@ -14,6 +16,7 @@ use crate::ops::{AdamConfig, AdamParams};
 struct AdamLaunch {
     adam: AdamParams,
     sums: WeightSumsParams,
+    packs: PackJobs,
 }
 
 pub fn adam_step(
@@ -49,10 +52,20 @@ pub fn adam_step(
     // 0.08 ms, against 0.21-0.30 ms for Adam with them: no gain to measure). Where Adam has
     // none (SUMS = 0), the scalars (read only, as partials are) stand in for the partials.
     let taken = if gpu.plane_at_a_time() { None } else { gpu.take_weight_sums_in(grads) };
-    let spec = [taken.is_some() as u32];
+    // The packs made from `params` are remade as Adam writes the weights, instead of by a
+    // launch of their own before the next conv (where PACKS = 0, a placeholder is bound).
+    let packs = gpu.packs_within(params);
+    let spec = [taken.is_some() as u32, packs.is_some() as u32];
     let (sums, partials) = taken.unwrap_or_else(|| (Default::default(), step.clone()));
-    let launch = AdamLaunch { adam: AdamParams::new(params.len, cfg), sums };
-    let bindings = [&partials, params, grads, m, v, &step];
+    let (jobs, packed) = match &packs {
+        Some(p) => (p.jobs, p.packed.clone()),
+        None => (PackJobs::none(), gpu.scratch(4)),
+    };
+    let launch = AdamLaunch { adam: AdamParams::new(params.len, cfg), sums, packs: jobs };
+    let bindings = [&partials, params, grads, m, v, &step, &packed];
     gpu.dispatch_specialized(Kernel::AdamStep, &spec, &launch, &bindings, GpuBackend::groups_for(params.len));
+    if let Some(p) = &packs {
+        gpu.packs_written(p);
+    }
     gpu.adam_recorded = true;
 }

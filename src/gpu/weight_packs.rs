@@ -1,6 +1,8 @@
 //! Conv weights packed for `conv2d_tile`, kept while the weights are unchanged: every pack of
 //! one weights buffer (the model's flat parameters) lives in one arena, remade in one launch
-//! at its first use after a write to that buffer (Adam's step), not once per conv.
+//! at its first use after a write to that buffer, not once per conv. Adam's step, the write
+//! of every training step, writes the packs itself as it updates the weights
+//! (shaders/optim.wgsl), so that a step has no pack launch.
 
 use std::collections::HashMap;
 
@@ -27,7 +29,7 @@ pub(super) struct PackHow {
     pub transpose: u32,
 }
 
-/// shaders/conv2d.wgsl PackJob.
+/// shaders/weight_pack.wgsl PackJob.
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 #[repr(C)]
 struct PackJob {
@@ -37,13 +39,32 @@ struct PackJob {
     _pad: [u32; 2],
 }
 
-/// shaders/conv2d.wgsl PackJobs: the launch's params.
+/// shaders/weight_pack.wgsl PackJobs: the pack launch's params, and part of Adam's.
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(C)]
-struct PackJobs {
+pub(super) struct PackJobs {
     count: u32,
     _pad: [u32; 3],
     jobs: [PackJob; ARENA_SLOTS],
+}
+
+impl PackJobs {
+    fn of(jobs: &[PackJob]) -> Self {
+        let mut params = PackJobs { count: jobs.len() as u32, _pad: [0; 3], jobs: [PackJob::default(); ARENA_SLOTS] };
+        params.jobs[..jobs.len()].copy_from_slice(jobs);
+        params
+    }
+
+    pub(super) fn none() -> Self {
+        Self::of(&[])
+    }
+}
+
+/// Packs that one Adam launch writes (see `GpuBackend::packs_within`).
+pub(super) struct AdamPacks {
+    pub jobs: PackJobs,
+    pub packed: GpuTensor,
+    arena: usize,
 }
 
 /// The packs of one weights buffer (up to ARENA_SLOTS of them), and whether they are current.
@@ -103,13 +124,37 @@ impl GpuBackend {
     /// Every pack of arena `index`, in one launch.
     fn make_packs(&mut self, index: usize) {
         let arena = &self.weight_packs.arenas[index];
-        let mut params =
-            PackJobs { count: arena.jobs.len() as u32, _pad: [0; 3], jobs: [PackJob::default(); ARENA_SLOTS] };
-        params.jobs[..arena.jobs.len()].copy_from_slice(&arena.jobs);
+        let params = PackJobs::of(&arena.jobs);
         let (source, packed) = (arena.source.clone(), arena.packed.clone());
         let groups = (arena.jobs.len() * PACK_LEN).div_ceil(PACK_WORKGROUP) as u32;
         self.dispatch(Kernel::Conv2dPackWeights, &params, &[&source, &packed], groups);
         self.weight_packs.arenas[index].current = true;
+    }
+
+    /// The packs an Adam launch over `params` can write as it updates them: those of the first
+    /// arena of its buffer whose every pack's weights lie within `params` (so that Adam writes
+    /// all of them), their `src` counted from `params`' first element.
+    pub(super) fn packs_within(&self, params: &GpuTensor) -> Option<AdamPacks> {
+        let inside = |job: &PackJob| {
+            let (start, len) = (job.src as usize, (job.how.ic * job.how.oc * job.how.k * job.how.k) as usize);
+            start >= params.offset && start + len <= params.offset + params.len
+        };
+        let arena = self
+            .weight_packs
+            .arenas
+            .iter()
+            .position(|a| a.source.buffer == params.buffer && a.jobs.iter().all(inside))?;
+        let relative = self.weight_packs.arenas[arena]
+            .jobs
+            .iter()
+            .map(|job| PackJob { src: job.src - params.offset as u32, ..*job });
+        let jobs = PackJobs::of(&relative.collect::<Vec<_>>());
+        Some(AdamPacks { jobs, packed: self.weight_packs.arenas[arena].packed.clone(), arena })
+    }
+
+    /// An Adam launch that writes `packs` is recorded: they are current again.
+    pub(super) fn packs_written(&mut self, packs: &AdamPacks) {
+        self.weight_packs.arenas[packs.arena].current = true;
     }
 
     /// A write to `buffer` is recorded: the packs made from it are stale.
