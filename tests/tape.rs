@@ -162,6 +162,18 @@ fn every_fusion_rule_matches_its_primitives() {
     with_gpu("fusion rules", |gpu: &mut GpuBackend| check(gpu, 1e-5));
 }
 
+/// One training step's forward and backward of `weights`' network on 16 pairs, the
+/// gradients left in `weights.grads`.
+fn gradients(gpu: &mut GpuBackend, weights: &Weights<GpuBackend>, images: &[f32], targets: &[f32]) {
+    let mut tape = Tape::new(gpu, Mode::Train);
+    let x = tape.backend().upload(images);
+    let x = tape.input(x, &[32, 1, 28, 28]);
+    let t = tape.backend().upload(targets);
+    let t = tape.input(t, &[16]);
+    let (loss, _) = weights.net.loss(&mut tape, weights, x, t, 2.0);
+    tape.backward(loss);
+}
+
 /// On the portable kernels Adam sums the conv weight-gradient partials that wait for it
 /// (src/gpu/weight_sums.rs): the parameters it writes, and the gradients it stores, are the
 /// same bits as when the sums run in their own launch first (a read of the gradients makes
@@ -179,14 +191,7 @@ fn adam_sums_the_waiting_weight_gradients_to_the_same_bits() {
             let mut r = rng(29);
             let images = to_f32(&uniform(&mut r, 32 * 784, 0.0, 1.0));
             let targets: Vec<f32> = (0..16).map(|i| (i % 2) as f32).collect();
-            let mut tape = Tape::new(gpu, Mode::Train);
-            let x = tape.backend().upload(&images);
-            let x = tape.input(x, &[32, 1, 28, 28]);
-            let t = tape.backend().upload(&targets);
-            let t = tape.input(t, &[16]);
-            let (loss, _) = net.loss(&mut tape, &weights, x, t, 2.0);
-            tape.backward(loss);
-            drop(tape);
+            gradients(gpu, &weights, &images, &targets);
             let dispatches = gpu.dispatches;
             if sums_first {
                 gpu.read(&weights.grads);
@@ -224,14 +229,7 @@ fn adam_writes_the_weight_packs_to_the_same_bits() {
         let targets: Vec<f32> = (0..16).map(|i| (i % 2) as f32).collect();
         let step = |gpu: &mut GpuBackend| {
             let before = gpu.dispatches;
-            let mut tape = Tape::new(gpu, Mode::Train);
-            let x = tape.backend().upload(&images);
-            let x = tape.input(x, &[32, 1, 28, 28]);
-            let t = tape.backend().upload(&targets);
-            let t = tape.input(t, &[16]);
-            let (loss, _) = net.loss(&mut tape, &weights, x, t, 2.0);
-            tape.backward(loss);
-            drop(tape);
+            gradients(gpu, &weights, &images, &targets);
             let launches = gpu.dispatches - before;
             (gpu.read(&weights.grads).iter().map(|v| v.to_bits()).collect::<Vec<_>>(), launches)
         };
