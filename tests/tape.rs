@@ -162,13 +162,23 @@ fn every_fusion_rule_matches_its_primitives() {
     with_gpu("fusion rules", |gpu: &mut GpuBackend| check(gpu, 1e-5));
 }
 
-/// One training step's forward and backward of `weights`' network on 16 pairs, the
-/// gradients left in `weights.grads`.
-fn gradients(gpu: &mut GpuBackend, weights: &Weights<GpuBackend>, images: &[f32], targets: &[f32]) {
+/// The tutorial's network on the GPU with weights from `seed`.
+fn gpu_weights(gpu: &mut GpuBackend, seed: u64) -> Weights<GpuBackend> {
+    let net = SiameseNet::new(8);
+    let (params, buffers) = net.init(seed);
+    Weights::new(gpu, net, &params, &buffers)
+}
+
+/// One training step's forward and backward of `weights`' network on 16 pairs of random
+/// images (from `seed`), the gradients left in `weights.grads`.
+fn gradients(gpu: &mut GpuBackend, weights: &Weights<GpuBackend>, seed: u64) {
+    let mut r = rng(seed);
+    let images = to_f32(&uniform(&mut r, 32 * 784, 0.0, 1.0));
+    let targets: Vec<f32> = (0..16).map(|i| (i % 2) as f32).collect();
     let mut tape = Tape::new(gpu, Mode::Train);
-    let x = tape.backend().upload(images);
+    let x = tape.backend().upload(&images);
     let x = tape.input(x, &[32, 1, 28, 28]);
-    let t = tape.backend().upload(targets);
+    let t = tape.backend().upload(&targets);
     let t = tape.input(t, &[16]);
     let (loss, _) = weights.net.loss(&mut tape, weights, x, t, 2.0);
     tape.backward(loss);
@@ -185,13 +195,8 @@ fn adam_sums_the_waiting_weight_gradients_to_the_same_bits() {
         gpu.driver = None;
         let mut results = Vec::new();
         for sums_first in [true, false] {
-            let net = SiameseNet::new(8);
-            let (params, buffers) = net.init(7);
-            let weights = Weights::new(gpu, net, &params, &buffers);
-            let mut r = rng(29);
-            let images = to_f32(&uniform(&mut r, 32 * 784, 0.0, 1.0));
-            let targets: Vec<f32> = (0..16).map(|i| (i % 2) as f32).collect();
-            gradients(gpu, &weights, &images, &targets);
+            let weights = gpu_weights(gpu, 7);
+            gradients(gpu, &weights, 29);
             let dispatches = gpu.dispatches;
             if sums_first {
                 gpu.read(&weights.grads);
@@ -221,15 +226,10 @@ fn adam_writes_the_weight_packs_to_the_same_bits() {
     use siamese::ops::AdamConfig;
     with_gpu("adam with the weight packs", |gpu: &mut GpuBackend| {
         gpu.driver = None;
-        let net = SiameseNet::new(8);
-        let (params, buffers) = net.init(11);
-        let weights = Weights::new(gpu, net, &params, &buffers);
-        let mut r = rng(31);
-        let images = to_f32(&uniform(&mut r, 32 * 784, 0.0, 1.0));
-        let targets: Vec<f32> = (0..16).map(|i| (i % 2) as f32).collect();
+        let weights = gpu_weights(gpu, 11);
         let step = |gpu: &mut GpuBackend| {
             let before = gpu.dispatches;
-            gradients(gpu, &weights, &images, &targets);
+            gradients(gpu, &weights, 31);
             let launches = gpu.dispatches - before;
             (gpu.read(&weights.grads).iter().map(|v| v.to_bits()).collect::<Vec<_>>(), launches)
         };

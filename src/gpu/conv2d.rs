@@ -105,7 +105,7 @@ struct DyThrough<'a> {
 /// A tiled kernel's THROUGH and DY_THROUGH, and its bindings bn0..bn2: the BatchNorm x is
 /// read through (γ, β, statistics), or the one dy is read through the backward of (z, sums),
 /// or neither (any buffers, never read).
-fn through<'a>(input: &Input<'a>, dy: Option<DyThrough<'a>>) -> ([u32; 2], [&'a GpuTensor; 3]) {
+fn through_bindings<'a>(input: &Input<'a>, dy: Option<DyThrough<'a>>) -> ([u32; 2], [&'a GpuTensor; 3]) {
     match (input.norm, dy) {
         (Some(n), None) => ([Through::of(input.norm) as u32, 0], [n.gamma, n.beta, n.saved]),
         (None, Some(d)) => ([0, Through::batchnorm(d.relu) as u32], [d.z, d.sums, d.z]),
@@ -125,7 +125,7 @@ fn conv2d_tile(
     [w, b, y]: [&GpuTensor; 3],
 ) {
     let (ic, oc) = if transpose { (p.c_out, p.c_in) } else { (p.c_in, p.c_out) };
-    let ([through, dy_through], [bn0, bn1, bn2]) = through(&input, dy);
+    let ([through, dy_through], [bn0, bn1, bn2]) = through_bindings(&input, dy);
     let spec = [ic, oc, p.h, p.w, p.k, transpose as u32, through, dy_through];
     let packed = gpu.packed_weights(w, PackHow { ic, oc, k: p.k, transpose: transpose as u32 });
     let flops = Some(Work::Flops(2.0 * p.macs() as f64));
@@ -182,14 +182,15 @@ pub fn conv2d_backward(
     let p = &Conv2dParams { chunk: WEIGHT_GRAD_CHUNK as u32, ..*p };
     let chunks = p.towers as usize * ((p.n / p.towers) as usize).div_ceil(WEIGHT_GRAD_CHUNK);
     let partial = weight.map(|_| gpu.weight_partials(chunks * (p.w_len() + p.c_out as usize)));
-    // The part not computed gets placeholders, never read or written (two buffers: one
-    // bound read-only, one read-write).
-    let (read, write) = (gpu.scratch(1), gpu.scratch(1));
-    let (w, dx) = input.unwrap_or((&read, &write));
-    let x = weight.map_or(&read, |(x, _)| x);
+    // A part not computed gets placeholders, never read or written (two buffers: one bound
+    // read-only, one read-write); with both parts computed none is needed.
+    let spare = (input.is_none() || weight.is_none()).then(|| (gpu.scratch(1), gpu.scratch(1)));
+    let (read, write) = spare.as_ref().map_or((dy, dy), |(r, w)| (r, w));
+    let (w, dx) = input.unwrap_or((read, write));
+    let x = weight.map_or(read, |(x, _)| x);
     let spec = [input.is_some() as u32, weight.is_some() as u32];
     let invocations = input.map_or(0, |_| p.x_len()) + partial.as_ref().map_or(0, |t| t.len);
-    let bindings = [x, w, dy, dx, partial.as_ref().unwrap_or(&write)];
+    let bindings = [x, w, dy, dx, partial.as_ref().unwrap_or(write)];
     let flops = Some(Work::Flops(2.0 * p.macs() as f64 * (spec[0] + spec[1]) as f64));
     let groups = GpuBackend::groups_for(invocations);
     gpu.dispatch_work(Kernel::Conv2dBackward, &spec, p, &bindings, groups, flops);
@@ -212,7 +213,7 @@ fn backward_weight(
     let p = Conv2dParams { chunk: 1, ..*p };
     let bands = weight_tile_bands(&p);
     let partial = gpu.weight_partials((p.n * bands) as usize * taps);
-    let ([through, dy_through], [bn0, bn1, bn2]) = through(&input, dy_through);
+    let ([through, dy_through], [bn0, bn1, bn2]) = through_bindings(&input, dy_through);
     let spec = [p.c_in, p.c_out, p.h, p.w, p.k, through, bands, dy_through];
     let groups = (p.n * bands * p.c_in * p.c_out).div_ceil(WEIGHT_TILE_WORKGROUP);
     let x = input.x;
